@@ -1,0 +1,61 @@
+"""The one place TensorFlow and tf_keras are imported, with Keras 2 selected before TensorFlow loads."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import warnings
+from typing import Iterator
+
+from edgert.errors import ConversionError
+
+
+@contextlib.contextmanager
+def native_log_captured() -> Iterator[None]:
+    """Keep TensorFlow's native start-up and converter chatter (written straight to fd 2) off the terminal.
+
+    Those lines are logged before absl is initialised, so no log level silences them. `EDGERT_VERBOSE=1` shows them.
+    """
+    if os.environ.get("EDGERT_VERBOSE") == "1":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def import_tf():
+    """Return `(tensorflow, tf_keras)`, making `tf.keras` the Keras 2 API that tfmot and the converter need.
+
+    Raises:
+        ConversionError: TensorFlow is not installed, or was already imported in this process with Keras 3.
+    """
+    if "tensorflow" not in sys.modules:
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    elif os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+        raise ConversionError(
+            "TensorFlow was imported before edgert.converters without TF_USE_LEGACY_KERAS=1; "
+            "import edgert.converters first or set TF_USE_LEGACY_KERAS=1 before importing TensorFlow")
+    try:
+        with native_log_captured():
+            import tensorflow as tf
+            import tf_keras
+
+            tf.config.list_physical_devices()  # device discovery logs its CUDA probe here, not mid-conversion
+    except ImportError as exc:
+        raise ConversionError(
+            f"conversion needs the [convert] extra ({exc.name} is missing); run `pip install 'edgert[convert]'`"
+        ) from None
+    tf.get_logger().setLevel("ERROR")
+    return tf, tf_keras

@@ -1,0 +1,1 @@
+"""Delegate plugins (XNNPACK, GPU, NNAPI, Edge TPU, external libraries), imported as edgert.delegates."""

@@ -1,0 +1,1 @@
+"""Board profiles and device facts, imported as edgert.devices."""

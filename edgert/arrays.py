@@ -1,0 +1,51 @@
+"""Reading and writing .npy/.npz arrays safely: never unpickling, always atomically."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from edgert.errors import InputDataError
+from edgert.files import atomic_path
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a .npy (returned under the name `x`) or .npz file; object arrays are refused, never unpickled.
+
+    Raises:
+        InputDataError: missing, unreadable, of another format, or holding Python objects.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputDataError(f"{p}: no such file")
+    if p.suffix not in (".npy", ".npz"):
+        raise InputDataError(f"{p}: use a .npy or .npz file (numpy.save / numpy.savez)")
+    try:
+        if p.suffix == ".npy":
+            return {"x": np.load(p, allow_pickle=False)}
+        with np.load(p, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise InputDataError(f"{p} holds Python objects; save plain numeric arrays with numpy.save") from None
+        raise InputDataError(f"{p} is not a readable {p.suffix} file ({exc})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputDataError(f"{p} is not a readable {p.suffix} file ({exc})") from None
+    if not arrays:
+        raise InputDataError(f"{p} holds no arrays")
+    return arrays
+
+
+def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Write one array to a .npy, or several by name to a .npz, atomically."""
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        with tmp.open("wb") as f:
+            if p.suffix == ".npy":
+                (array,) = arrays.values()
+                np.save(f, array, allow_pickle=False)
+            else:
+                np.savez(f, **arrays)

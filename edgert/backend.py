@@ -1,0 +1,73 @@
+"""The TFLite interpreter package edgert runs models with, chosen once per process."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from edgert.errors import BackendUnavailableError
+
+# Preference order: the maintained LiteRT wheel, the legacy runtime wheel, then TensorFlow itself (heavy, last).
+BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+_MODULES = {
+    "ai_edge_litert": ("ai_edge_litert.interpreter", "ai-edge-litert"),
+    "tflite_runtime": ("tflite_runtime.interpreter", "tflite-runtime"),
+    "tensorflow": ("tensorflow.lite", "tensorflow"),
+}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An importable interpreter implementation."""
+
+    name: str
+    version: str
+    interpreter_class: Callable[..., Any]
+    load_delegate: Callable[..., Any]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+def _import(name: str) -> Backend:
+    module_name, dist = _MODULES[name]
+    module = importlib.import_module(module_name)
+    if name == "tensorflow":
+        interpreter_class, load_delegate = module.Interpreter, module.experimental.load_delegate
+    else:
+        interpreter_class, load_delegate = module.Interpreter, module.load_delegate
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version(dist)
+    except PackageNotFoundError:
+        ver = "unknown"
+    return Backend(name, ver, interpreter_class, load_delegate)
+
+
+@functools.cache
+def get_backend() -> Backend:
+    """Return the interpreter backend, honouring `EDGERT_BACKEND` (one of `BACKENDS`).
+
+    Raises:
+        BackendUnavailableError: no interpreter package can be imported (or the requested one cannot).
+    """
+    wanted = os.environ.get("EDGERT_BACKEND", "").strip()
+    if wanted:
+        if wanted not in _MODULES:
+            raise BackendUnavailableError(
+                f"EDGERT_BACKEND={wanted!r} is not a backend; use one of {', '.join(BACKENDS)}")
+        candidates = (wanted,)
+    else:
+        candidates = BACKENDS
+    failures = []
+    for name in candidates:
+        try:
+            return _import(name)
+        except ImportError as exc:
+            failures.append(f"{name}: {exc}")
+    raise BackendUnavailableError(
+        "no TFLite interpreter is installed (" + "; ".join(failures) + "); run `pip install ai-edge-litert`")

@@ -1,0 +1,224 @@
+"""The `edgert` command: a thin layer over the library that only parses options and formats results."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+import edgert
+from edgert.errors import EdgertError, InputDataError
+
+
+def _fail_cleanly(f):
+    """Turn library errors into one-line `Error: ...` messages with a non-zero exit code."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except EdgertError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def _version_message() -> str:
+    try:
+        backend = str(edgert.backend.get_backend())
+    except EdgertError as exc:
+        backend = f"none ({exc})"
+    return f"edgert {edgert.__version__} (interpreter backend: {backend}, Python {sys.version.split()[0]})"
+
+
+def _print_version(ctx, _param, value):
+    if value and not ctx.resilient_parsing:
+        click.echo(_version_message())
+        ctx.exit()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and the interpreter backend, then exit.")
+def cli():
+    """edgert: convert Keras models to TFLite and run them on edge devices."""
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MiB"
+
+
+def _spec_rows(specs) -> list[str]:
+    rows = [f"  {'#':>2}  {'name':<34} {'shape':<18} {'dtype':<8} quantization"]
+    for i, s in enumerate(specs):
+        rows.append(f"  {i:>2}  {s.name:<34} {str(s.shape):<18} {s.dtype:<8} {s.describe_quantization()}")
+    return rows
+
+
+# -- convert --------------------------------------------------------------------------------------------------
+
+
+def _parse_range(_ctx, _param, value: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not LOW,HIGH (e.g. 0,1 or -1,1)") from None
+    if not low < high:
+        raise click.BadParameter(f"LOW must be below HIGH, got {value}")
+    return low, high
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Output .tflite path [default: <stem>.tflite, <stem>_int8.tflite beside the model].")
+@click.option("--int8", is_flag=True, help="Quantize to int8: full integer with --calibration-data, else weights only.")
+@click.option("--calibration-data", type=click.Path(path_type=Path),
+              help="Representative inputs: .npy, .npz (x or one array per input) or a folder of images.")
+@click.option("--calibration-samples", type=int, default=200, show_default=True,
+              help="Use at most this many calibration samples.")
+@click.option("--float-io", is_flag=True, help="Full-integer model with float32 inputs and outputs.")
+@click.option("--image-range", default="0,255", show_default=True, callback=_parse_range,
+              help="Value range calibration images are scaled to, LOW,HIGH.")
+@click.option("--force", is_flag=True, help="Overwrite the output if it exists.")
+@click.option("json_", "--json", is_flag=True, help="Print the result as JSON.")
+@_fail_cleanly
+def convert(model, output, int8, calibration_data, calibration_samples, float_io, image_range, force, json_):
+    """Convert a Keras model (.h5, .keras) or SavedModel directory to TFLite."""
+    from edgert.converters import convert as convert_model  # TensorFlow loads here, not at `edgert` start-up
+
+    result = convert_model(model, output, int8=int8, calibration_data=calibration_data,
+                           calibration_samples=calibration_samples, float_io=float_io, image_range=image_range,
+                           force=force)
+    if json_:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    click.echo(f"wrote {result.output_path}")
+    click.echo(f"  mode        {result.mode.value}"
+               + (f" (calibrated on {result.calibration_samples} samples)" if result.calibration_samples else ""))
+    click.echo(f"  size        {_kib(result.source_size_bytes)} -> {_kib(result.output_size_bytes)} "
+               f"({result.size_ratio:.1f}x smaller)")
+    click.echo(f"  time        {result.duration_s:.1f} s")
+    click.echo("inputs")
+    click.echo("\n".join(_spec_rows(result.inputs)))
+    click.echo("outputs")
+    click.echo("\n".join(_spec_rows(result.outputs)))
+    for note in result.notes:
+        click.echo(f"note: {note}")
+
+
+# -- inspect --------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("json_", "--json", is_flag=True, help="Print the description as JSON.")
+@_fail_cleanly
+def inspect(model, json_):
+    """Describe a .tflite model: inputs, outputs, quantization, operators, custom ops."""
+    info = edgert.inspect_model(model)
+    backend = str(edgert.backend.get_backend())
+    if json_:
+        click.echo(json.dumps({**info.to_dict(), "backend": backend}, indent=2))
+        return
+    click.echo(f"model         {info.path}")
+    click.echo(f"size          {_kib(info.size_bytes)} ({info.size_bytes} bytes)")
+    click.echo(f"quantization  {info.quantization}")
+    click.echo(f"structure     schema v{info.schema_version}, {info.subgraph_count} subgraph(s), "
+               f"{info.tensor_count} tensors, {info.operator_count} operators")
+    click.echo(f"backend       {backend}")
+    if info.metadata:
+        click.echo(f"metadata      {', '.join(info.metadata)}")
+    click.echo("inputs")
+    click.echo("\n".join(_spec_rows(info.inputs)))
+    click.echo("outputs")
+    click.echo("\n".join(_spec_rows(info.outputs)))
+    click.echo("operators")
+    for name, count in info.operators:
+        click.echo(f"  {name:<28} {count:>4}")
+    click.echo("custom operators: " + (", ".join(info.custom_operators) or "none"))
+
+
+# -- run ------------------------------------------------------------------------------------------------------
+
+
+def _load_inputs(path: Path, model: edgert.Model):
+    from edgert.arrays import load_arrays
+
+    arrays = load_arrays(path)
+    names = [s.name for s in model.inputs]
+    if len(arrays) == 1 and len(names) == 1:
+        return next(iter(arrays.values()))
+    if set(arrays) == set(names):
+        return arrays
+    if len(arrays) == len(names) and all(k == f"arr_{i}" for i, k in enumerate(arrays)):
+        return list(arrays.values())
+    raise InputDataError(f"{path} holds {sorted(arrays)}; the model's inputs are {names}: "
+                         "save an .npz with one array per input name")
+
+
+def _summary(name: str, a: np.ndarray) -> str:
+    text = f"{name}: shape {a.shape} {a.dtype}"
+    if a.size and a.dtype.kind in "fiub":
+        text += f"  min {a.min():.4g} max {a.max():.4g} mean {a.mean():.4g}"
+    if a.ndim == 2 and a.shape[1] > 1:
+        top = a.argmax(axis=1)[:10].tolist()
+        text += f"\n  argmax per row: {top}" + (" ..." if a.shape[0] > 10 else "")
+    elif a.size <= 16:
+        text += f"\n  values: {np.array2string(a.ravel(), precision=4, separator=', ')}"
+    return text
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-i", "--input", "input_path", type=click.Path(path_type=Path), required=True,
+              help="Input data: .npy (one input) or .npz (one array per input name).")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Save outputs: .npy (single output) or .npz (one array per output name).")
+@click.option("--raw", is_flag=True, help="Return quantized outputs as stored, not dequantized to float.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: the backend's].")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+@click.option("json_", "--json", is_flag=True, help="Print outputs as JSON.")
+@_fail_cleanly
+def run(model, input_path, output, raw, threads, force, json_):
+    """Run a .tflite model on inputs from a file."""
+    from edgert.arrays import save_arrays
+    from edgert.files import check_output_path
+
+    if output is not None:
+        check_output_path(output, force=force)
+        if output.suffix not in (".npy", ".npz"):
+            raise InputDataError(f"--output {output}: use a .npy or .npz path")
+    m = edgert.load(model, threads=threads)
+    inputs = _load_inputs(input_path, m)
+    started = time.perf_counter_ns()
+    outputs = m.run(inputs, raw=raw)
+    latency_ms = (time.perf_counter_ns() - started) / 1e6
+    names = [s.name for s in m.outputs]
+    if output is not None:
+        if output.suffix == ".npy" and len(outputs) != 1:
+            raise InputDataError(f"the model has {len(outputs)} outputs; save them to an .npz, not {output}")
+        save_arrays(output, dict(zip(names, outputs)))
+    if json_:
+        click.echo(json.dumps({
+            "model": str(model), "backend": str(m.backend), "latency_ms": round(latency_ms, 3),
+            "outputs": {n: {"shape": list(o.shape), "dtype": o.dtype.name, "values": o.tolist()}
+                        for n, o in zip(names, outputs)},
+            "saved_to": str(output) if output else None}, indent=2))
+        return
+    for n, o in zip(names, outputs):
+        click.echo(_summary(n, o))
+    click.echo(f"ran in {latency_ms:.2f} ms on {m.backend}" + (f"; saved to {output}" if output else ""))
+
+
+def main() -> None:
+    cli(prog_name="edgert")
+
+
+if __name__ == "__main__":
+    main()

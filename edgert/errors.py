@@ -1,0 +1,39 @@
+"""Domain errors: each carries a one-line message that says what went wrong and what to do."""
+
+from __future__ import annotations
+
+
+class EdgertError(Exception):
+    """Base class of every error edgert raises on purpose; the CLI prints its message as one line."""
+
+
+class ModelFormatError(EdgertError):
+    """The file is not a model edgert can read (missing, truncated, corrupt or of another format)."""
+
+
+class UnsupportedOperatorError(EdgertError):
+    """The model uses operators the interpreter does not know (custom ops without a registration)."""
+
+    def __init__(self, message: str, operators: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.operators = operators
+
+
+class InputDataError(EdgertError):
+    """Input or calibration data does not fit the model (shape, dtype, count, file format)."""
+
+
+class OutputExistsError(EdgertError):
+    """An output path exists already and overwriting was not asked for."""
+
+
+class ConversionError(EdgertError):
+    """A Keras model could not be converted to TFLite."""
+
+
+class BackendUnavailableError(EdgertError):
+    """No TFLite interpreter package is installed."""
+
+
+class InferenceError(EdgertError):
+    """The interpreter failed while running the model."""

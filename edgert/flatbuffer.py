@@ -1,0 +1,284 @@
+"""A bounds-checked reader of the TFLite flatbuffer that validates a model before any native code sees it.
+
+The interpreter's own loader trusts offsets inside the file, so a truncated or corrupt model can crash the
+process. This reader follows every offset the schema defines with bounds checks, checks every index against the
+table it points into, and raises `ModelFormatError` on the first inconsistency. Field numbers follow
+`tensorflow/compiler/mlir/lite/schema/schema.fbs` (Model, SubGraph, Tensor, Operator, OperatorCode, Buffer).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from edgert.errors import ModelFormatError
+
+FILE_IDENTIFIER = b"TFL3"
+SCHEMA_VERSION = 3
+CUSTOM_OPCODE = 32  # BuiltinOperator.CUSTOM
+
+# TensorType enum of schema.fbs -> numpy dtype name.
+TENSOR_TYPES = {
+    0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool", 7: "int16",
+    8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64", 13: "resource", 14: "variant",
+    15: "uint32", 16: "uint16", 17: "int4", 18: "bfloat16", 19: "int2",
+}
+
+_U8, _U16, _I32, _U32, _I64, _U64 = (struct.Struct(f) for f in ("<B", "<H", "<i", "<I", "<q", "<Q"))
+
+
+class _Reader:
+    """Raw little-endian reads that never leave the buffer."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.size = len(data)
+
+    def read(self, fmt: struct.Struct, pos: int, what: str):
+        if pos < 0 or pos + fmt.size > self.size:
+            raise ModelFormatError(f"{what} points outside the file (offset {pos}, file size {self.size})")
+        return fmt.unpack_from(self.data, pos)[0]
+
+    def table(self, pos: int, what: str) -> _Table:
+        return _Table(self, pos, what)
+
+
+class _Table:
+    """One flatbuffer table: a position plus its vtable, with checked field access."""
+
+    def __init__(self, reader: _Reader, pos: int, what: str):
+        self.r, self.pos, self.what = reader, pos, what
+        vtable = pos - reader.read(_I32, pos, what)
+        self.vt_len = reader.read(_U16, vtable, f"{what} vtable")
+        self.obj_len = reader.read(_U16, vtable + 2, f"{what} vtable")
+        if self.vt_len < 4 or self.vt_len % 2 or vtable + self.vt_len > reader.size:
+            raise ModelFormatError(f"{what} has a corrupt vtable")
+        if self.obj_len < 4 or pos + self.obj_len > reader.size:
+            raise ModelFormatError(f"{what} extends past the end of the file")
+        self.vtable = vtable
+
+    def _field(self, index: int) -> int | None:
+        slot = 4 + 2 * index
+        if slot + 2 > self.vt_len:
+            return None
+        off = self.r.read(_U16, self.vtable + slot, self.what)
+        if off == 0:
+            return None
+        if off >= self.obj_len:
+            raise ModelFormatError(f"{self.what} field {index} lies outside its table")
+        return self.pos + off
+
+    def scalar(self, index: int, fmt: struct.Struct, default):
+        pos = self._field(index)
+        return default if pos is None else self.r.read(fmt, pos, f"{self.what} field {index}")
+
+    def _indirect(self, index: int) -> int | None:
+        pos = self._field(index)
+        return None if pos is None else pos + self.r.read(_U32, pos, f"{self.what} field {index}")
+
+    def table(self, index: int, what: str) -> _Table | None:
+        pos = self._indirect(index)
+        return None if pos is None else self.r.table(pos, what)
+
+    def _vector(self, index: int, elem_size: int, what: str) -> tuple[int, int]:
+        pos = self._indirect(index)
+        if pos is None:
+            return 0, 0
+        length = self.r.read(_U32, pos, what)
+        start = pos + 4
+        if start + length * elem_size > self.r.size:
+            raise ModelFormatError(f"{what} declares {length} elements, more than the file holds")
+        return start, length
+
+    def scalars(self, index: int, code: str, what: str) -> tuple:
+        fmt = struct.Struct("<" + code)
+        start, length = self._vector(index, fmt.size, what)
+        if not length:
+            return ()
+        return struct.unpack_from(f"<{length}{code}", self.r.data, start)
+
+    def byte_span(self, index: int, what: str) -> tuple[int, int]:
+        """(start, length) of a [ubyte] vector, without copying it."""
+        return self._vector(index, 1, what)
+
+    def string(self, index: int, what: str) -> str:
+        start, length = self._vector(index, 1, what)
+        try:
+            return bytes(self.r.data[start:start + length]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ModelFormatError(f"{what} is not valid UTF-8 (corrupt file?)") from None
+
+    def tables(self, index: int, what: str) -> list[_Table]:
+        start, length = self._vector(index, 4, what)
+        return [self.r.table(start + 4 * i + self.r.read(_U32, start + 4 * i, what), f"{what}[{i}]")
+                for i in range(length)]
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Affine quantization of one tensor: real = scale * (q - zero_point), per tensor or per channel."""
+
+    scale: tuple[float, ...]
+    zero_point: tuple[int, ...]
+    quantized_dimension: int = 0
+
+    @property
+    def per_channel(self) -> bool:
+        return len(self.scale) > 1
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    shape_signature: tuple[int, ...]
+    dtype: str
+    buffer: int
+    quantization: Quantization | None
+    sparse: bool
+
+
+@dataclass(frozen=True)
+class OperatorInfo:
+    opcode: str
+    custom: bool
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SubgraphInfo:
+    name: str
+    tensors: tuple[TensorInfo, ...]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    operators: tuple[OperatorInfo, ...]
+
+
+@dataclass(frozen=True)
+class FlatModel:
+    """What the flatbuffer says, after validation."""
+
+    version: int
+    description: str
+    subgraphs: tuple[SubgraphInfo, ...]
+    buffer_sizes: tuple[int, ...]
+    metadata: tuple[tuple[str, int], ...]  # (name, buffer index)
+
+
+def _builtin_names() -> dict[int, str]:
+    try:
+        from ai_edge_litert.schema_py_generated import BuiltinOperator
+    except ImportError:  # other backends do not ship the schema; numbers are still exact
+        return {}
+    return {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+_NAMES: dict[int, str] | None = None
+
+
+def builtin_name(code: int) -> str:
+    global _NAMES
+    if _NAMES is None:
+        _NAMES = _builtin_names()
+    return _NAMES.get(code, f"BUILTIN_{code}")
+
+
+def parse(data: bytes, source: str = "model") -> FlatModel:
+    """Validate a TFLite flatbuffer and return its structure.
+
+    Raises:
+        ModelFormatError: the bytes are not a complete, self-consistent TFLite model.
+    """
+    if len(data) < 8:
+        raise ModelFormatError(f"{source} is not a TFLite model: {len(data)} bytes is too short")
+    if data[4:8] != FILE_IDENTIFIER:
+        raise ModelFormatError(
+            f"{source} is not a TFLite model: file identifier {bytes(data[4:8])!r}, expected {FILE_IDENTIFIER!r}")
+    r = _Reader(data)
+    model = r.table(r.read(_U32, 0, "root offset"), "model")
+    version = model.scalar(0, _U32, 0)
+    if version != SCHEMA_VERSION:
+        raise ModelFormatError(f"{source} has schema version {version}; edgert reads version {SCHEMA_VERSION}")
+
+    buffer_sizes = []
+    for i, buf in enumerate(model.tables(4, "buffers")):
+        start, length = buf.byte_span(0, f"buffer {i} data")
+        offset, size = buf.scalar(1, _U64, 0), buf.scalar(2, _U64, 0)
+        if offset > 1:  # models over 2 GB keep buffers after the flatbuffer, addressed by offset
+            if offset + size > r.size:
+                raise ModelFormatError(f"{source}: buffer {i} ends past the end of the file (truncated?)")
+            length = size
+        buffer_sizes.append(length)
+
+    opcodes = []
+    for i, oc in enumerate(model.tables(1, "operator_codes")):
+        code = max(oc.scalar(0, _U8, 0), oc.scalar(3, _I32, 0))
+        if code == CUSTOM_OPCODE:
+            opcodes.append((oc.string(1, f"operator code {i} custom name") or "<unnamed custom op>", True))
+        else:
+            opcodes.append((builtin_name(code), False))
+
+    subgraphs = []
+    raw_subgraphs = model.tables(2, "subgraphs")
+    if not raw_subgraphs:
+        raise ModelFormatError(f"{source} has no subgraph")
+    for g, sg in enumerate(raw_subgraphs):
+        where = f"subgraph {g}"
+        tensors = []
+        for t, tt in enumerate(sg.tables(0, f"{where} tensors")):
+            shape = tt.scalars(0, "i", f"{where} tensor {t} shape")
+            signature = tt.scalars(7, "i", f"{where} tensor {t} shape_signature") or shape
+            type_code = tt.scalar(1, _U8, 0)
+            buffer = tt.scalar(2, _U32, 0)
+            if type_code not in TENSOR_TYPES:
+                raise ModelFormatError(f"{source}: {where} tensor {t} has unknown type {type_code}")
+            if any(d < 0 for d in shape):
+                raise ModelFormatError(f"{source}: {where} tensor {t} has a negative dimension {shape}")
+            if buffer >= len(buffer_sizes):
+                raise ModelFormatError(f"{source}: {where} tensor {t} refers to missing buffer {buffer}")
+            q = tt.table(4, f"{where} tensor {t} quantization")
+            quant = None
+            if q is not None:
+                scale = q.scalars(2, "f", "quantization scale")
+                zero_point = q.scalars(3, "q", "quantization zero_point")
+                if scale:
+                    quant = Quantization(tuple(scale), tuple(zero_point) or (0,) * len(scale), q.scalar(6, _I32, 0))
+            tensors.append(TensorInfo(t, tt.string(3, f"{where} tensor {t} name") or "", tuple(shape),
+                                      tuple(signature), TENSOR_TYPES[type_code], buffer, quant,
+                                      tt.table(6, "sparsity") is not None))
+        n = len(tensors)
+
+        def indices(values, what, optional=False):
+            low = -1 if optional else 0
+            for v in values:
+                if not low <= v < n:
+                    raise ModelFormatError(f"{source}: {where} {what} refers to tensor {v}, but it has {n}")
+            return tuple(values)
+
+        operators = []
+        for o, op in enumerate(sg.tables(3, f"{where} operators")):
+            idx = op.scalar(0, _U32, 0)
+            if idx >= len(opcodes):
+                raise ModelFormatError(f"{source}: {where} operator {o} uses missing operator code {idx}")
+            name, custom = opcodes[idx]
+            operators.append(OperatorInfo(
+                name, custom,
+                indices(op.scalars(1, "i", f"operator {o} inputs"), f"operator {o} input", optional=True),
+                indices(op.scalars(2, "i", f"operator {o} outputs"), f"operator {o} output", optional=True)))
+        subgraphs.append(SubgraphInfo(
+            sg.string(4, f"{where} name") or "", tuple(tensors),
+            indices(sg.scalars(1, "i", f"{where} inputs"), "input"),
+            indices(sg.scalars(2, "i", f"{where} outputs"), "output"),
+            tuple(operators)))
+
+    metadata = []
+    for i, md in enumerate(model.tables(6, "metadata")):
+        buffer = md.scalar(1, _U32, 0)
+        if buffer >= len(buffer_sizes):
+            raise ModelFormatError(f"{source}: metadata {i} refers to missing buffer {buffer}")
+        metadata.append((md.string(0, f"metadata {i} name") or "", buffer))
+
+    return FlatModel(version, model.string(3, "description") or "", tuple(subgraphs), tuple(buffer_sizes),
+                     tuple(metadata))

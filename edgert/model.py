@@ -1,0 +1,204 @@
+"""`edgert.load` and `Model`: a validated TFLite model with float-in, float-out inference."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Mapping, Sequence, Union
+
+import numpy as np
+
+from edgert.backend import Backend, get_backend
+from edgert.errors import InferenceError, InputDataError, ModelFormatError, UnsupportedOperatorError
+from edgert.info import ModelInfo, TensorSpec, describe, read_model_bytes
+
+Inputs = Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray]]
+
+
+@dataclass
+class _Slot:
+    """Per-tensor facts precomputed once so `run` does no lookups on the hot path."""
+
+    spec: TensorSpec
+    dtype: np.dtype
+    scale: float = 0.0
+    zero_point: int = 0
+    qmin: int = 0
+    qmax: int = 0
+
+    @classmethod
+    def of(cls, spec: TensorSpec) -> _Slot:
+        dtype = np.dtype(spec.dtype)
+        if not spec.quantized:
+            return cls(spec, dtype)
+        info = np.iinfo(dtype)
+        return cls(spec, dtype, float(spec.scale[0]), int(spec.zero_point[0]), info.min, info.max)
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0
+
+
+def _spec_from_details(d: dict) -> TensorSpec:
+    q = d.get("quantization_parameters") or {}
+    scales = tuple(float(s) for s in q.get("scales", ()))
+    return TensorSpec(
+        name=d["name"], shape=tuple(int(x) for x in d["shape"]), dtype=np.dtype(d["dtype"]).name,
+        index=int(d["index"]), shape_signature=tuple(int(x) for x in d.get("shape_signature", d["shape"])),
+        scale=scales, zero_point=tuple(int(z) for z in q.get("zero_points", ())),
+        quantized_dimension=int(q.get("quantized_dimension", 0)),
+    )
+
+
+class Model:
+    """A TFLite model loaded into an interpreter.
+
+    `run` is safe to call from several threads: calls are serialised by a lock, since one TFLite interpreter
+    holds one set of input and output buffers.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None):
+        if threads is not None and threads < 1:
+            raise InputDataError(f"threads must be at least 1, got {threads}")
+        self.path = str(path)
+        data = read_model_bytes(path)
+        self.info: ModelInfo = describe(data, self.path)  # validates the flatbuffer before native code sees it
+        self.backend: Backend = get_backend()
+        self.threads = threads
+        try:
+            # The interpreter gets the very bytes that were validated, not the path (nothing can change between).
+            self._interpreter = self.backend.interpreter_class(model_content=data, num_threads=threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise self._load_error(exc) from None
+        self._lock = threading.Lock()
+        self._refresh_slots()
+
+    def _load_error(self, exc: Exception) -> Exception:
+        native = " ".join(str(exc).split())
+        custom = self.info.custom_operators
+        if custom or "custom op" in native.lower():
+            names = ", ".join(custom) or "unknown"
+            return UnsupportedOperatorError(
+                f"{self.path} uses custom operator(s) {names} that {self.backend.name} does not know; "
+                "register them (or load the delegate that provides them) or convert without custom ops",
+                tuple(custom))
+        return ModelFormatError(f"{self.path}: the interpreter rejected the model: {native[:300]}")
+
+    def _refresh_slots(self) -> None:
+        it = self._interpreter
+        self._in = [_Slot.of(_spec_from_details(d)) for d in it.get_input_details()]
+        self._out = [_Slot.of(_spec_from_details(d)) for d in it.get_output_details()]
+        self._by_name = {s.spec.name: i for i, s in enumerate(self._in)}
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return tuple(s.spec for s in self._in)
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return tuple(s.spec for s in self._out)
+
+    def __repr__(self) -> str:
+        return f"Model({self.path!r}, backend={self.backend.name}, inputs={len(self._in)}, outputs={len(self._out)})"
+
+    # -- inference ---------------------------------------------------------------------------------------------
+
+    def run(self, inputs: Inputs, *, raw: bool = False) -> list[np.ndarray]:
+        """Run one inference.
+
+        Args:
+            inputs: one array (single-input models), a sequence in input order, or a mapping by input name.
+                Quantized inputs take float arrays, which are quantized with the input's scale and zero point,
+                or arrays of the input's own integer dtype, which are passed through untouched.
+            raw: return outputs as the model stores them (int8 for full-integer models) instead of dequantized.
+
+        Returns:
+            The outputs in model order, float32 unless `raw` (or the output is not quantized).
+
+        Raises:
+            InputDataError: the inputs do not match the model's in count, name, shape or dtype.
+            InferenceError: the interpreter failed while running.
+        """
+        arrays = self._bind(inputs)
+        it = self._interpreter
+        with self._lock:
+            for slot, array in zip(self._in, arrays):
+                if array.shape != slot.spec.shape:
+                    self._resize(slot, array.shape)
+                    slot = self._in[self._by_name[slot.spec.name]]
+                it.set_tensor(slot.spec.index, self._prepare(slot, array))
+            try:
+                it.invoke()
+            except RuntimeError as exc:
+                raise InferenceError(f"{self.path}: inference failed: {' '.join(str(exc).split())[:300]}") from None
+            outputs = [it.get_tensor(s.spec.index) for s in self._out]
+        if raw:
+            return outputs
+        return [(o.astype(np.float32) - s.zero_point) * np.float32(s.scale) if s.quantized else o
+                for s, o in zip(self._out, outputs)]
+
+    def _bind(self, inputs: Inputs) -> list[np.ndarray]:
+        n = len(self._in)
+        if isinstance(inputs, Mapping):
+            unknown = sorted(set(inputs) - set(self._by_name))
+            missing = sorted(set(self._by_name) - set(inputs))
+            if unknown or missing:
+                raise InputDataError(
+                    f"inputs by name must be exactly {sorted(self._by_name)}; "
+                    f"unknown: {unknown or 'none'}, missing: {missing or 'none'}")
+            return [np.asarray(inputs[s.spec.name]) for s in self._in]
+        if isinstance(inputs, np.ndarray) or not isinstance(inputs, Sequence):
+            if n != 1:
+                raise InputDataError(f"the model has {n} inputs; pass a list or a dict by name, not one array")
+            return [np.asarray(inputs)]
+        if len(inputs) != n:
+            raise InputDataError(f"the model has {n} input(s); got {len(inputs)} arrays")
+        return [np.asarray(a) for a in inputs]
+
+    @staticmethod
+    def _prepare(slot: _Slot, array: np.ndarray) -> np.ndarray:
+        if array.dtype == slot.dtype:
+            return array
+        kind = array.dtype.kind
+        if slot.quantized and kind == "f":
+            q = np.round(array / np.float32(slot.scale)) + slot.zero_point
+            return np.clip(q, slot.qmin, slot.qmax).astype(slot.dtype)
+        if slot.dtype.kind == "f" and kind in "fiub":
+            return array.astype(slot.dtype)
+        if slot.dtype.kind in "iu" and kind in "iub" and np.can_cast(array.dtype, slot.dtype):
+            return array.astype(slot.dtype)
+        hint = " (quantized: pass float values or the model's integer type)" if slot.quantized else ""
+        raise InputDataError(
+            f"input '{slot.spec.name}' expects {slot.dtype.name}{hint}; got {array.dtype.name}")
+
+    def _resize(self, slot: _Slot, shape: tuple[int, ...]) -> None:
+        spec = slot.spec
+        expected = spec.shape
+        fixed = [i for i, (a, b) in enumerate(zip(shape, expected))
+                 if a != b and i != 0 and i not in spec.dynamic_dims]
+        if len(shape) != len(expected) or fixed:
+            raise InputDataError(
+                f"input '{spec.name}' expects shape {expected}; got {tuple(shape)}"
+                + (" (only the batch dimension can change)" if len(shape) == len(expected) else ""))
+        try:
+            self._interpreter.resize_tensor_input(spec.index, list(shape), strict=False)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            self._interpreter.resize_tensor_input(spec.index, list(expected), strict=False)
+            self._interpreter.allocate_tensors()
+            raise InputDataError(
+                f"input '{spec.name}' cannot be resized from {expected} to {tuple(shape)}: "
+                f"{' '.join(str(exc).split())[:200]}") from None
+        self._refresh_slots()
+
+
+def load(path: str | os.PathLike, threads: int | None = None) -> Model:
+    """Load a `.tflite` model, validating it first.
+
+    Raises:
+        ModelFormatError: missing file, not a TFLite model, or rejected by the interpreter.
+        UnsupportedOperatorError: the model needs custom operators that are not registered (named).
+    """
+    return Model(path, threads=threads)

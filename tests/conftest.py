@@ -1,0 +1,101 @@
+"""Shared fixtures: a small CNN trained on scikit-learn's digits, saved and converted once per session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from edgert.converters.digits import digits_split
+
+    return digits_split()
+
+
+@pytest.fixture(scope="session")
+def keras_digits(digits):
+    from edgert.converters.digits import train_digits_cnn
+
+    return train_digits_cnn(digits)
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def h5_path(keras_digits, models_dir):
+    path = models_dir / "digits.h5"
+    keras_digits.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def calibration_npy(digits, models_dir):
+    path = models_dir / "calibration.npy"
+    np.save(path, digits.x_train[:300])
+    return path
+
+
+@pytest.fixture(scope="session")
+def converted(h5_path, calibration_npy, models_dir):
+    """float32, dynamic-range and full-int8 conversions of the digits model: mode -> ConversionResult."""
+    from edgert.converters import convert
+
+    return {
+        "float32": convert(h5_path, models_dir / "digits.tflite"),
+        "dynamic": convert(h5_path, models_dir / "digits_dynamic.tflite", int8=True),
+        "int8": convert(h5_path, models_dir / "digits_int8.tflite", int8=True, calibration_data=calibration_npy),
+    }
+
+
+@pytest.fixture(scope="session")
+def float_tflite(converted):
+    return converted["float32"].output_path
+
+
+@pytest.fixture(scope="session")
+def int8_tflite(converted):
+    return converted["int8"].output_path
+
+
+@pytest.fixture(scope="session")
+def two_input_tflite(models_dir):
+    """A float model with two named inputs: out = 2 * sum(a) + sum(b)."""
+    from edgert.converters._tf import import_tf
+
+    _, keras = import_tf()
+    a = keras.Input(shape=(3,), name="a")
+    b = keras.Input(shape=(2,), name="b")
+    dense = keras.layers.Dense(1, use_bias=False)
+    out = dense(keras.layers.Concatenate()([a, b]))
+    model = keras.Model([a, b], out)
+    dense.set_weights([np.array([[2.0], [2.0], [2.0], [1.0], [1.0]], np.float32)])
+    path = models_dir / "two_inputs.h5"
+    model.save(path)
+    from edgert.converters import convert
+
+    return convert(path, models_dir / "two_inputs.tflite").output_path
+
+
+@pytest.fixture(scope="session")
+def custom_op_tflite(models_dir):
+    """A model whose only operator is the custom op `Igamma` (no TFLite kernel)."""
+    from edgert.converters._tf import import_tf, native_log_captured
+
+    tf, _ = import_tf()
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
+    def f(x):
+        return tf.math.igamma(x, x + 1.0)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
+    converter.allow_custom_ops = True
+    with native_log_captured():
+        data = converter.convert()
+    path = models_dir / "custom.tflite"
+    path.write_bytes(data)
+    return path
+

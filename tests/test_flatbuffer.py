@@ -1,0 +1,110 @@
+"""The flatbuffer reader: agrees with the interpreter on good models, refuses broken ones before native code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import edgert
+from edgert import flatbuffer
+from edgert.errors import ModelFormatError
+from edgert.info import describe
+
+
+@pytest.mark.parametrize("mode", ["float32", "dynamic", "int8"])
+def test_description_matches_interpreter(converted, mode):
+    path = converted[mode].output_path
+    info = edgert.inspect_model(path)
+    interpreter = edgert.backend.get_backend().interpreter_class(model_path=str(path))
+    for specs, details in ((info.inputs, interpreter.get_input_details()),
+                           (info.outputs, interpreter.get_output_details())):
+        assert len(specs) == len(details)
+        for spec, d in zip(specs, details):
+            assert spec.name == d["name"]
+            assert spec.shape == tuple(d["shape"])
+            assert spec.dtype == np.dtype(d["dtype"]).name
+            q = d["quantization_parameters"]
+            assert spec.scale == pytest.approx(tuple(q["scales"]))
+            assert spec.zero_point == tuple(q["zero_points"])
+    ops = sorted(op["op_name"] for op in interpreter._get_ops_details())
+    assert sorted(name for name, n in info.operators for _ in range(n)) == ops
+
+
+def test_quantization_modes_are_named(converted):
+    assert edgert.inspect_model(converted["float32"].output_path).quantization == "float32"
+    assert edgert.inspect_model(converted["dynamic"].output_path).quantization == "dynamic range (int8 weights)"
+    assert edgert.inspect_model(converted["int8"].output_path).quantization == "full integer (int8)"
+
+
+def test_custom_operators_are_named(custom_op_tflite):
+    info = edgert.inspect_model(custom_op_tflite)
+    assert info.custom_operators == ("Igamma",)
+    assert dict(info.operators) == {"ADD": 1, "Igamma": 1}
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "too short"),
+    (b"hello world, this is text\n", "file identifier"),
+    (b"\x10\x00\x00\x00TFL3" + b"\x00" * 4, "points outside the file"),
+    (b"\xff\xff\xff\x7fTFL3" + b"\x00" * 64, "points outside the file"),
+])
+def test_garbage_is_refused(data, message):
+    with pytest.raises(ModelFormatError, match=message):
+        describe(data)
+
+
+def test_every_truncation_is_refused(int8_tflite):
+    data = open(int8_tflite, "rb").read()
+    accepted = []
+    for cut in range(0, len(data), 7):
+        try:
+            describe(data[:cut])
+            accepted.append(cut)
+        except ModelFormatError:
+            pass
+    assert accepted == []
+
+
+def test_bad_indices_are_refused(int8_tflite):
+    data = bytearray(open(int8_tflite, "rb").read())
+    fm = flatbuffer.parse(bytes(data))
+    n_tensors = len(fm.subgraphs[0].tensors)
+    # Find the subgraph's output index vector by value and point it past the tensor table.
+    out = fm.subgraphs[0].outputs[0]
+    needle = (1).to_bytes(4, "little") + out.to_bytes(4, "little", signed=True)
+    pos = data.index(needle)
+    data[pos + 4:pos + 8] = (n_tensors + 5).to_bytes(4, "little")
+    with pytest.raises(ModelFormatError, match="refers to tensor"):
+        describe(bytes(data))
+
+
+def test_corrupt_models_never_crash_the_process(float_tflite, int8_tflite, tmp_path):
+    """Random truncations and byte flips, loaded and run in a child: every one gives an EdgertError or runs."""
+    script = textwrap.dedent(f"""
+        import numpy as np, edgert
+        rng = np.random.default_rng(0)
+        refused = ran = 0
+        for path in ({str(float_tflite)!r}, {str(int8_tflite)!r}):
+            data = open(path, 'rb').read()
+            for trial in range(150):
+                b = bytearray(data[:int(rng.integers(0, len(data)))] if trial % 3 == 0 else data)
+                for _ in range(int(rng.integers(1, 4))):
+                    b[int(rng.integers(0, len(b)))] = int(rng.integers(0, 256))
+                target = {str(tmp_path / 'fuzzed.tflite')!r}
+                open(target, 'wb').write(bytes(b))
+                try:
+                    m = edgert.load(target)
+                    m.run([np.zeros(s.shape, np.float32) for s in m.inputs])
+                    ran += 1
+                except edgert.EdgertError:
+                    refused += 1
+        print(refused, ran)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    refused, ran = map(int, result.stdout.split())
+    assert refused + ran == 300 and refused > 100

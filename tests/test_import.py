@@ -1,0 +1,36 @@
+"""The runtime must start without TensorFlow: checked in a fresh interpreter."""
+
+import subprocess
+import sys
+
+HEAVY = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization")
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = f"{code}\nimport sys\nprint(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return eval(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_edgert_loads_no_tensorflow():
+    assert _loaded_after("import edgert") == []
+
+
+def test_loading_and_running_a_model_loads_no_tensorflow(int8_tflite):
+    code = (f"import numpy as np, edgert\nm = edgert.load({str(int8_tflite)!r})\n"
+            "m.run(np.zeros(m.inputs[0].shape, np.float32))\nedgert.inspect_model(m.path)")
+    assert _loaded_after(code) == []
+
+
+def test_cli_module_loads_no_tensorflow():
+    assert _loaded_after("import edgert.cli") == []
+
+
+def test_no_generic_top_level_packages_installed(tmp_path):
+    # Run from an empty directory so the checkout itself is not on sys.path.
+    code = "import importlib.util as u; print([n for n in ('converters','delegates','devices') if u.find_spec(n)])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "[]"
+    code = "import edgert.converters, edgert.delegates, edgert.devices; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "ok"
