@@ -86,6 +86,29 @@ def _saved_model_inputs(tf, path: Path) -> tuple[InputShape, ...]:
     return tuple(InputShape(name, tuple(spec.shape[1:])) for name, spec in sorted(specs.items()))
 
 
+def check_source(path: str | os.PathLike) -> str:
+    """Cheap checks of a model path before TensorFlow loads; returns "keras" or "saved_model".
+
+    Raises:
+        ModelFormatError: missing path, unsupported format, or a file whose header is not what its suffix says.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ModelFormatError(f"{p}: no such file or directory")
+    if p.is_dir():
+        if not (p / "saved_model.pb").exists():
+            raise ModelFormatError(f"{p} is a directory without saved_model.pb; give a SavedModel directory, "
+                                   "a .h5 or a .keras file")
+        return "saved_model"
+    if p.suffix.lower() == ".tflite":
+        raise ModelFormatError(f"{p} is already a TFLite model; convert the Keras model it came from")
+    if p.suffix.lower() not in KERAS_SUFFIXES:
+        raise ModelFormatError(f"{p}: unsupported model format {p.suffix or '(no suffix)'}; "
+                               "edgert converts .h5, .keras and SavedModel directories")
+    _check_keras_file(p)
+    return "keras"
+
+
 def open_model(path: str | os.PathLike) -> SourceModel:
     """Load a Keras model or SavedModel for conversion.
 
@@ -96,22 +119,7 @@ def open_model(path: str | os.PathLike) -> SourceModel:
     from edgert.converters._tf import import_tf
 
     p = Path(path)
-    if not p.exists():
-        raise ModelFormatError(f"{p}: no such file or directory")
-    if p.is_dir():
-        if not (p / "saved_model.pb").exists():
-            raise ModelFormatError(f"{p} is a directory without saved_model.pb; give a SavedModel directory, "
-                                   "a .h5 or a .keras file")
-        kind = "saved_model"
-    elif p.suffix.lower() == ".tflite":
-        raise ModelFormatError(f"{p} is already a TFLite model; convert the Keras model it came from")
-    elif p.suffix.lower() not in KERAS_SUFFIXES:
-        raise ModelFormatError(f"{p}: unsupported model format {p.suffix or '(no suffix)'}; "
-                               "edgert converts .h5, .keras and SavedModel directories")
-    else:
-        _check_keras_file(p)
-        kind = "keras"
-
+    kind = check_source(p)
     tf, tf_keras = import_tf()
     try:
         if kind == "keras":

@@ -26,6 +26,7 @@ class _Slot:
     zero_point: int = 0
     qmin: int = 0
     qmax: int = 0
+    scratch: np.ndarray | None = None  # float32 buffer reused for quantizing inputs (used under the run lock)
 
     @classmethod
     def of(cls, spec: TensorSpec) -> _Slot:
@@ -163,8 +164,14 @@ class Model:
             return array
         kind = array.dtype.kind
         if slot.quantized and kind == "f":
-            q = np.round(array / np.float32(slot.scale)) + slot.zero_point
-            return np.clip(q, slot.qmin, slot.qmax).astype(slot.dtype)
+            buf = slot.scratch
+            if buf is None or buf.shape != array.shape:
+                buf = slot.scratch = np.empty(array.shape, np.float32)
+            np.divide(array, np.float32(slot.scale), out=buf, casting="unsafe")
+            np.rint(buf, out=buf)
+            np.add(buf, slot.zero_point, out=buf)
+            np.clip(buf, slot.qmin, slot.qmax, out=buf)
+            return buf.astype(slot.dtype)
         if slot.dtype.kind == "f" and kind in "fiub":
             return array.astype(slot.dtype)
         if slot.dtype.kind in "iu" and kind in "iub" and np.can_cast(array.dtype, slot.dtype):

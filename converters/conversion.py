@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgert.converters.calibration import load_calibration_data
-from edgert.converters.sources import open_model
+from edgert.converters.sources import check_source, open_model
 from edgert.errors import ConversionError, InputDataError
 from edgert.files import check_output_path, write_bytes_atomic
 from edgert.info import TensorSpec, describe
@@ -98,6 +98,7 @@ def convert(
     if float_io and calibration_data is None:
         raise InputDataError("--float-io applies to full-integer models; use it with --int8 --calibration-data")
     mode = QuantMode.INT8 if calibration_data is not None else QuantMode.DYNAMIC if int8 else QuantMode.FLOAT32
+    check_source(model_path)
     out = check_output_path(output_path or default_output_path(model_path, mode), force=force)
 
     source = open_model(model_path)

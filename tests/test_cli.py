@@ -1,0 +1,142 @@
+"""The CLI: formatting over the library, one-line errors, and the installed `edgert` script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import edgert
+from edgert.cli import cli
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def _one_line_error(result, fragment):
+    assert result.exit_code != 0
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert fragment in lines[0]
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_version(runner):
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert f"edgert {edgert.__version__}" in result.output and "ai_edge_litert" in result.output
+
+
+def test_inspect(runner, int8_tflite):
+    result = runner.invoke(cli, ["inspect", str(int8_tflite)])
+    assert result.exit_code == 0, result.output
+    assert "full integer (int8)" in result.output
+    assert "CONV_2D" in result.output and "custom operators: none" in result.output
+    as_json = json.loads(runner.invoke(cli, ["inspect", str(int8_tflite), "--json"]).output)
+    assert as_json["inputs"][0]["dtype"] == "int8" and as_json["operators"]["CONV_2D"] == 2
+    assert as_json["backend"].startswith("ai_edge_litert")
+
+
+def test_inspect_names_custom_ops(runner, custom_op_tflite):
+    result = runner.invoke(cli, ["inspect", str(custom_op_tflite)])
+    assert result.exit_code == 0 and "custom operators: Igamma" in result.output
+
+
+def test_run_saves_outputs(runner, int8_tflite, digits, tmp_path):
+    np.save(tmp_path / "x.npy", digits.x_test[:6])
+    out = tmp_path / "y.npy"
+    result = runner.invoke(cli, ["run", str(int8_tflite), "-i", str(tmp_path / "x.npy"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    expected = edgert.load(int8_tflite).run(digits.x_test[:6])[0]
+    np.testing.assert_array_equal(np.load(out), expected)
+    assert f"argmax per row: {expected.argmax(1).tolist()}" in result.output
+    again = runner.invoke(cli, ["run", str(int8_tflite), "-i", str(tmp_path / "x.npy"), "-o", str(out)])
+    _one_line_error(again, "pass --force")
+    raw = json.loads(runner.invoke(cli, ["run", str(int8_tflite), "-i", str(tmp_path / "x.npy"), "--raw",
+                                         "--json"]).output)
+    (values,) = raw["outputs"].values()
+    assert values["dtype"] == "int8"
+
+
+def test_run_two_inputs_from_npz(runner, two_input_tflite, tmp_path):
+    model = edgert.load(two_input_tflite)
+    arrays = {s.name: np.ones(s.shape, np.float32) for s in model.inputs}
+    np.savez(tmp_path / "in.npz", **arrays)
+    result = runner.invoke(cli, ["run", str(two_input_tflite), "-i", str(tmp_path / "in.npz"), "--json"])
+    assert result.exit_code == 0, result.output
+    (out,) = json.loads(result.output)["outputs"].values()
+    assert out["values"] == [[8.0]]  # 2 * 3 + 2
+    np.savez(tmp_path / "wrong.npz", q=np.ones((1, 3), np.float32))
+    _one_line_error(runner.invoke(cli, ["run", str(two_input_tflite), "-i", str(tmp_path / "wrong.npz")]),
+                    "one array per input name")
+
+
+def test_convert(runner, h5_path, calibration_npy, tmp_path):
+    out = tmp_path / "cli_int8.tflite"
+    result = runner.invoke(cli, ["convert", str(h5_path), "--int8", "--calibration-data", str(calibration_npy),
+                                 "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out}" in result.output and "int8 (calibrated on 200 samples)" in result.output
+    assert "scale=0.00392157 zero_point=-128" in result.output
+    dynamic = runner.invoke(cli, ["convert", str(h5_path), "--int8", "-o", str(tmp_path / "d.tflite"), "--json"])
+    assert dynamic.exit_code == 0
+    doc = json.loads(dynamic.output)
+    assert doc["mode"] == "dynamic" and "--calibration-data" in doc["notes"][0]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["convert", "{tmp}/missing.h5"], "no such file"),
+    (["convert", "{h5}", "--int8", "--calibration-data", "{tmp}/nope.npy", "-o", "{tmp}/o.tflite"], "no such file"),
+    (["convert", "{h5}", "-o", "{tmp}/missing_dir/o.tflite"], "does not exist"),
+    (["convert", "{h5}", "--image-range", "1", "-o", "{tmp}/o.tflite"], "LOW,HIGH"),
+    (["run", "{tmp}/missing.tflite", "-i", "{tmp}/x.npy"], "no such file"),
+    (["run", "{int8}", "-i", "{tmp}/missing.npy"], "no such file"),
+    (["run", "{int8}", "-i", "{tmp}/bad_shape.npy"], "expects shape (1, 8, 8, 1)"),
+    (["run", "{int8}", "-i", "{tmp}/bad_shape.npy", "-o", "{tmp}/y.csv"], "use a .npy or .npz"),
+    (["inspect", "{tmp}/text.tflite"], "not a TFLite model"),
+    (["inspect", "{custom}", "--bogus"], "No such option"),
+])
+def test_bad_input_is_one_line(runner, tmp_path, h5_path, int8_tflite, custom_op_tflite, args, fragment):
+    (tmp_path / "text.tflite").write_text("hello")
+    np.save(tmp_path / "bad_shape.npy", np.zeros((3, 3), np.float32))
+    before = sorted(os.listdir(tmp_path))
+    subs = {"tmp": tmp_path, "h5": h5_path, "int8": int8_tflite, "custom": custom_op_tflite}
+    result = runner.invoke(cli, [a.format(**subs) for a in args])
+    assert result.exit_code != 0
+    assert fragment in result.output, result.output
+    assert "Traceback" not in result.output
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_run_custom_op_model_names_the_op(runner, custom_op_tflite, tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((1, 4), np.float32))
+    _one_line_error(runner.invoke(cli, ["run", str(custom_op_tflite), "-i", str(tmp_path / "x.npy")]),
+                    "custom operator(s) Igamma")
+
+
+def _installed_script() -> str:
+    script = Path(sys.executable).parent / "edgert"
+    return str(script) if script.exists() else shutil.which("edgert")
+
+
+def test_installed_script_end_to_end(int8_tflite, digits, tmp_path):
+    script = _installed_script()
+    assert script, "the edgert console script is not installed"
+    np.save(tmp_path / "x.npy", digits.x_test[:3])
+    ok = subprocess.run([script, "run", str(int8_tflite), "-i", str(tmp_path / "x.npy"), "--json"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["outputs"]
+    bad = subprocess.run([script, "convert", str(tmp_path / "x.npy")], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == f"Error: {tmp_path / 'x.npy'}: unsupported model format .npy; " \
+                                 "edgert converts .h5, .keras and SavedModel directories"
