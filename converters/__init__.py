@@ -1,8 +1,28 @@
 """Keras -> TFLite conversion. TensorFlow is imported lazily, inside the functions that need it."""
 
 from edgert.converters.calibration import load_calibration_data
-from edgert.converters.conversion import ConversionResult, QuantMode, convert, default_output_path
+from edgert.converters.conversion import (
+    ConversionResult,
+    StageReport,
+    convert,
+    default_output_path,
+    recipe_from_options,
+)
+from edgert.converters.recipe import (
+    PRESETS,
+    ClusterConfig,
+    ConvertRecipe,
+    DistillConfig,
+    PruneConfig,
+    PruneSchedule,
+    Quantization,
+    RecipeError,
+    TrainConfig,
+    preset,
+)
 from edgert.converters.sources import InputShape, SourceModel, open_model
 
-__all__ = ["ConversionResult", "InputShape", "QuantMode", "SourceModel", "convert", "default_output_path",
-           "load_calibration_data", "open_model"]
+__all__ = ["PRESETS", "ClusterConfig", "ConversionResult", "ConvertRecipe", "DistillConfig", "InputShape",
+           "PruneConfig", "PruneSchedule", "Quantization", "RecipeError", "SourceModel", "StageReport",
+           "TrainConfig", "convert", "default_output_path", "load_calibration_data", "open_model", "preset",
+           "recipe_from_options"]

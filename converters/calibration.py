@@ -15,16 +15,14 @@ from edgert.errors import InputDataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
-def _images(folder: Path, spec: InputShape, value_range: tuple[float, float]) -> np.ndarray:
+def decode_images(files: Sequence[Path], spec: InputShape, value_range: tuple[float, float]) -> np.ndarray:
+    """Decode image files, resized to the input's height and width and scaled from 0..255 to `value_range`."""
     from edgert.converters._tf import import_tf
 
     if len(spec.shape) != 3:
-        raise InputDataError(f"an image folder needs a model input of shape (H, W, C); "
+        raise InputDataError(f"images need a model input of shape (H, W, C); "
                              f"input '{spec.name}' has shape {spec.shape}")
     height, width, channels = spec.shape
-    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputDataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     tf, _ = import_tf()
     low, high = value_range
     out = []
@@ -32,10 +30,17 @@ def _images(folder: Path, spec: InputShape, value_range: tuple[float, float]) ->
         try:
             img = tf.io.decode_image(f.read_bytes(), channels=channels, expand_animations=False)
         except Exception:  # TensorFlow raises InvalidArgumentError for files it cannot decode
-            raise InputDataError(f"{f} is not a readable image; remove it from the calibration folder") from None
+            raise InputDataError(f"{f} is not a readable image; remove it from the folder") from None
         img = tf.image.resize(tf.cast(img, tf.float32), (height, width)).numpy()
         out.append(low + img * ((high - low) / 255.0))
     return np.stack(out)
+
+
+def _images(folder: Path, spec: InputShape, value_range: tuple[float, float]) -> np.ndarray:
+    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputDataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return decode_images(files, spec, value_range)
 
 
 def _pick(arrays: dict[str, np.ndarray], inputs: Sequence[InputShape], source: Path) -> list[np.ndarray]:

@@ -1,68 +1,147 @@
-"""`convert`: a Keras model or SavedModel to a TFLite flatbuffer, float32, dynamic-range or full-integer int8."""
+"""`convert`: a Keras model or SavedModel through a recipe's stages to a TFLite flatbuffer, with a report."""
 
 from __future__ import annotations
 
-import enum
+import dataclasses
+import gzip
+import json
 import os
+import shutil
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from edgert.converters.calibration import load_calibration_data
+from edgert.converters.recipe import (
+    ClusterConfig,
+    ConvertRecipe,
+    DistillConfig,
+    PruneConfig,
+    PruneSchedule,
+    Quantization,
+    RecipeError,
+    TrainConfig,
+)
 from edgert.converters.sources import check_source, open_model
 from edgert.errors import ConversionError, InputDataError
-from edgert.files import check_output_path, write_bytes_atomic
+from edgert.files import atomic_path, check_output_path, write_bytes_atomic
 from edgert.info import TensorSpec, describe
 
 FULL_INTEGER_HINT = ("weights only were quantized (dynamic range); full-integer models, as the Edge TPU and NNAPI "
                      "int8 need, require --calibration-data")
+EDGETPU_COMPILER = "edgetpu_compiler"
 
 
-class QuantMode(str, enum.Enum):
-    FLOAT32 = "float32"
-    DYNAMIC = "dynamic"  # int8 weights, float activations
-    INT8 = "int8"  # full integer: int8 weights and activations, calibrated
+@dataclass(frozen=True)
+class StageReport:
+    """The model after one stage: size, weights and what the stage did."""
 
-    @property
-    def suffix(self) -> str:
-        return {"float32": "", "dynamic": "_dynamic", "int8": "_int8"}[self.value]
+    stage: str
+    seconds: float
+    params: int
+    size_bytes: int
+    gzip_bytes: int
+    sparsity: dict[str, float] = field(default_factory=dict)  # fraction of zero weights per layer
+    clusters: dict[str, int] = field(default_factory=dict)  # distinct weight values per clustered layer
+    quantized_layers: tuple[str, ...] = ()
+    float_layers: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "seconds": round(self.seconds, 3)}
 
 
 @dataclass(frozen=True)
 class ConversionResult:
-    """What `convert` produced."""
+    """What `convert` produced, with the per-stage report that is also saved as `<output>.report.json`."""
 
     source_path: str
     output_path: str
-    mode: QuantMode
+    mode: Quantization
     source_size_bytes: int
     output_size_bytes: int
+    output_gzip_bytes: int
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     calibration_samples: int
     duration_s: float
-    notes: tuple[str, ...] = field(default=())
+    recipe: ConvertRecipe
+    stages: tuple[StageReport, ...] = ()
+    accuracy_source: float | None = None
+    accuracy_tflite: float | None = None
+    eval_samples: int = 0
+    edgetpu_output: str | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def size_ratio(self) -> float:
         """Source size divided by output size (4.0 means four times smaller)."""
         return self.source_size_bytes / self.output_size_bytes
 
+    @property
+    def accuracy_drop(self) -> float | None:
+        """Accuracy points lost from the original model to the final .tflite (positive means worse)."""
+        if self.accuracy_source is None or self.accuracy_tflite is None:
+            return None
+        return (self.accuracy_source - self.accuracy_tflite) * 100
+
+    @property
+    def recipe_path(self) -> str:
+        return self.output_path + ".recipe.json"
+
+    @property
+    def report_path(self) -> str:
+        return self.output_path + ".report.json"
+
     def to_dict(self) -> dict:
         return {
             "source_path": self.source_path, "output_path": self.output_path, "mode": self.mode.value,
             "source_size_bytes": self.source_size_bytes, "output_size_bytes": self.output_size_bytes,
-            "size_ratio": round(self.size_ratio, 3),
+            "output_gzip_bytes": self.output_gzip_bytes, "size_ratio": round(self.size_ratio, 3),
             "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
             "calibration_samples": self.calibration_samples, "duration_s": round(self.duration_s, 3),
-            "notes": list(self.notes),
+            "recipe": self.recipe.to_dict(), "stages": [s.to_dict() for s in self.stages],
+            "accuracy_source": self.accuracy_source, "accuracy_tflite": self.accuracy_tflite,
+            "accuracy_drop_points": None if self.accuracy_drop is None else round(self.accuracy_drop, 3),
+            "eval_samples": self.eval_samples, "edgetpu_output": self.edgetpu_output, "notes": list(self.notes),
+            "recipe_path": self.recipe_path, "report_path": self.report_path,
         }
 
 
-def default_output_path(model_path: str | os.PathLike, mode: QuantMode) -> Path:
+def default_output_path(model_path: str | os.PathLike, mode: Quantization) -> Path:
     p = Path(model_path)
     stem = p.name if p.is_dir() else p.stem
-    return p.parent / f"{stem.rstrip('/')}{mode.suffix}.tflite"
+    return p.parent / f"{stem}{mode.suffix}.tflite"
+
+
+def recipe_from_options(*, int8=False, dynamic=False, float16=False, int16x8=False, edgetpu=False,
+                        calibration_data=None, prune=None, prune_schedule=None, prune_structure=None,
+                        prune_policy=None, cluster=None, distill_from=None, distill_temperature=4.0,
+                        distill_alpha=0.1, qat=False, float_io=False, calibration_samples=200, epochs=None,
+                        batch_size=32, learning_rate=None) -> ConvertRecipe:
+    """The recipe that command-line style options describe; conflicting options are named in the error."""
+    chosen = [name for name, on in (("--dynamic", dynamic), ("--float16", float16), ("--int8", int8),
+                                    ("--int16x8", int16x8), ("--edgetpu", edgetpu)) if on]
+    if len(chosen) > 1:
+        raise RecipeError(f"{' and '.join(chosen)} conflict: choose one post-training quantization")
+    if chosen:
+        quantization = Quantization(chosen[0].lstrip("-"))
+    else:
+        quantization = Quantization.INT8 if qat else Quantization.FLOAT32
+    if prune is None and any(v is not None for v in (prune_schedule, prune_structure, prune_policy)):
+        raise RecipeError("--prune-schedule, --prune-structure and --prune-policy need --prune SPARSITY")
+    return ConvertRecipe(
+        quantization=quantization,
+        prune=PruneConfig(prune, PruneSchedule(prune_schedule or "polynomial"), prune_structure, prune_policy)
+        if prune is not None else None,
+        cluster=ClusterConfig(cluster) if cluster is not None else None,
+        distill=DistillConfig(str(distill_from), distill_temperature, distill_alpha) if distill_from else None,
+        qat=qat, float_io=float_io, calibration_samples=calibration_samples,
+        train=TrainConfig(epochs, batch_size, learning_rate))
 
 
 def convert(
@@ -75,71 +154,300 @@ def convert(
     float_io: bool = False,
     image_range: tuple[float, float] = (0.0, 255.0),
     force: bool = False,
+    recipe: ConvertRecipe | None = None,
+    train_data: str | os.PathLike | None = None,
+    val_data: str | os.PathLike | None = None,
+    eval_data: str | os.PathLike | None = None,
 ) -> ConversionResult:
-    """Convert a Keras model (`.h5`, `.keras` from tf_keras) or a SavedModel directory to `.tflite`.
+    """Convert a Keras model (`.h5`, `.keras`) or a SavedModel directory to `.tflite`.
+
+    The simple form takes `int8`, `calibration_data` and `float_io`; `recipe` describes anything more (pruning,
+    clustering, distillation, QAT, every post-training mode) and then replaces those three.
 
     Args:
         model_path: the model to convert.
-        output_path: where to write; default `<stem>.tflite`, `<stem>_dynamic.tflite` or `<stem>_int8.tflite`
-            beside the input.
-        int8: quantize to int8: full integer with `calibration_data`, weights only (dynamic range) without.
-        calibration_data: `.npy`, `.npz` or a folder of images (see `load_calibration_data`).
-        calibration_samples: at most this many calibration samples are used.
-        float_io: for full-integer models, keep float32 inputs and outputs (quantize inside the model).
-        image_range: the value range calibration images are scaled to.
-        force: overwrite an existing output.
+        output_path: where to write; default `<stem><suffix>.tflite` beside the input (`_int8`, `_float16`, ...).
+        int8: quantize to int8: full integer with calibration data, weights only (dynamic range) without.
+        calibration_data: `.npy`, `.npz` or a folder of images (see `load_calibration_data`); without it the
+            training data's inputs calibrate, if given.
+        train_data, val_data, eval_data: `.npz` (`x`, `y`) or image folders with one sub-folder per class.
+            Training data drives fine-tuning; evaluation data measures the original and the final `.tflite`
+            (run through the edgert runtime).
+        force: overwrite the output (and its `.recipe.json` and `.report.json`) if they exist.
 
     Raises:
-        ModelFormatError, InputDataError, OutputExistsError, ConversionError: each with a one-line message.
+        ModelFormatError, InputDataError, RecipeError, OutputExistsError, ConversionError: one-line messages.
     """
     started = time.perf_counter()
-    if calibration_data is not None and not int8:
-        raise InputDataError("--calibration-data is only used with --int8; add --int8 or drop the data")
-    if float_io and calibration_data is None:
-        raise InputDataError("--float-io applies to full-integer models; use it with --int8 --calibration-data")
-    mode = QuantMode.INT8 if calibration_data is not None else QuantMode.DYNAMIC if int8 else QuantMode.FLOAT32
-    check_source(model_path)
-    out = check_output_path(output_path or default_output_path(model_path, mode), force=force)
+    if recipe is None:
+        if calibration_data is not None and not int8:
+            raise InputDataError("--calibration-data is only used with --int8; add --int8 or drop the data")
+        if float_io and calibration_data is None:
+            raise InputDataError("--float-io applies to full-integer models; use it with --int8 --calibration-data")
+        recipe = ConvertRecipe(Quantization.INT8 if int8 else Quantization.FLOAT32, float_io=float_io,
+                               calibration_samples=calibration_samples)
+    return _Run(recipe, model_path, output_path, calibration_data, train_data, val_data, eval_data,
+                image_range, force, started).execute()
 
-    source = open_model(model_path)
-    samples = (load_calibration_data(calibration_data, source.inputs, calibration_samples, image_range)
-               if mode is QuantMode.INT8 else None)
 
-    from edgert.converters._tf import import_tf, native_log_captured
+class _Run:
+    """One conversion: checks everything cheap first, then the stages, then writes all outputs."""
 
-    tf, _ = import_tf()
-    converter = source.converter(tf)
-    notes = []
-    if mode is not QuantMode.FLOAT32:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode is QuantMode.DYNAMIC:
-        notes.append(FULL_INTEGER_HINT)
-    if mode is QuantMode.INT8:
-        n_samples = len(samples[0])
+    def __init__(self, recipe, model_path, output_path, calibration_data, train_data, val_data, eval_data,
+                 image_range, force, started):
+        self.recipe, self.model_path, self.image_range, self.force, self.started = (
+            recipe, Path(model_path), image_range, force, started)
+        self.paths = {"calibration": calibration_data, "train": train_data, "val": val_data, "eval": eval_data}
+        self.notes: list[str] = []
+        self.stages: list[StageReport] = []
+        self.mode = recipe.quantization
+        if self.mode is Quantization.INT8 and calibration_data is None and train_data is None and not recipe.qat:
+            self.mode = Quantization.DYNAMIC  # full integer needs representative data
+            self.notes.append(FULL_INTEGER_HINT)
+        self.output_path = output_path
 
-        def representative_dataset():
-            for i in range(n_samples):
-                yield [a[i:i + 1] for a in samples]
+    def _check_outputs(self) -> Path:
+        out = check_output_path(self.output_path or default_output_path(self.model_path, self.mode), force=self.force)
+        for side in (".recipe.json", ".report.json"):
+            check_output_path(str(out) + side, force=self.force)
+        return out
 
-        converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if not float_io:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-    try:
-        with native_log_captured():
-            flatbuffer = converter.convert()
-    except Exception as exc:  # the MLIR converter raises ConverterError, ValueError and RuntimeError alike
-        message = " ".join(str(exc).split())
-        if mode is QuantMode.INT8 and ("TFLITE_BUILTINS_INT8" in message or "quantiz" in message.lower()):
-            raise ConversionError(f"full-integer conversion failed: {message[:300]}; an operator has no int8 "
-                                  "kernel: try --int8 without --calibration-data (dynamic range)") from None
-        raise ConversionError(f"conversion of {model_path} failed: {message[:300]}") from None
+    def execute(self) -> ConversionResult:
+        recipe = self.recipe
+        check_source(self.model_path)
+        out = self._check_outputs()
+        missing = [o for o in recipe.needs_training_data if self.paths["train"] is None]
+        if missing:
+            raise InputDataError(f"{', '.join(missing)} need(s) training data: add --train-data FILE.npz|DIR")
+        if self.mode.needs_calibration and self.mode is not Quantization.INT8 and \
+                self.paths["calibration"] is None and self.paths["train"] is None:
+            raise InputDataError(f"--{self.mode.value} needs representative data: add --calibration-data "
+                                 "(or --train-data)")
+        if self.paths["val"] is not None and self.paths["train"] is None:
+            raise InputDataError("--val-data is used while fine-tuning; add --train-data or drop it")
+        if recipe.distill:
+            check_source(recipe.distill.teacher)
 
-    info = describe(flatbuffer, str(out))  # never write a model the runtime could not read back
-    write_bytes_atomic(out, flatbuffer)
-    return ConversionResult(
-        source_path=str(model_path), output_path=str(out), mode=mode, source_size_bytes=source.size_bytes,
-        output_size_bytes=len(flatbuffer), inputs=info.inputs, outputs=info.outputs,
-        calibration_samples=len(samples[0]) if samples else 0, duration_s=time.perf_counter() - started,
-        notes=tuple(notes))
+        source = open_model(self.model_path)
+        has_stages = bool(recipe.prune or recipe.cluster or recipe.distill or recipe.qat)
+        if has_stages and source.kind != "keras":
+            raise InputDataError("pruning, clustering, distillation and QAT need a Keras model (.h5 or .keras); "
+                                 "a SavedModel directory supports post-training quantization only")
+        data = self._load_data(source)
+        calibration = self._calibration(source, data.get("train"))
+
+        from edgert.converters._tf import import_tf
+
+        tf, _ = import_tf()
+        model = source.keras_model
+        original = model
+        if model is not None:
+            self._stage("original", 0.0, model)
+        if has_stages:
+            from edgert.converters.training import outputs_are_probabilities
+
+            if "train" in data:
+                probe = data["train"].x
+            else:
+                probe = calibration[0] if calibration else np.zeros((2, *source.inputs[0].shape), np.float32)
+            probabilities = outputs_are_probabilities(model, probe)
+            model = self._run_stages(model, data, probabilities, tf)
+
+        flatbuffer = self._to_tflite(tf, source, model, calibration)
+        info = describe(flatbuffer, str(out))  # never write a model the runtime could not read back
+        result_extra = {}
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(flatbuffer)
+            if "eval" in data:
+                result_extra["accuracy_tflite"] = _tflite_accuracy(tmp, data["eval"])
+                if original is not None:
+                    from edgert.converters.training import keras_accuracy
+
+                    result_extra["accuracy_source"] = keras_accuracy(original, data["eval"])
+                else:
+                    self.notes.append("the original's accuracy is measured for Keras models only")
+                result_extra["eval_samples"] = len(data["eval"])
+        edgetpu_output = self._edgetpu_compile(out) if self.mode is Quantization.EDGETPU else None
+        result = ConversionResult(
+            source_path=str(self.model_path), output_path=str(out), mode=self.mode,
+            source_size_bytes=source.size_bytes, output_size_bytes=len(flatbuffer),
+            output_gzip_bytes=len(gzip.compress(flatbuffer, 9)), inputs=info.inputs, outputs=info.outputs,
+            calibration_samples=len(calibration[0]) if calibration else 0,
+            duration_s=time.perf_counter() - self.started, recipe=recipe, stages=tuple(self.stages),
+            edgetpu_output=edgetpu_output, notes=tuple(self.notes), **result_extra)
+        dataclasses.replace(recipe).save(result.recipe_path)
+        write_bytes_atomic(result.report_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+        return result
+
+    # -- data ------------------------------------------------------------------------------------------------
+
+    def _load_data(self, source) -> dict:
+        from edgert.converters.data import load_labelled_data
+
+        wanted = {k: v for k, v in self.paths.items() if k in ("train", "val", "eval") and v is not None}
+        if not wanted:
+            return {}
+        if len(source.inputs) != 1:
+            raise InputDataError("--train-data/--val-data/--eval-data support single-input models only")
+        num_classes = self._num_classes(source)
+        return {k: load_labelled_data(v, source.inputs[0], num_classes, f"--{k}-data", self.image_range)
+                for k, v in wanted.items()}
+
+    @staticmethod
+    def _num_classes(source) -> int:
+        if source.keras_model is not None:
+            shape = source.keras_model.output_shape
+        else:
+            from edgert.converters._tf import import_tf
+
+            tf, _ = import_tf()
+            fn = tf.saved_model.load(str(source.path)).signatures["serving_default"]
+            shape = next(iter(fn.structured_outputs.values())).shape
+        if isinstance(shape, list) or len(shape) != 2 or shape[1] is None:
+            raise InputDataError(f"labelled data needs a classifier with one (batch, classes) output; "
+                                 f"the model outputs {shape}")
+        return int(shape[1])
+
+    def _calibration(self, source, train) -> list[np.ndarray] | None:
+        if not self.mode.needs_calibration and not (self.recipe.qat and self.mode is Quantization.INT8):
+            return None
+        n = self.recipe.calibration_samples
+        if self.paths["calibration"] is not None:
+            return load_calibration_data(self.paths["calibration"], source.inputs, n, self.image_range)
+        if train is not None:
+            chosen = np.random.default_rng(0).permutation(len(train))[:n]
+            self.notes.append(f"calibrated on {len(chosen)} training samples (no --calibration-data given)")
+            return [train.x[np.sort(chosen)]]
+        return None
+
+    # -- stages ----------------------------------------------------------------------------------------------
+
+    def _stage(self, name, seconds, model, *, quantized=(), kept_float=(), notes=(), clusters=False):
+        from edgert.converters.training import clusters_by_layer, keras_size, sparsity_by_layer
+
+        size = keras_size(model)
+        self.stages.append(StageReport(
+            name, seconds, size.params, size.size_bytes, size.gzip_bytes, sparsity_by_layer(model),
+            clusters_by_layer(model) if clusters else {}, tuple(quantized), tuple(kept_float), tuple(notes)))
+        self.notes.extend(notes)
+
+    def _run_stages(self, model, data, probabilities, tf):
+        recipe, train, val = self.recipe, data.get("train"), data.get("val")
+        if recipe.distill:
+            from edgert.converters.distill import distill
+            from edgert.converters.sources import open_model as open_teacher
+            from edgert.converters.training import outputs_are_probabilities
+
+            t0 = time.perf_counter()
+            teacher = open_teacher(recipe.distill.teacher).keras_model
+            model, notes = distill(model, teacher, recipe.distill, train, recipe.train, probabilities,
+                                   outputs_are_probabilities(teacher, train.x))
+            self._stage("distill", time.perf_counter() - t0, model, notes=notes)
+        if recipe.prune:
+            from edgert.converters.prune import prune
+
+            t0 = time.perf_counter()
+            model, notes = prune(model, recipe.prune, train, val, recipe.train, probabilities)
+            self._stage("prune", time.perf_counter() - t0, model, notes=notes)
+        if recipe.cluster:
+            from edgert.converters.cluster import cluster
+
+            t0 = time.perf_counter()
+            model, notes = cluster(model, recipe.cluster, train, val, recipe.train, probabilities,
+                                   preserve_sparsity=recipe.prune is not None)
+            self._stage("cluster", time.perf_counter() - t0, model, notes=notes, clusters=True)
+        if recipe.qat:
+            from edgert.converters.qat import qat
+
+            scheme = ("cluster_prune" if recipe.cluster and recipe.prune else "cluster" if recipe.cluster
+                      else "prune" if recipe.prune else "default")
+            t0 = time.perf_counter()
+            model, quantized, kept_float, notes = qat(model, train, val, recipe.train, probabilities, scheme)
+            self._stage("qat", time.perf_counter() - t0, model, quantized=quantized, kept_float=kept_float,
+                        notes=notes, clusters=recipe.cluster is not None)
+        return model
+
+    # -- post-training ---------------------------------------------------------------------------------------
+
+    def _to_tflite(self, tf, source, model, calibration) -> bytes:
+        from edgert.converters._tf import native_log_captured
+
+        mode, recipe = self.mode, self.recipe
+        if mode is Quantization.EDGETPU:
+            if model is None:
+                raise InputDataError("--edgetpu needs a Keras model (.h5 or .keras) to fix its batch size to 1")
+            # The Edge TPU needs static shapes: trace the model with batch 1.
+            spec = tf.TensorSpec((1, *source.inputs[0].shape), tf.float32)
+            fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
+        elif model is not None:
+            converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        else:
+            converter = source.converter(tf)
+        if mode is not Quantization.FLOAT32 or recipe.qat:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if recipe.prune and mode is not Quantization.FLOAT32:
+            converter.optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+        if mode is Quantization.FLOAT16:
+            converter.target_spec.supported_types = [tf.float16]
+        if calibration is not None:
+            n_samples = len(calibration[0])
+
+            def representative_dataset():
+                for i in range(n_samples):
+                    yield [a[i:i + 1] for a in calibration]
+
+            converter.representative_dataset = representative_dataset
+        if mode in (Quantization.INT8, Quantization.EDGETPU):
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if not recipe.float_io:
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+        elif mode is Quantization.INT16X8:
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+            if not recipe.float_io:
+                converter.inference_input_type = tf.int16
+                converter.inference_output_type = tf.int16
+        try:
+            with native_log_captured():
+                return converter.convert()
+        except Exception as exc:  # the MLIR converter raises ConverterError, ValueError and RuntimeError alike
+            message = " ".join(str(exc).split())
+            if mode.needs_calibration and ("TFLITE_BUILTINS_INT8" in message or "quantiz" in message.lower()):
+                raise ConversionError(f"full-integer conversion failed: {message[:300]}; an operator has no "
+                                      "integer kernel: try --dynamic or --float16") from None
+            raise ConversionError(f"conversion of {self.model_path} failed: {message[:300]}") from None
+
+    def _edgetpu_compile(self, out: Path) -> str | None:
+        compiler = shutil.which(EDGETPU_COMPILER)
+        if compiler is None:
+            self.notes.append(f"{EDGETPU_COMPILER} is not on PATH (Coral ships it for x86-64 Linux only); "
+                              f"{out} is ready for it: run `{EDGETPU_COMPILER} {out}` on such a machine")
+            return None
+        target = out.with_name(out.stem + "_edgetpu.tflite")
+        check_output_path(target, force=self.force)
+        with tempfile.TemporaryDirectory() as tmp:
+            run = subprocess.run([compiler, "-s", "-o", tmp, str(out)], capture_output=True, text=True)
+            produced = Path(tmp) / target.name
+            if run.returncode != 0 or not produced.exists():
+                tail = " ".join((run.stdout + run.stderr).split())[-300:]
+                self.notes.append(f"{EDGETPU_COMPILER} failed (exit {run.returncode}): {tail}")
+                return None
+            write_bytes_atomic(target, produced.read_bytes())
+        compiled = describe(target.read_bytes(), str(target))
+        on_tpu = dict(compiled.operators).get("edgetpu-custom-op", 0)
+        self.notes.append(f"compiled for the Edge TPU: {target} ({on_tpu} edgetpu-custom-op node(s), "
+                          f"{compiled.operator_count - on_tpu} op(s) left on the CPU)")
+        return str(target)
+
+
+def _tflite_accuracy(path, data) -> float:
+    import edgert
+
+    model = edgert.load(path)
+    correct = 0
+    for start in range(0, len(data), 256):
+        predictions = model.run(data.x[start:start + 256])[0]
+        correct += int((predictions.argmax(axis=1) == data.y[start:start + 256]).sum())
+    return correct / len(data)

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 import edgert
-from edgert.converters import QuantMode, convert, default_output_path
+from edgert.converters import Quantization, convert, default_output_path
 from edgert.errors import ConversionError, InputDataError, ModelFormatError, OutputExistsError
 
 
 def test_modes_and_result(converted, h5_path, calibration_npy):
     f32, dyn, i8 = converted["float32"], converted["dynamic"], converted["int8"]
-    assert (f32.mode, dyn.mode, i8.mode) == (QuantMode.FLOAT32, QuantMode.DYNAMIC, QuantMode.INT8)
+    assert (f32.mode, dyn.mode, i8.mode) == (Quantization.FLOAT32, Quantization.DYNAMIC, Quantization.INT8)
     assert f32.output_size_bytes > dyn.output_size_bytes and f32.output_size_bytes > i8.output_size_bytes
     assert i8.calibration_samples == 200 and dyn.calibration_samples == 0
     assert i8.inputs[0].dtype == "int8" and i8.outputs[0].dtype == "int8"
@@ -37,10 +37,10 @@ def test_dynamic_model_runs_close_to_float(converted, digits):
 
 
 def test_default_output_paths(tmp_path):
-    assert default_output_path(tmp_path / "m.h5", QuantMode.INT8) == tmp_path / "m_int8.tflite"
-    assert default_output_path(tmp_path / "m.keras", QuantMode.FLOAT32) == tmp_path / "m.tflite"
+    assert default_output_path(tmp_path / "m.h5", Quantization.INT8) == tmp_path / "m_int8.tflite"
+    assert default_output_path(tmp_path / "m.keras", Quantization.FLOAT32) == tmp_path / "m.tflite"
     (tmp_path / "saved").mkdir()
-    assert default_output_path(tmp_path / "saved", QuantMode.DYNAMIC) == tmp_path / "saved_dynamic.tflite"
+    assert default_output_path(tmp_path / "saved", Quantization.DYNAMIC) == tmp_path / "saved_dynamic.tflite"
 
 
 def test_float_io_int8(h5_path, calibration_npy, tmp_path, digits):
@@ -58,7 +58,7 @@ def test_keras_format_and_saved_model(keras_digits, tmp_path, digits):
     expected = keras_digits.predict(digits.x_test[:4], verbose=0)
     for source in (keras_path, saved):
         result = convert(source)
-        assert result.output_path == str(default_output_path(source, QuantMode.FLOAT32))
+        assert result.output_path == str(default_output_path(source, Quantization.FLOAT32))
         np.testing.assert_allclose(edgert.load(result.output_path).run(digits.x_test[:4])[0], expected, atol=1e-5)
 
 
@@ -208,7 +208,11 @@ def test_existing_output_needs_force(workdir, h5_path):
     assert out.read_bytes() == b"precious"
     convert(h5_path, out, force=True)
     assert edgert.inspect_model(out).quantization == "float32"
-    _assert_nothing_written(workdir, ["out.tflite"])  # no temporary file left beside it
+    # the recipe and report sit beside the model; no temporary file is left
+    _assert_nothing_written(workdir, ["out.tflite", "out.tflite.recipe.json", "out.tflite.report.json"])
+    with pytest.raises(OutputExistsError, match="recipe.json exists"):
+        out.unlink()
+        convert(h5_path, out)
 
 
 def test_missing_output_directory(workdir, h5_path):
@@ -218,30 +222,33 @@ def test_missing_output_directory(workdir, h5_path):
 
 
 def test_interrupted_conversion_leaves_no_file(workdir, h5_path, monkeypatch):
-    """A failure while the output is being written (Ctrl-C, disk full) leaves neither output nor temp file."""
-    import edgert.converters.conversion as convert_module
+    """Ctrl-C while the output is being written leaves neither the output nor a temporary file."""
+    import contextlib
 
-    def write_then_fail(path, data):
-        from edgert.files import atomic_path
+    import edgert.converters.conversion as conversion
+    from edgert.files import atomic_path
 
+    @contextlib.contextmanager
+    def interrupted(path):
         with atomic_path(path) as tmp:
-            tmp.write_bytes(data[: len(data) // 2])
+            yield tmp
+            assert tmp.stat().st_size > 0  # the model was written to the temporary file
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(convert_module, "write_bytes_atomic", write_then_fail)
+    monkeypatch.setattr(conversion, "atomic_path", interrupted)
     with pytest.raises(KeyboardInterrupt):
         convert(h5_path, workdir / "out.tflite")
     _assert_nothing_written(workdir, [])
 
 
 def test_converter_failure_is_one_line(workdir, monkeypatch, h5_path):
-    from edgert.converters import sources
+    tf = pytest.importorskip("tensorflow")
 
     class Broken:
         def convert(self):
             raise RuntimeError("op FOO is\nnot supported")
 
-    monkeypatch.setattr(sources.SourceModel, "converter", lambda self, tf: Broken())
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_keras_model", staticmethod(lambda model: Broken()))
     with pytest.raises(ConversionError, match="failed: op FOO is not supported") as err:
         convert(h5_path, workdir / "o.tflite")
     assert "\n" not in str(err.value)

@@ -1,0 +1,31 @@
+"""Weight clustering with tfmot, sparsity-preserving when the model was pruned first."""
+
+from __future__ import annotations
+
+from edgert.converters.data import LabelledData
+from edgert.converters.recipe import ClusterConfig, TrainConfig
+
+DEFAULT_EPOCHS = 3
+DEFAULT_LEARNING_RATE = 1e-4
+
+
+def cluster(model, config: ClusterConfig, train: LabelledData | None, val: LabelledData | None,
+            training: TrainConfig, probabilities: bool, preserve_sparsity: bool) -> tuple[object, list[str]]:
+    """Cluster every clusterable layer's weights into `config.clusters` centroids; returns the stripped model."""
+    import tensorflow_model_optimization as tfmot
+
+    from edgert.converters.training import compile_for_labels, fit
+
+    ck = tfmot.clustering.keras
+    notes = []
+    clustered = ck.cluster_weights(
+        model, number_of_clusters=config.clusters,
+        cluster_centroids_init=ck.CentroidInitialization.KMEANS_PLUS_PLUS, preserve_sparsity=preserve_sparsity)
+    if train is not None:
+        compile_for_labels(clustered, probabilities, training.learning_rate or DEFAULT_LEARNING_RATE)
+        fit(clustered, train, val, training.epochs or DEFAULT_EPOCHS, training.batch_size)
+    else:
+        notes.append("no training data: weights clustered without fine-tuning")
+    if preserve_sparsity:
+        notes.append("sparsity-preserving clustering: pruned zeros stay zero")
+    return ck.strip_clustering(clustered), notes

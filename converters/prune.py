@@ -1,0 +1,112 @@
+"""Magnitude pruning with tfmot: scheduled during fine-tuning, or one-shot with the masks really applied."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgert.converters.data import LabelledData
+from edgert.converters.recipe import PruneConfig, PruneSchedule, TrainConfig
+from edgert.errors import ConversionError
+
+DEFAULT_EPOCHS = 8
+DEFAULT_LEARNING_RATE = 1e-3
+
+
+def magnitude_mask(weights: np.ndarray, sparsity: float, m_by_n: tuple[int, int] | None) -> np.ndarray:
+    """A 0/1 mask zeroing the smallest-magnitude weights.
+
+    With `m_by_n` = (M, N), M of every N consecutive weights along the input-channel axis (the second-to-last
+    axis of a Keras kernel, the last one of a TFLite weight) are zeroed, as sparse kernels expect.
+    """
+    magnitude = np.abs(weights)
+    if m_by_n is None:
+        k = int(round(sparsity * weights.size))
+        mask = np.ones(weights.size, np.float32)
+        mask[np.argsort(magnitude, axis=None, kind="stable")[:k]] = 0
+        return mask.reshape(weights.shape)
+    m, n = m_by_n
+    moved = np.moveaxis(magnitude, -2, -1)  # input channels last
+    full = moved.shape[-1] - moved.shape[-1] % n
+    mask = np.ones_like(moved, dtype=np.float32)
+    groups = moved[..., :full].reshape(*moved.shape[:-1], full // n, n)
+    smallest = np.argsort(groups, axis=-1, kind="stable")[..., :m]
+    group_mask = np.ones_like(groups, dtype=np.float32)
+    np.put_along_axis(group_mask, smallest, 0, axis=-1)
+    mask[..., :full] = group_mask.reshape(*moved.shape[:-1], full)
+    return np.moveaxis(mask, -1, -2)
+
+
+def _wrap(model, config: PruneConfig, schedule, notes: list[str]):
+    import tensorflow_model_optimization as tfmot
+
+    sk = tfmot.sparsity.keras
+    kwargs = {"pruning_schedule": schedule}
+    if config.m_by_n:
+        kwargs["sparsity_m_by_n"] = config.m_by_n
+    if config.policy != "xnnpack":
+        try:
+            return sk.prune_low_magnitude(model, **kwargs)
+        except ValueError as exc:
+            raise ConversionError(f"--prune: tfmot cannot prune this model: {' '.join(str(exc).split())[:240]}")
+    try:
+        return sk.prune_low_magnitude(model, pruning_policy=sk.PruneForLatencyOnXNNPack(), **kwargs)
+    except ValueError as exc:
+        reason = " ".join(str(exc).split())[:200]
+    # The model does not fit XNNPack's sparse inference as a whole; the 1x1 convolutions it can run sparse may
+    # still be pruned one by one.
+    from edgert.converters._tf import import_tf
+
+    _, keras = import_tf()
+
+    def one_by_one(layer):
+        if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (1, 1) and layer.groups == 1:
+            return sk.prune_low_magnitude(layer, **kwargs)
+        return layer
+
+    pointwise = [l.name for l in model.layers if isinstance(l, keras.layers.Conv2D)
+                 and not isinstance(l, keras.layers.DepthwiseConv2D) and tuple(l.kernel_size) == (1, 1)]
+    if not pointwise:
+        raise ConversionError(f"--prune-policy xnnpack: the model does not fit XNNPack sparse inference ({reason}) "
+                              "and has no 1x1 convolutions to prune instead; drop --prune-policy")
+    notes.append(f"--prune-policy xnnpack: the whole model does not fit ({reason}); pruned its "
+                 f"{len(pointwise)} 1x1 convolution(s) layer by layer instead")
+    return keras.models.clone_model(model, clone_function=one_by_one)
+
+
+def prune(model, config: PruneConfig, train: LabelledData | None, val: LabelledData | None,
+          training: TrainConfig, probabilities: bool) -> tuple[object, list[str]]:
+    """Prune `model`; returns the stripped model (plain layers, zeros in the weights) and notes for the report."""
+    import tensorflow_model_optimization as tfmot
+
+    from edgert.converters.training import compile_for_labels, fit
+
+    sk = tfmot.sparsity.keras
+    notes: list[str] = []
+    if train is None:
+        schedule = sk.ConstantSparsity(config.sparsity, begin_step=0, frequency=1)
+        wrapped = _wrap(model, config, schedule, notes)
+        # One-shot: no training data, so compute the masks directly and write them into the weights; a
+        # ConstantSparsity schedule alone would leave them empty until two training steps ran.
+        for layer in wrapped.layers:
+            for weight, mask, _threshold in getattr(layer, "pruning_vars", ()):
+                m = magnitude_mask(weight.numpy(), config.sparsity, config.m_by_n)
+                mask.assign(m.astype(mask.dtype.as_numpy_dtype))
+                weight.assign(weight.numpy() * m)
+        notes.append("no training data: one-shot magnitude pruning without fine-tuning (accuracy may drop; "
+                     "give --train-data to fine-tune)")
+    else:
+        epochs = training.epochs or DEFAULT_EPOCHS
+        steps_per_epoch = math.ceil(len(train) / training.batch_size)
+        total = steps_per_epoch * epochs
+        if config.schedule is PruneSchedule.POLYNOMIAL:
+            frequency = max(1, steps_per_epoch // 4)
+            end_step = max(frequency, (int(total * 0.7) // frequency) * frequency)
+            schedule = sk.PolynomialDecay(0.0, config.sparsity, begin_step=0, end_step=end_step, frequency=frequency)
+        else:
+            schedule = sk.ConstantSparsity(config.sparsity, begin_step=0, frequency=1)
+        wrapped = _wrap(model, config, schedule, notes)
+        compile_for_labels(wrapped, probabilities, training.learning_rate or DEFAULT_LEARNING_RATE)
+        fit(wrapped, train, val, max(epochs, 1), training.batch_size, [sk.UpdatePruningStep()])
+    return sk.strip_pruning(wrapped), notes

@@ -1,0 +1,78 @@
+"""Fine-tuning helpers shared by the stages: the loss that fits the model's outputs, and per-layer weight facts."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgert.converters.data import LabelledData
+
+
+def outputs_are_probabilities(model, x: np.ndarray) -> bool:
+    """True when the model already ends in a softmax (rows in [0, 1] summing to 1), so losses take no logits."""
+    p = np.asarray(model(x[:16], training=False))
+    return bool(np.all(p >= -1e-6) and np.all(p <= 1 + 1e-6) and np.allclose(p.sum(axis=-1), 1, atol=1e-3))
+
+
+def compile_for_labels(model, probabilities: bool, learning_rate: float) -> None:
+    from edgert.converters._tf import import_tf
+
+    _, keras = import_tf()
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities),
+                  metrics=["accuracy"])
+
+
+def fit(model, train: LabelledData, val: LabelledData | None, epochs: int, batch_size: int, callbacks=()):
+    model.fit(train.x, train.y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=list(callbacks),
+              validation_data=(val.x, val.y) if val is not None else None)
+
+
+def keras_accuracy(model, data: LabelledData) -> float:
+    return float((np.asarray(model.predict(data.x, verbose=0)).argmax(axis=1) == data.y).mean())
+
+
+def kernels(model) -> dict[str, np.ndarray]:
+    """The main weight tensor (kernel) of each Conv/Dense-like layer, by layer name."""
+    out = {}
+    for layer in model.layers:
+        for w in layer.weights:
+            short = w.name.split("/")[-1].split(":")[0]
+            if short in ("kernel", "depthwise_kernel"):
+                out[layer.name] = w.numpy()
+                break
+    return out
+
+
+def sparsity_by_layer(model) -> dict[str, float]:
+    return {name: round(float((k == 0).mean()), 4) for name, k in kernels(model).items()}
+
+
+def clusters_by_layer(model) -> dict[str, int]:
+    return {name: int(np.unique(k).size) for name, k in kernels(model).items()}
+
+
+@dataclass(frozen=True)
+class SizeFacts:
+    params: int
+    size_bytes: int
+    gzip_bytes: int
+
+
+def keras_size(model) -> SizeFacts:
+    """Size of the model's weights as saved (.h5) and gzip-compressed: what pruning and clustering buy on disk."""
+    fd, path = tempfile.mkstemp(suffix=".weights.h5")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.save_weights(path)
+        data = open(path, "rb").read()
+    finally:
+        os.unlink(path)
+    return SizeFacts(int(model.count_params()), len(data), len(gzip.compress(data, 9)))
