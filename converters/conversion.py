@@ -223,6 +223,9 @@ class _Run:
                 self.paths["calibration"] is None and self.paths["train"] is None:
             raise InputDataError(f"--{self.mode.value} needs representative data: add --calibration-data "
                                  "(or --train-data)")
+        if self.paths["calibration"] is not None and not recipe.quantization.needs_calibration and not recipe.qat:
+            raise InputDataError(f"--calibration-data is only used with --int8, --int16x8 or --edgetpu, not "
+                                 f"{recipe.quantization.value}; add one of them or drop the data")
         if self.paths["val"] is not None and self.paths["train"] is None:
             raise InputDataError("--val-data is used while fine-tuning; add --train-data or drop it")
         if recipe.distill:
@@ -386,8 +389,6 @@ class _Run:
             converter = source.converter(tf)
         if mode is not Quantization.FLOAT32 or recipe.qat:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if recipe.prune and mode is not Quantization.FLOAT32:
-            converter.optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
         if mode is Quantization.FLOAT16:
             converter.target_spec.supported_types = [tf.float16]
         if calibration is not None:

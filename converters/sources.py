@@ -49,14 +49,14 @@ def _first_line(exc: BaseException) -> str:
     return text[:240]
 
 
-def _check_keras_file(p: Path) -> None:
-    """Cheap format checks before TensorFlow is asked to open the file."""
+def _check_keras_file(p: Path) -> str:
+    """Cheap format checks before TensorFlow is asked to open the file; returns the saving Keras version."""
     with p.open("rb") as f:
         head = f.read(8)
     if p.suffix in (".h5", ".hdf5"):
         if head != HDF5_SIGNATURE:
             raise ModelFormatError(f"{p} is not an HDF5 file; give a Keras model saved with model.save('x.h5')")
-        return
+        return "2"
     if not zipfile.is_zipfile(p):
         raise ModelFormatError(f"{p} is not a .keras archive (not a zip file); re-save it with model.save('x.keras')")
     with zipfile.ZipFile(p) as z:
@@ -67,10 +67,7 @@ def _check_keras_file(p: Path) -> None:
             version = str(json.loads(z.read("metadata.json")).get("keras_version", ""))
         except (KeyError, ValueError):
             version = ""
-    if version.startswith("3"):
-        raise ModelFormatError(
-            f"{p} was saved by Keras {version}; edgert converts Keras 2 (tf_keras) models: "
-            "re-save it with tf_keras, or export a SavedModel with model.export('dir') and convert the directory")
+    return version
 
 
 def _keras_inputs(model) -> tuple[InputShape, ...]:
@@ -87,7 +84,7 @@ def _saved_model_inputs(tf, path: Path) -> tuple[InputShape, ...]:
 
 
 def check_source(path: str | os.PathLike) -> str:
-    """Cheap checks of a model path before TensorFlow loads; returns "keras" or "saved_model".
+    """Cheap checks of a model path before TensorFlow loads; returns "keras", "keras3" or "saved_model".
 
     Raises:
         ModelFormatError: missing path, unsupported format, or a file whose header is not what its suffix says.
@@ -105,8 +102,7 @@ def check_source(path: str | os.PathLike) -> str:
     if p.suffix.lower() not in KERAS_SUFFIXES:
         raise ModelFormatError(f"{p}: unsupported model format {p.suffix or '(no suffix)'}; "
                                "edgert converts .h5, .keras and SavedModel directories")
-    _check_keras_file(p)
-    return "keras"
+    return "keras3" if _check_keras_file(p).startswith("3") else "keras"
 
 
 def open_model(path: str | os.PathLike) -> SourceModel:
@@ -122,7 +118,12 @@ def open_model(path: str | os.PathLike) -> SourceModel:
     kind = check_source(p)
     tf, tf_keras = import_tf()
     try:
-        if kind == "keras":
+        if kind == "keras3":
+            from edgert.converters.keras3 import rebuild_in_tf_keras
+
+            model = rebuild_in_tf_keras(p)
+            inputs, kind = _keras_inputs(model), "keras"
+        elif kind == "keras":
             model = tf_keras.models.load_model(str(p), compile=False)
             inputs = _keras_inputs(model)
         else:

@@ -165,6 +165,12 @@ class FlatModel:
     subgraphs: tuple[SubgraphInfo, ...]
     buffer_sizes: tuple[int, ...]
     metadata: tuple[tuple[str, int], ...]  # (name, buffer index)
+    buffer_offsets: tuple[int, ...] = ()  # where each buffer's bytes start in the file
+
+    def buffer(self, data: bytes, index: int) -> bytes:
+        """The bytes of buffer `index` (weights, metadata) of the model `data` this was parsed from."""
+        start = self.buffer_offsets[index]
+        return bytes(data[start:start + self.buffer_sizes[index]])
 
 
 def _builtin_names() -> dict[int, str]:
@@ -202,15 +208,16 @@ def parse(data: bytes, source: str = "model") -> FlatModel:
     if version != SCHEMA_VERSION:
         raise ModelFormatError(f"{source} has schema version {version}; edgert reads version {SCHEMA_VERSION}")
 
-    buffer_sizes = []
+    buffer_sizes, buffer_offsets = [], []
     for i, buf in enumerate(model.tables(4, "buffers")):
         start, length = buf.byte_span(0, f"buffer {i} data")
         offset, size = buf.scalar(1, _U64, 0), buf.scalar(2, _U64, 0)
         if offset > 1:  # models over 2 GB keep buffers after the flatbuffer, addressed by offset
             if offset + size > r.size:
                 raise ModelFormatError(f"{source}: buffer {i} ends past the end of the file (truncated?)")
-            length = size
+            start, length = offset, size
         buffer_sizes.append(length)
+        buffer_offsets.append(start)
 
     opcodes = []
     for i, oc in enumerate(model.tables(1, "operator_codes")):
@@ -281,4 +288,4 @@ def parse(data: bytes, source: str = "model") -> FlatModel:
         metadata.append((md.string(0, f"metadata {i} name") or "", buffer))
 
     return FlatModel(version, model.string(3, "description") or "", tuple(subgraphs), tuple(buffer_sizes),
-                     tuple(metadata))
+                     tuple(metadata), tuple(buffer_offsets))

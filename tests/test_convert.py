@@ -137,14 +137,31 @@ def test_directory_that_is_not_a_saved_model(workdir):
         convert(workdir)
 
 
-def test_keras3_file_gets_a_clear_error(workdir):
-    code = ("import os; os.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
-            "import keras\n"
-            "m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])\n"
-            f"m.save({str(workdir / 'k3.keras')!r})\n")
+def _keras3_save(code: str, path) -> None:
+    """Run `code` (which defines `m`) under Keras 3, as a user without TF_USE_LEGACY_KERAS would, and save m."""
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
-    with pytest.raises(ModelFormatError, match="saved by Keras 3"):
+    script = f"import keras, numpy as np\n{code}\nm.save({str(path)!r})\n"
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, capture_output=True)
+
+
+def test_keras3_file_converts(workdir, digits):
+    code = ("i = keras.Input((8, 8, 1)); x = keras.layers.Rescaling(0.5)(i)\n"
+            "x = keras.layers.Conv2D(4, 3, activation='relu')(x); x = keras.layers.BatchNormalization()(x)\n"
+            "o = keras.layers.Dense(10, activation='softmax')(keras.layers.Flatten()(x)); m = keras.Model(i, o)\n"
+            f"np.save({str(workdir / 'expected.npy')!r}, m.predict(np.load({str(workdir / 'x.npy')!r}), verbose=0))")
+    np.save(workdir / "x.npy", digits.x_test[:8])
+    _keras3_save(code, workdir / "k3.keras")
+    result = convert(workdir / "k3.keras")
+    got = edgert.load(result.output_path).run(digits.x_test[:8])[0]
+    np.testing.assert_allclose(got, np.load(workdir / "expected.npy"), atol=1e-5)
+
+
+def test_keras3_unknown_layer_is_named(workdir):
+    code = ("@keras.saving.register_keras_serializable()\n"
+            "class MyScale(keras.layers.Layer):\n    def call(self, x):\n        return x * 2\n"
+            "m = keras.Sequential([keras.Input((4,)), MyScale(name='scaler'), keras.layers.Dense(2)])")
+    _keras3_save(code, workdir / "k3.keras")
+    with pytest.raises(ModelFormatError, match=r"cannot rebuild: scaler \(MyScale\)"):
         convert(workdir / "k3.keras")
     _assert_nothing_written(workdir, ["k3.keras"])
 
