@@ -25,6 +25,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/runtime_overhead.py
+	$(PY) benchmarks/convert_overhead.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -243,7 +243,16 @@ class _Run:
 
         tf, _ = import_tf()
         model = source.keras_model
-        original = model
+        result_extra = {}
+        if "eval" in data:
+            result_extra["eval_samples"] = len(data["eval"])
+            if model is not None:
+                from edgert.converters.training import keras_accuracy
+
+                # Measured now: tfmot wraps the original layers, so fine-tuning changes them in place.
+                result_extra["accuracy_source"] = keras_accuracy(model, data["eval"])
+            else:
+                self.notes.append("the original's accuracy is measured for Keras models only")
         if model is not None:
             self._stage("original", 0.0, model)
         if has_stages:
@@ -258,23 +267,15 @@ class _Run:
 
         flatbuffer = self._to_tflite(tf, source, model, calibration)
         info = describe(flatbuffer, str(out))  # never write a model the runtime could not read back
-        result_extra = {}
         with atomic_path(out) as tmp:
             tmp.write_bytes(flatbuffer)
             if "eval" in data:
                 result_extra["accuracy_tflite"] = _tflite_accuracy(tmp, data["eval"])
-                if original is not None:
-                    from edgert.converters.training import keras_accuracy
-
-                    result_extra["accuracy_source"] = keras_accuracy(original, data["eval"])
-                else:
-                    self.notes.append("the original's accuracy is measured for Keras models only")
-                result_extra["eval_samples"] = len(data["eval"])
         edgetpu_output = self._edgetpu_compile(out) if self.mode is Quantization.EDGETPU else None
         result = ConversionResult(
             source_path=str(self.model_path), output_path=str(out), mode=self.mode,
             source_size_bytes=source.size_bytes, output_size_bytes=len(flatbuffer),
-            output_gzip_bytes=len(gzip.compress(flatbuffer, 9)), inputs=info.inputs, outputs=info.outputs,
+            output_gzip_bytes=len(gzip.compress(flatbuffer, 6)), inputs=info.inputs, outputs=info.outputs,
             calibration_samples=len(calibration[0]) if calibration else 0,
             duration_s=time.perf_counter() - self.started, recipe=recipe, stages=tuple(self.stages),
             edgetpu_output=edgetpu_output, notes=tuple(self.notes), **result_extra)

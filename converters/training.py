@@ -75,4 +75,4 @@ def keras_size(model) -> SizeFacts:
         data = open(path, "rb").read()
     finally:
         os.unlink(path)
-    return SizeFacts(int(model.count_params()), len(data), len(gzip.compress(data, 9)))
+    return SizeFacts(int(model.count_params()), len(data), len(gzip.compress(data, 6)))

@@ -140,3 +140,45 @@ def test_installed_script_end_to_end(int8_tflite, digits, tmp_path):
     assert bad.returncode == 1
     assert bad.stderr.strip() == f"Error: {tmp_path / 'x.npy'}: unsupported model format .npy; " \
                                  "edgert converts .h5, .keras and SavedModel directories"
+
+
+def test_convert_with_stages_prints_the_report(runner, h5_path, tmp_path, digits):
+    np.savez(tmp_path / "train.npz", x=digits.x_train, y=digits.y_train)
+    np.savez(tmp_path / "test.npz", x=digits.x_test, y=digits.y_test)
+    out = tmp_path / "p.tflite"
+    result = runner.invoke(cli, ["convert", str(h5_path), "--prune", "0.5", "--int8", "--epochs", "2",
+                                 "--train-data", str(tmp_path / "train.npz"), "--eval-data", str(tmp_path / "test.npz"),
+                                 "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "recipe      prune50_int8" in result.output and "on 449 samples, drop" in result.output
+    assert "  prune " in result.output and "0.50" in result.output
+    recipe = json.loads((tmp_path / "p.tflite.recipe.json").read_text())
+    assert recipe["prune"]["sparsity"] == 0.5 and recipe["train"]["epochs"] == 2
+    again = runner.invoke(cli, ["convert", str(h5_path), "--recipe", str(tmp_path / "p.tflite.recipe.json"),
+                                "--train-data", str(tmp_path / "train.npz"), "-o", str(tmp_path / "q.tflite"),
+                                "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["recipe"]["name"] == "prune50_int8"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--prune", "1.5"], "between 0 and 1"),
+    (["--prune", "0.5", "--prune-structure", "two:four"], "M:N"),
+    (["--int16x8", "--float16"], "--float16 and --int16x8 conflict"),
+    (["--qat"], "--qat need(s) training data"),
+    (["--preset", "int9"], "unknown preset 'int9'"),
+    (["--preset", "int8", "--prune", "0.5"], "drop --prune"),
+    (["--recipe", "{tmp}/none.json"], "no such file"),
+    (["--recipe", "{tmp}/bad.json"], "unknown key(s) colour"),
+    (["--cluster", "1"], "at least 2 clusters"),
+    (["--distill-from", "{tmp}/teacher.h5", "--train-data", "{tmp}/t.npz"], "no such file"),
+    (["--float16", "--calibration-data", "{tmp}/c.npy"], "only used with --int8, --int16x8 or --edgetpu"),
+])
+def test_convert_bad_options_are_one_line(runner, h5_path, tmp_path, args, fragment):
+    (tmp_path / "bad.json").write_text('{"colour": "red"}')
+    np.save(tmp_path / "c.npy", np.zeros((2, 8, 8, 1), np.float32))
+    before = sorted(os.listdir(tmp_path))
+    result = runner.invoke(cli, ["convert", str(h5_path), "-o", str(tmp_path / "o.tflite")]
+                           + [a.format(tmp=tmp_path) for a in args])
+    _one_line_error(result, fragment)
+    assert sorted(os.listdir(tmp_path)) == before
