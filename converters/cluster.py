@@ -23,7 +23,7 @@ def cluster(model, config: ClusterConfig, train: LabelledData | None, val: Label
         cluster_centroids_init=ck.CentroidInitialization.KMEANS_PLUS_PLUS, preserve_sparsity=preserve_sparsity)
     if train is not None:
         compile_for_labels(clustered, probabilities, training.learning_rate or DEFAULT_LEARNING_RATE)
-        fit(clustered, train, val, training.epochs or DEFAULT_EPOCHS, training.batch_size)
+        fit(clustered, train, val, training.epochs or DEFAULT_EPOCHS, training.batch_size, desc="clustering")
     else:
         notes.append("no training data: weights clustered without fine-tuning")
     if preserve_sparsity:

@@ -392,12 +392,19 @@ class _Run:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if mode is Quantization.FLOAT16:
             converter.target_spec.supported_types = [tf.float16]
+        progress_file = None
         if calibration is not None:
+            from edgert.converters.training import progress_bar
+
             n_samples = len(calibration[0])
+            # The converter's native chatter is captured below; the bar writes to the terminal's own descriptor.
+            progress_file = os.fdopen(os.dup(2), "w")
 
             def representative_dataset():
-                for i in range(n_samples):
-                    yield [a[i:i + 1] for a in calibration]
+                with progress_bar(n_samples, "calibrating", file=progress_file) as bar:
+                    for i in range(n_samples):
+                        yield [a[i:i + 1] for a in calibration]
+                        bar.update(1)
 
             converter.representative_dataset = representative_dataset
         if mode in (Quantization.INT8, Quantization.EDGETPU):
@@ -420,6 +427,9 @@ class _Run:
                 raise ConversionError(f"full-integer conversion failed: {message[:300]}; an operator has no "
                                       "integer kernel: try --dynamic or --float16") from None
             raise ConversionError(f"conversion of {self.model_path} failed: {message[:300]}") from None
+        finally:
+            if progress_file is not None:
+                progress_file.close()
 
     def _edgetpu_compile(self, out: Path) -> str | None:
         compiler = shutil.which(EDGETPU_COMPILER)

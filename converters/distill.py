@@ -49,13 +49,19 @@ def distill(student, teacher, config: DistillConfig, train: LabelledData, traini
         optimizer.apply_gradients(zip(grads, student.trainable_variables))
         return loss
 
+    from edgert.converters.training import progress_bar
+
     rng = np.random.default_rng(0)
     batch = training.batch_size
-    for _epoch in range(training.epochs or DEFAULT_EPOCHS):
-        order = rng.permutation(len(train))
-        for start in range(0, len(order), batch):
-            idx = order[start:start + batch]
-            step(tf.constant(train.x[idx]), tf.constant(train.y[idx]))
+    epochs = training.epochs or DEFAULT_EPOCHS
+    with progress_bar(epochs * -(-len(train) // batch), "distilling") as bar:
+        for _epoch in range(epochs):
+            order = rng.permutation(len(train))
+            for start in range(0, len(order), batch):
+                idx = order[start:start + batch]
+                bar.set_postfix(loss=f"{float(step(tf.constant(train.x[idx]), tf.constant(train.y[idx]))):.4f}",
+                                refresh=False)
+                bar.update(1)
     notes = [f"distilled from {config.teacher} ({teacher.count_params()} parameters) into "
              f"{student.count_params()} parameters, T={T:g}, alpha={alpha:g}"]
     return student, notes

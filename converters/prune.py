@@ -108,5 +108,5 @@ def prune(model, config: PruneConfig, train: LabelledData | None, val: LabelledD
             schedule = sk.ConstantSparsity(config.sparsity, begin_step=0, frequency=1)
         wrapped = _wrap(model, config, schedule, notes)
         compile_for_labels(wrapped, probabilities, training.learning_rate or DEFAULT_LEARNING_RATE)
-        fit(wrapped, train, val, max(epochs, 1), training.batch_size, [sk.UpdatePruningStep()])
+        fit(wrapped, train, val, epochs, training.batch_size, [sk.UpdatePruningStep()], desc="pruning")
     return sk.strip_pruning(wrapped), notes

@@ -62,7 +62,7 @@ def qat(model, train: LabelledData, val: LabelledData | None, training: TrainCon
 
     qat_model, quantized, kept_float = quantize_for_training(model, scheme)
     compile_for_labels(qat_model, probabilities, training.learning_rate or DEFAULT_LEARNING_RATE)
-    fit(qat_model, train, val, training.epochs or DEFAULT_EPOCHS, training.batch_size)
+    fit(qat_model, train, val, training.epochs or DEFAULT_EPOCHS, training.batch_size, desc="QAT")
     notes = []
     if scheme != "default":
         notes.append({"prune": "PQAT: sparsity preserved", "cluster": "CQAT: clusters preserved",

@@ -28,8 +28,11 @@ def compile_for_labels(model, probabilities: bool, learning_rate: float) -> None
                   metrics=["accuracy"])
 
 
-def fit(model, train: LabelledData, val: LabelledData | None, epochs: int, batch_size: int, callbacks=()):
-    model.fit(train.x, train.y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=list(callbacks),
+def fit(model, train: LabelledData, val: LabelledData | None, epochs: int, batch_size: int, callbacks=(),
+        desc: str = "fine-tuning"):
+    steps = -(-len(train) // batch_size)
+    model.fit(train.x, train.y, epochs=epochs, batch_size=batch_size, verbose=0,
+              callbacks=[*callbacks, progress_callback(desc, epochs, steps)],
               validation_data=(val.x, val.y) if val is not None else None)
 
 
@@ -76,3 +79,31 @@ def keras_size(model) -> SizeFacts:
     finally:
         os.unlink(path)
     return SizeFacts(int(model.count_params()), len(data), len(gzip.compress(data, 6)))
+
+
+def progress_bar(total: int, desc: str, file=None):
+    """A tqdm bar on the terminal (silent when stderr is not one, as in CI or when piped)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", leave=False, disable=None, file=file, dynamic_ncols=True)
+
+
+def progress_callback(desc: str, epochs: int, steps_per_epoch: int):
+    """A Keras callback driving one tqdm bar over all of a fit's steps (Keras' own bar stays off: verbose=0)."""
+    from edgert.converters._tf import import_tf
+
+    _, keras = import_tf()
+
+    class Progress(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.bar = progress_bar(epochs * steps_per_epoch, desc)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.bar.update(1)
+            if logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+        def on_train_end(self, logs=None):
+            self.bar.close()
+
+    return Progress()
