@@ -119,7 +119,7 @@ def default_output_path(model_path: str | os.PathLike, mode: Quantization) -> Pa
 
 
 def recipe_from_options(*, int8=False, dynamic=False, float16=False, int16x8=False, edgetpu=False,
-                        calibration_data=None, prune=None, prune_schedule=None, prune_structure=None,
+                        prune=None, prune_schedule=None, prune_structure=None,
                         prune_policy=None, cluster=None, distill_from=None, distill_temperature=4.0,
                         distill_alpha=0.1, qat=False, float_io=False, calibration_samples=200, epochs=None,
                         batch_size=32, learning_rate=None) -> ConvertRecipe:
@@ -279,7 +279,7 @@ class _Run:
             calibration_samples=len(calibration[0]) if calibration else 0,
             duration_s=time.perf_counter() - self.started, recipe=recipe, stages=tuple(self.stages),
             edgetpu_output=edgetpu_output, notes=tuple(self.notes), **result_extra)
-        dataclasses.replace(recipe).save(result.recipe_path)
+        recipe.save(result.recipe_path)
         write_bytes_atomic(result.report_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
         return result
 

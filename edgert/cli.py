@@ -135,7 +135,7 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
     elif preset:
         recipe = named_preset(preset)
     else:
-        recipe = recipe_from_options(calibration_data=calibration_data, **options)
+        recipe = recipe_from_options(**options)
     result = convert_model(model, output, recipe=recipe, calibration_data=calibration_data, train_data=train_data,
                            val_data=val_data, eval_data=eval_data, image_range=image_range, force=force)
     if json_:
