@@ -251,3 +251,23 @@ def test_teacher_that_does_not_match(h5_path, tmp_path, data_npz):
         convert(h5_path, tmp_path / "o.tflite", recipe=recipe_from_options(distill_from=tmp_path / "teacher.h5"),
                 train_data=data_npz[0])
     assert not (tmp_path / "o.tflite").exists()
+
+
+def test_xnnpack_policy_falls_back_to_pointwise_convolutions(tmp_path, data_npz, h5_path):
+    from edgert.converters._tf import import_tf
+    from edgert.errors import ConversionError
+
+    _, keras = import_tf()
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu", name="spatial"),
+                              keras.layers.Conv2D(16, 1, activation="relu", name="pointwise"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10, activation="softmax")])
+    model.save(tmp_path / "pw.h5")
+    recipe = ConvertRecipe(prune=PruneConfig(0.5, policy="xnnpack"))
+    result = convert(tmp_path / "pw.h5", tmp_path / "pw.tflite", recipe=recipe)
+    prune_stage = next(s for s in result.stages if s.stage == "prune")
+    assert prune_stage.sparsity["pointwise"] >= 0.49 and prune_stage.sparsity["spatial"] == 0.0
+    assert any("1x1 convolution(s) layer by layer" in n for n in result.notes)
+    # the digits CNN has no 1x1 convolution: a clear error, nothing written
+    with pytest.raises(ConversionError, match="no 1x1 convolutions to prune instead"):
+        convert(h5_path, tmp_path / "x.tflite", recipe=recipe)
+    assert not (tmp_path / "x.tflite").exists()
