@@ -180,8 +180,6 @@ def convert(
     """
     started = time.perf_counter()
     if recipe is None:
-        if calibration_data is not None and not int8:
-            raise InputDataError("--calibration-data is only used with --int8; add --int8 or drop the data")
         if float_io and calibration_data is None:
             raise InputDataError("--float-io applies to full-integer models; use it with --int8 --calibration-data")
         recipe = ConvertRecipe(Quantization.INT8 if int8 else Quantization.FLOAT32, float_io=float_io,
@@ -387,7 +385,7 @@ class _Run:
         elif model is not None:
             converter = tf.lite.TFLiteConverter.from_keras_model(model)
         else:
-            converter = source.converter(tf)
+            converter = tf.lite.TFLiteConverter.from_saved_model(str(source.path))
         if mode is not Quantization.FLOAT32 or recipe.qat:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if mode is Quantization.FLOAT16:

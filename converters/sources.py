@@ -38,11 +38,6 @@ class SourceModel:
             return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         return self.path.stat().st_size
 
-    def converter(self, tf):
-        if self.kind == "keras":
-            return tf.lite.TFLiteConverter.from_keras_model(self.keras_model)
-        return tf.lite.TFLiteConverter.from_saved_model(str(self.path))
-
 
 def _first_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__

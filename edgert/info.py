@@ -7,8 +7,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from edgert import flatbuffer
 from edgert.errors import ModelFormatError
 
@@ -35,10 +33,6 @@ class TensorSpec:
     def dynamic_dims(self) -> tuple[int, ...]:
         """Positions of dimensions the model declares as unknown (-1 in its shape signature)."""
         return tuple(i for i, d in enumerate(self.shape_signature) if d < 0)
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
 
     def describe_quantization(self) -> str:
         if not self.quantized:
