@@ -2,36 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-import tempfile
-import warnings
-from typing import Iterator
 
 from edgert.errors import ConversionError
-
-
-@contextlib.contextmanager
-def native_log_captured() -> Iterator[None]:
-    """Keep TensorFlow's native start-up and converter chatter (written straight to fd 2) off the terminal.
-
-    Those lines are logged before absl is initialised, so no log level silences them. `EDGERT_VERBOSE=1` shows them.
-    """
-    if os.environ.get("EDGERT_VERBOSE") == "1":
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+from edgert.native import native_log_captured
 
 
 def import_tf():

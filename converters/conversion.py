@@ -372,7 +372,7 @@ class _Run:
     # -- post-training ---------------------------------------------------------------------------------------
 
     def _to_tflite(self, tf, source, model, calibration) -> bytes:
-        from edgert.converters._tf import native_log_captured
+        from edgert.native import native_log_captured
 
         mode, recipe = self.mode, self.recipe
         if mode is Quantization.EDGETPU:

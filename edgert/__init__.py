@@ -6,6 +6,8 @@ This package is the runtime: it imports no TensorFlow, so it starts fast on a Ra
 from edgert.errors import (
     BackendUnavailableError,
     ConversionError,
+    DelegateError,
+    DelegateUnavailableError,
     EdgertError,
     InferenceError,
     InputDataError,
@@ -13,13 +15,15 @@ from edgert.errors import (
     OutputExistsError,
     UnsupportedOperatorError,
 )
+from edgert.delegation import DelegateCheck, DelegationReport, check
 from edgert.info import ModelInfo, TensorSpec, inspect_model
 from edgert.model import Model, load
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendUnavailableError", "ConversionError", "EdgertError", "InferenceError", "InputDataError", "Model",
-    "ModelFormatError", "ModelInfo", "OutputExistsError", "TensorSpec", "UnsupportedOperatorError", "__version__", "inspect_model",
+    "BackendUnavailableError", "ConversionError", "DelegateCheck", "DelegateError", "DelegateUnavailableError",
+    "DelegationReport", "EdgertError", "InferenceError", "InputDataError", "Model",
+    "ModelFormatError", "ModelInfo", "OutputExistsError", "TensorSpec", "UnsupportedOperatorError", "__version__", "check", "inspect_model",
     "load",
 ]

@@ -170,19 +170,103 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
         click.echo(f"note: {note}")
 
 
+# -- delegates ------------------------------------------------------------------------------------------------
+
+
+def _delegate_options(f):
+    """The options every command that loads a model shares: --delegate, --delegate-lib, --delegate-option, --strict."""
+    f = click.option("--strict", is_flag=True,
+                     help="Fail instead of falling back, or when any operator would stay on the CPU.")(f)
+    f = click.option("--delegate-option", "delegate_options", multiple=True, metavar="KEY=VALUE",
+                     help="Delegate option (repeatable); NAME.KEY=VALUE targets one delegate.")(f)
+    f = click.option("--delegate-lib", type=click.Path(path_type=Path), metavar="PATH",
+                     help="A TFLite external delegate library (implies --delegate external).")(f)
+    f = click.option("--delegate", envvar="EDGERT_DELEGATE", metavar="NAME[,NAME...]",
+                     help="Delegates in priority order: xnnpack (default), gpu, nnapi, edgetpu[:usb:0], external, "
+                          "or auto.")(f)
+    return f
+
+
+def _load(model, threads, delegate, delegate_lib, delegate_options, strict) -> edgert.Model:
+    return edgert.load(model, threads=threads, delegate=delegate, delegate_options=delegate_options,
+                       delegate_lib=str(delegate_lib) if delegate_lib else None, strict=strict)
+
+
+@cli.command()
+@click.option("json_", "--json", is_flag=True, help="Print the list as JSON.")
+@_fail_cleanly
+def delegates(json_):
+    """List the delegate plugins, whether each is usable here, and why not."""
+    from edgert import delegates as registry
+    from edgert.delegates.base import current_platform
+
+    rows = []
+    for name, plugin in sorted(registry.plugins().items()):
+        probe = plugin.usable_here()
+        rows.append({"name": name, "aliases": list(plugin.aliases), "usable": probe.usable, "reason": probe.reason,
+                     "library": probe.library, "platforms": list(plugin.platforms), "summary": plugin.summary,
+                     "options": dict(plugin.options),
+                     "module": type(plugin).__module__})
+    if json_:
+        click.echo(json.dumps({"platform": str(current_platform()), "delegates": rows}, indent=2))
+        return
+    click.echo(f"platform {current_platform()}")
+    for r in rows:
+        state = "usable" if r["usable"] else "unusable"
+        click.echo(f"  {r['name']:<10} {state:<9} {r['summary']}")
+        if r["reason"]:
+            click.echo(f"  {'':<10} {'':<9} {r['reason']}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--delegate", "delegate_names", default="all", show_default=True, metavar="NAME[,NAME...]",
+              help="Delegates to check: xnnpack, gpu, nnapi, edgetpu, or all.")
+@click.option("--strict", is_flag=True, help="Exit 1 if any operator would fall back to the CPU.")
+@click.option("json_", "--json", is_flag=True, help="Print the verdicts as JSON.")
+@_fail_cleanly
+def check(model, delegate_names, strict, json_):
+    """Pre-flight: which operators each delegate will accept, read from the model file alone (no hardware)."""
+    from edgert.delegation import check as check_model
+
+    results = check_model(model, delegate_names)
+    if json_:
+        click.echo(json.dumps({"model": str(model), "delegates": [r.to_dict() for r in results]}, indent=2))
+    else:
+        for r in results:
+            click.echo(f"{r.delegate}: {r.accepted}/{len(r.verdicts)} operators accepted"
+                       + ("" if r.clean else ", the rest stay on the CPU" if not r.note else ""))
+            if r.note:
+                click.echo(f"  note: {r.note}")
+            for v in r.rejected:
+                click.echo(f"  {v.label:<24} {v.reason}")
+            click.echo(f"  (table: {r.source})")
+    if strict and not all(r.clean for r in results):
+        raise click.exceptions.Exit(1)
+
+
 # -- inspect --------------------------------------------------------------------------------------------------
 
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("json_", "--json", is_flag=True, help="Print the description as JSON.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: the backend's].")
+@_delegate_options
 @_fail_cleanly
-def inspect(model, json_):
-    """Describe a .tflite model: inputs, outputs, quantization, operators, custom ops."""
+def inspect(model, json_, threads, delegate, delegate_lib, delegate_options, strict):
+    """Describe a .tflite model: inputs, outputs, quantization, operators, custom ops, delegation."""
     info = edgert.inspect_model(model)
     backend = str(edgert.backend.get_backend())
+    try:
+        delegation = _load(model, threads, delegate, delegate_lib, delegate_options, strict).delegation
+        delegation_text, delegation_dict = delegation.describe(), delegation.to_dict()
+    except edgert.UnsupportedOperatorError as exc:  # still worth describing: the file itself is fine
+        if strict:
+            raise
+        delegation_text, delegation_dict = f"not loadable here: {exc}", None
     if json_:
-        click.echo(json.dumps({**info.to_dict(), "backend": backend}, indent=2))
+        click.echo(json.dumps({**info.to_dict(), "backend": backend, "delegation": delegation_dict}, indent=2))
         return
     click.echo(f"model         {info.path}")
     click.echo(f"size          {_kib(info.size_bytes)} ({info.size_bytes} bytes)")
@@ -200,6 +284,7 @@ def inspect(model, json_):
     for name, count in info.operators:
         click.echo(f"  {name:<28} {count:>4}")
     click.echo("custom operators: " + (", ".join(info.custom_operators) or "none"))
+    click.echo(f"delegation    {delegation_text}")
 
 
 # -- run ------------------------------------------------------------------------------------------------------
@@ -242,8 +327,9 @@ def _summary(name: str, a: np.ndarray) -> str:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: the backend's].")
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
 @click.option("json_", "--json", is_flag=True, help="Print outputs as JSON.")
+@_delegate_options
 @_fail_cleanly
-def run(model, input_path, output, raw, threads, force, json_):
+def run(model, input_path, output, raw, threads, force, json_, delegate, delegate_lib, delegate_options, strict):
     """Run a .tflite model on inputs from a file."""
     from edgert.arrays import save_arrays
     from edgert.files import check_output_path
@@ -252,7 +338,7 @@ def run(model, input_path, output, raw, threads, force, json_):
         check_output_path(output, force=force)
         if output.suffix not in (".npy", ".npz"):
             raise InputDataError(f"--output {output}: use a .npy or .npz path")
-    m = edgert.load(model, threads=threads)
+    m = _load(model, threads, delegate, delegate_lib, delegate_options, strict)
     inputs = _load_inputs(input_path, m)
     started = time.perf_counter_ns()
     outputs = m.run(inputs, raw=raw)
@@ -265,6 +351,7 @@ def run(model, input_path, output, raw, threads, force, json_):
     if json_:
         click.echo(json.dumps({
             "model": str(model), "backend": str(m.backend), "latency_ms": round(latency_ms, 3),
+            "delegation": m.delegation.to_dict(),
             "outputs": {n: {"shape": list(o.shape), "dtype": o.dtype.name, "values": o.tolist()}
                         for n, o in zip(names, outputs)},
             "saved_to": str(output) if output else None}, indent=2))
@@ -272,6 +359,7 @@ def run(model, input_path, output, raw, threads, force, json_):
     for n, o in zip(names, outputs):
         click.echo(_summary(n, o))
     click.echo(f"ran in {latency_ms:.2f} ms on {m.backend}" + (f"; saved to {output}" if output else ""))
+    click.echo(f"delegation: {m.delegation.describe()}")
 
 
 def main() -> None:

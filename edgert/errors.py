@@ -37,3 +37,16 @@ class BackendUnavailableError(EdgertError):
 
 class InferenceError(EdgertError):
     """The interpreter failed while running the model."""
+
+
+class DelegateError(EdgertError):
+    """A delegate was asked for wrongly: unknown name, malformed option, a library that is not a delegate."""
+
+
+class DelegateUnavailableError(DelegateError):
+    """No requested delegate could take the model (each one's reason is in the message), or `strict` refused a
+    fallback or operators left on the CPU."""
+
+    def __init__(self, message: str, reasons: tuple[tuple[str, str], ...] = ()):
+        super().__init__(message)
+        self.reasons = reasons

@@ -25,6 +25,7 @@ TENSOR_TYPES = {
 }
 
 _U8, _U16, _I32, _U32, _I64, _U64 = (struct.Struct(f) for f in ("<B", "<H", "<i", "<I", "<q", "<Q"))
+ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
 
 
 class _Reader:
@@ -145,6 +146,29 @@ class OperatorInfo:
     custom: bool
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
+    options: tuple[tuple[str, int], ...] = ()  # the builtin options delegates care about (see _OPTION_FIELDS)
+
+    def option(self, name: str, default: int = 0) -> int:
+        return dict(self.options).get(name, default)
+
+
+# Builtin option tables whose fields decide delegate support: union type -> ((name, field index, format, default)).
+# Field numbers follow schema.fbs (Conv2DOptions, DepthwiseConv2DOptions, Pool2DOptions, ...).
+_OPTION_FIELDS: dict[int, tuple[tuple[str, int, str, int], ...]] = {
+    1: (("stride_w", 1, "i", 0), ("stride_h", 2, "i", 0), ("activation", 3, "B", 0),
+        ("dilation_w", 4, "i", 1), ("dilation_h", 5, "i", 1)),                       # Conv2DOptions
+    2: (("stride_w", 1, "i", 0), ("stride_h", 2, "i", 0), ("depth_multiplier", 3, "i", 0),
+        ("activation", 4, "B", 0), ("dilation_w", 5, "i", 1), ("dilation_h", 6, "i", 1)),  # DepthwiseConv2DOptions
+    5: (("stride_w", 1, "i", 0), ("stride_h", 2, "i", 0), ("filter_w", 3, "i", 0), ("filter_h", 4, "i", 0),
+        ("activation", 5, "B", 0)),                                                   # Pool2DOptions
+    8: (("activation", 0, "B", 0), ("weights_format", 1, "B", 0), ("keep_num_dims", 2, "B", 0)),  # FullyConnected
+    10: (("axis", 0, "i", 0), ("activation", 1, "B", 0)),                             # ConcatenationOptions
+    11: (("activation", 0, "B", 0),),  # AddOptions
+    21: (("activation", 0, "B", 0),),  # MulOptions
+    28: (("activation", 0, "B", 0),),  # SubOptions
+    29: (("activation", 0, "B", 0),),  # DivOptions
+}
+_FORMATS = {"i": _I32, "B": _U8}
 
 
 @dataclass(frozen=True)
@@ -270,10 +294,16 @@ def parse(data: bytes, source: str = "model") -> FlatModel:
             if idx >= len(opcodes):
                 raise ModelFormatError(f"{source}: {where} operator {o} uses missing operator code {idx}")
             name, custom = opcodes[idx]
+            options = ()
+            fields = _OPTION_FIELDS.get(op.scalar(3, _U8, 0))  # builtin_options_type; the union value is field 4
+            table = op.table(4, f"{where} operator {o} options") if fields else None
+            if table is not None:
+                options = tuple((key, table.scalar(i, _FORMATS[fmt], default)) for key, i, fmt, default in fields)
             operators.append(OperatorInfo(
                 name, custom,
                 indices(op.scalars(1, "i", f"operator {o} inputs"), f"operator {o} input", optional=True),
-                indices(op.scalars(2, "i", f"operator {o} outputs"), f"operator {o} output", optional=True)))
+                indices(op.scalars(2, "i", f"operator {o} outputs"), f"operator {o} output", optional=True),
+                options))
         subgraphs.append(SubgraphInfo(
             sg.string(4, f"{where} name") or "", tuple(tensors),
             indices(sg.scalars(1, "i", f"{where} inputs"), "input"),

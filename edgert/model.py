@@ -10,7 +10,9 @@ from typing import Mapping, Sequence, Union
 import numpy as np
 
 from edgert.backend import Backend, get_backend
+from edgert.delegation import DelegateRequest, DelegationReport, open_model, parse_request
 from edgert.errors import InferenceError, InputDataError, ModelFormatError, UnsupportedOperatorError
+from edgert.flatbuffer import parse
 from edgert.info import ModelInfo, TensorSpec, describe, read_model_bytes
 
 Inputs = Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray]]
@@ -53,13 +55,16 @@ def _spec_from_details(d: dict) -> TensorSpec:
 
 
 class Model:
-    """A TFLite model loaded into an interpreter.
+    """A TFLite model loaded into an interpreter (or a LiteRT compiled model), with its delegates.
 
     `run` is safe to call from several threads: calls are serialised by a lock, since one TFLite interpreter
-    holds one set of input and output buffers.
+    holds one set of input and output buffers. `delegation` says which delegate runs which operators.
     """
 
-    def __init__(self, path: str | os.PathLike, *, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None,
+                 delegate: str | Sequence[str] | DelegateRequest | None = None,
+                 delegate_options: Sequence[str] | Mapping[str, str] = (), delegate_lib: str | None = None,
+                 strict: bool = False):
         if threads is not None and threads < 1:
             raise InputDataError(f"threads must be at least 1, got {threads}")
         self.path = str(path)
@@ -67,12 +72,14 @@ class Model:
         self.info: ModelInfo = describe(data, self.path)  # validates the flatbuffer before native code sees it
         self.backend: Backend = get_backend()
         self.threads = threads
-        try:
-            # The interpreter gets the very bytes that were validated, not the path (nothing can change between).
-            self._interpreter = self.backend.interpreter_class(model_content=data, num_threads=threads)
-            self._interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise self._load_error(exc) from None
+        request = delegate if isinstance(delegate, DelegateRequest) else parse_request(
+            delegate, delegate_options, delegate_lib, strict)
+        # The interpreter gets the very bytes that were validated, not the path (nothing can change between).
+        opened = open_model(data, parse(data, self.path), request, threads, self.backend.interpreter_class,
+                            self._load_error)
+        self._interpreter = opened.engine
+        self._binding = opened.binding  # holds the native delegates for as long as the interpreter lives
+        self.delegation: DelegationReport = opened.report
         self._lock = threading.Lock()
         self._refresh_slots()
 
@@ -102,7 +109,8 @@ class Model:
         return tuple(s.spec for s in self._out)
 
     def __repr__(self) -> str:
-        return f"Model({self.path!r}, backend={self.backend.name}, inputs={len(self._in)}, outputs={len(self._out)})"
+        return (f"Model({self.path!r}, backend={self.backend.name}, delegate={self.delegation.used}, "
+                f"inputs={len(self._in)}, outputs={len(self._out)})")
 
     # -- inference ---------------------------------------------------------------------------------------------
 
@@ -201,11 +209,23 @@ class Model:
         self._refresh_slots()
 
 
-def load(path: str | os.PathLike, threads: int | None = None) -> Model:
-    """Load a `.tflite` model, validating it first.
+def load(path: str | os.PathLike, threads: int | None = None, *,
+         delegate: str | Sequence[str] | None = None, delegate_options: Sequence[str] | Mapping[str, str] = (),
+         delegate_lib: str | None = None, strict: bool = False) -> Model:
+    """Load a `.tflite` model, validating it first, with delegates tried in priority order.
+
+    Args:
+        delegate: `"xnnpack"` (default), `"gpu"`, `"nnapi"`, `"edgetpu[:usb:0]"`, `"external"`, a list or
+            comma-separated priority order, or `"auto"`. A delegate that cannot be used is skipped with its reason
+            in `model.delegation`; when none can, the CPU default runs the model (`delegation.fallback`).
+        delegate_options: `key=value` strings or a mapping; `name.key=value` targets one delegate.
+        delegate_lib: a TFLite external delegate library (implies the `external` delegate).
+        strict: make any fallback, or any operator left on the CPU, an error.
 
     Raises:
         ModelFormatError: missing file, not a TFLite model, or rejected by the interpreter.
         UnsupportedOperatorError: the model needs custom operators that are not registered (named).
+        DelegateError: unknown delegate or malformed option. DelegateUnavailableError: `strict` refused.
     """
-    return Model(path, threads=threads)
+    return Model(path, threads=threads, delegate=delegate, delegate_options=delegate_options,
+                 delegate_lib=delegate_lib, strict=strict)

@@ -83,7 +83,8 @@ def two_input_tflite(models_dir):
 @pytest.fixture(scope="session")
 def custom_op_tflite(models_dir):
     """A model whose only operator is the custom op `Igamma` (no TFLite kernel)."""
-    from edgert.converters._tf import import_tf, native_log_captured
+    from edgert.converters._tf import import_tf
+    from edgert.native import native_log_captured
 
     tf, _ = import_tf()
 
@@ -99,3 +100,24 @@ def custom_op_tflite(models_dir):
     path.write_bytes(data)
     return path
 
+
+
+@pytest.fixture(scope="session")
+def mixed_tflite(models_dir):
+    """A float model with operators XNNPACK and the GPU refuse (CUMSUM, ARG_MAX, CAST) next to ones they take."""
+    from edgert.converters._tf import import_tf
+    from edgert.native import native_log_captured
+
+    tf, keras = import_tf()
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    x = keras.layers.Lambda(lambda t: tf.math.cumsum(t, axis=1))(x)
+    x = keras.layers.Flatten()(x)
+    scores = keras.layers.Dense(10, activation="tanh")(x)
+    top = keras.layers.Lambda(lambda t: tf.cast(tf.argmax(t, axis=-1), tf.float32))(scores)
+    with native_log_captured():
+        data = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, [scores, top])).convert()
+    path = models_dir / "mixed.tflite"
+    path.write_bytes(data)
+    return path
