@@ -274,7 +274,7 @@ def open_model(data: bytes, flat: FlatModel, request: DelegateRequest, threads: 
         try:
             with native_log_captured() as log:
                 binding = plugin.bind(flat, options, threads)
-                engine = _build(data, binding, interpreter_class)
+                engine = _build(data, flat, binding, interpreter_class)
         except DelegateUnavailableError as exc:
             skipped.append(Skipped(name, str(exc)))
             continue
@@ -298,21 +298,19 @@ def open_model(data: bytes, flat: FlatModel, request: DelegateRequest, threads: 
     try:
         with native_log_captured() as log:
             binding = plugin.bind(flat, {}, threads)
-            engine = _build(data, binding, interpreter_class)
+            engine = _build(data, flat, binding, interpreter_class)
     except (ValueError, RuntimeError) as exc:
         raise load_error(exc) from None
     report = _report(request, DEFAULT_DELEGATE, binding, engine, flat, skipped, log.lines, fallback=True)
     return Opened(engine, binding, report)
 
 
-def _build(data: bytes, binding, interpreter_class):
+def _build(data: bytes, flat: FlatModel, binding, interpreter_class):
     if binding.engine == "compiled_model":
         from ai_edge_litert.compiled_model import CompiledModel
 
-        from edgert.flatbuffer import parse
-
         compiled = CompiledModel.from_buffer(data, options=binding.compiled_options)
-        return CompiledEngine(compiled, parse(data))
+        return CompiledEngine(compiled, flat)
     kwargs: dict[str, Any] = {"model_content": data, "num_threads": binding.threads}
     if binding.delegates:
         kwargs["experimental_delegates"] = list(binding.delegates)
