@@ -102,9 +102,12 @@ def read_model_bytes(path: str | os.PathLike) -> bytes:
         raise ModelFormatError(f"{p}: cannot read ({exc.strerror})") from None
 
 
-def describe(data: bytes, source: str = "model") -> ModelInfo:
-    """Validate model bytes and describe them (the main subgraph's inputs and outputs)."""
-    fm = flatbuffer.parse(data, source)
+def describe(data: bytes, source: str = "model", flat: flatbuffer.FlatModel | None = None) -> ModelInfo:
+    """Validate model bytes and describe them (the main subgraph's inputs and outputs).
+
+    `flat` is `flatbuffer.parse(data)` when the caller has already validated the bytes, so they are read once.
+    """
+    fm = flat if flat is not None else flatbuffer.parse(data, source)
     main = fm.subgraphs[0]
     ops = Counter(op.opcode for sg in fm.subgraphs for op in sg.operators)
     custom = sorted({op.opcode for sg in fm.subgraphs for op in sg.operators if op.custom})

@@ -69,13 +69,14 @@ class Model:
             raise InputDataError(f"threads must be at least 1, got {threads}")
         self.path = str(path)
         data = read_model_bytes(path)
-        self.info: ModelInfo = describe(data, self.path)  # validates the flatbuffer before native code sees it
+        flat = parse(data, self.path)  # validates the flatbuffer before native code sees it
+        self.info: ModelInfo = describe(data, self.path, flat)
         self.backend: Backend = get_backend()
         self.threads = threads
         request = delegate if isinstance(delegate, DelegateRequest) else parse_request(
             delegate, delegate_options, delegate_lib, strict)
         # The interpreter gets the very bytes that were validated, not the path (nothing can change between).
-        opened = open_model(data, parse(data, self.path), request, threads, self.backend.interpreter_class,
+        opened = open_model(data, flat, request, threads, self.backend.interpreter_class,
                             self._load_error)
         self._interpreter = opened.engine
         self._binding = opened.binding  # holds the native delegates for as long as the interpreter lives
