@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailableError", "ConversionError", "DelegateCheck", "DelegateError", "DelegateUnavailableError",
     "DelegationReport", "EdgertError", "InferenceError", "InputDataError", "Model",
-    "ModelFormatError", "ModelInfo", "OutputExistsError", "TensorSpec", "UnsupportedOperatorError", "__version__", "check", "inspect_model",
+    "ModelFormatError", "ModelInfo", "OutputExistsError", "TensorSpec", "UnsupportedOperatorError", "__version__",
+    "check", "inspect_model",
     "load",
 ]

@@ -274,7 +274,7 @@ def open_model(data: bytes, flat: FlatModel, request: DelegateRequest, threads: 
         try:
             with native_log_captured() as log:
                 binding = plugin.bind(flat, options, threads)
-                engine = _build(data, flat, binding, interpreter_class)
+                engine, nodes_after_init = _build(data, flat, binding, interpreter_class)
         except DelegateUnavailableError as exc:
             skipped.append(Skipped(name, str(exc)))
             continue
@@ -286,7 +286,7 @@ def open_model(data: bytes, flat: FlatModel, request: DelegateRequest, threads: 
                 raise load_error(exc) from None
             skipped.append(Skipped(name, reason))
             continue
-        report = _report(request, name, binding, engine, flat, skipped, log.lines, fallback=False)
+        report = _report(request, name, binding, engine, nodes_after_init, flat, skipped, log.lines, fallback=False)
         _enforce(request, report)
         return Opened(engine, binding, report)
     if request.strict:
@@ -298,28 +298,30 @@ def open_model(data: bytes, flat: FlatModel, request: DelegateRequest, threads: 
     try:
         with native_log_captured() as log:
             binding = plugin.bind(flat, {}, threads)
-            engine = _build(data, flat, binding, interpreter_class)
+            engine, nodes_after_init = _build(data, flat, binding, interpreter_class)
     except (ValueError, RuntimeError) as exc:
         raise load_error(exc) from None
-    report = _report(request, DEFAULT_DELEGATE, binding, engine, flat, skipped, log.lines, fallback=True)
+    report = _report(request, DEFAULT_DELEGATE, binding, engine, nodes_after_init, flat, skipped, log.lines,
+                     fallback=True)
     return Opened(engine, binding, report)
 
 
-def _build(data: bytes, flat: FlatModel, binding, interpreter_class):
+def _build(data: bytes, flat: FlatModel, binding, interpreter_class) -> tuple[Any, int | None]:
+    """The engine for `binding`, and how many nodes the interpreter had before XNNPACK was applied lazily."""
     if binding.engine == "compiled_model":
         from ai_edge_litert.compiled_model import CompiledModel
 
         compiled = CompiledModel.from_buffer(data, options=binding.compiled_options)
-        return CompiledEngine(compiled, flat)
+        return CompiledEngine(compiled, flat), None
     kwargs: dict[str, Any] = {"model_content": data, "num_threads": binding.threads}
     if binding.delegates:
         kwargs["experimental_delegates"] = list(binding.delegates)
     if not binding.default_delegates:
         kwargs["experimental_op_resolver_type"] = _resolver_without_defaults(interpreter_class)
     interpreter = interpreter_class(**kwargs)
-    binding._nodes_after_init = _num_nodes(interpreter)
+    nodes_after_init = _num_nodes(interpreter)
     interpreter.allocate_tensors()
-    return interpreter
+    return interpreter, nodes_after_init
 
 
 def _resolver_without_defaults(interpreter_class):
@@ -347,7 +349,8 @@ def _native_reason(exc: Exception, lines: list[str]) -> str:
 
 
 _GPU_HEADER = "operations are not supported by GPU delegate"
-_GPU_SPLIT = re.compile(r"(\d+) operations will run on the GPU, and the remaining (\d+) operations? will run on the CPU")
+_GPU_SPLIT = re.compile(
+    r"(\d+) operations will run on the GPU, and the remaining (\d+) operations? will run on the CPU")
 _GPU_REFUSED = re.compile(r"^([A-Z][A-Z0-9_]+): (.+)$")
 
 
@@ -384,7 +387,8 @@ def _label_ops(graph, opcodes: list[str]) -> tuple[str, ...]:
     return tuple(labels)
 
 
-def _report(request, name, binding, engine, flat: FlatModel, skipped, lines, fallback) -> DelegationReport:
+def _report(request, name, binding, engine, nodes_after_init, flat: FlatModel, skipped, lines,
+            fallback) -> DelegationReport:
     graph = flat.subgraphs[0]
     total = len(graph.operators)
     notes: list[str] = []
@@ -398,7 +402,7 @@ def _report(request, name, binding, engine, flat: FlatModel, skipped, lines, fal
             notes += [f"{op}: {why}" for op, why in refused]
         return DelegationReport(request.names, name, "compiled_model", binding.detail, total, delegated, cpu_ops,
                                 0, 1 if delegated else 0, tuple(skipped), fallback, tuple(notes))
-    counts = _interpreter_counts(engine, graph, getattr(binding, "_nodes_after_init", None),
+    counts = _interpreter_counts(engine, graph, nodes_after_init,
                                  own_delegate=bool(binding.delegates))
     if counts is None:
         return DelegationReport(request.names, name, "interpreter", binding.detail, total, None, (), 0, 0,
