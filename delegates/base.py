@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 from edgert.flatbuffer import ACTIVATIONS, FlatModel, OperatorInfo, SubgraphInfo
+from edgert.plugins import Probe
 
 OS_NAMES = ("linux", "android", "darwin", "windows")
 
@@ -38,18 +39,6 @@ def current_platform() -> Platform:
         name = system
     machine = platform.machine().lower()
     return Platform(name, {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine))
-
-
-@dataclass(frozen=True)
-class Probe:
-    """Whether a delegate can work on this machine, and if not, why (library missing, no device, wrong OS)."""
-
-    usable: bool
-    reason: str = ""
-    library: str | None = None  # the native library it found or would use
-
-    def to_dict(self) -> dict:
-        return {"usable": self.usable, "reason": self.reason, "library": self.library}
 
 
 @dataclass(frozen=True)

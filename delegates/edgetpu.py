@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 from typing import Mapping
 
+from edgert import sysfs
 from edgert.delegates.base import Binding, DelegatePlugin, OpTable, Probe, current_platform
 from edgert.delegates.library import load_external, open_library
 from edgert.errors import DelegateError, DelegateUnavailableError
@@ -41,22 +41,14 @@ def parse_device(spec: str) -> str:
     return spec
 
 
-def sysfs_root() -> str:
-    return os.environ.get("EDGERT_SYSFS_ROOT", "/")
-
-
 def attached_devices() -> list[str]:
     """Edge TPUs visible here: Coral USB Accelerators by USB id under sysfs, PCIe/M.2 ones as /dev/apex_N."""
     found = []
-    for dev in sorted(glob.glob(os.path.join(sysfs_root(), "sys/bus/usb/devices/*"))):
-        try:
-            with open(os.path.join(dev, "idVendor")) as v, open(os.path.join(dev, "idProduct")) as p:
-                ids = (v.read().strip().lower(), p.read().strip().lower())
-        except OSError:
-            continue
+    for dev in sysfs.glob("/sys/bus/usb/devices/*"):
+        ids = tuple((sysfs.read_text(os.path.join(dev, f), "") or "").lower() for f in ("idVendor", "idProduct"))
         if ids in USB_IDS:
             found.append(f"usb ({ids[0]}:{ids[1]} at {os.path.basename(dev)})")
-    found += [f"pci ({os.path.basename(p)})" for p in sorted(glob.glob(os.path.join(sysfs_root(), "dev/apex_*")))]
+    found += [f"pci ({os.path.basename(p)})" for p in sysfs.glob("/dev/apex_*")]
     return found
 
 

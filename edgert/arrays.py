@@ -39,6 +39,22 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return arrays
 
 
+def match_inputs(arrays: dict[str, np.ndarray], names: list[str], source: str | os.PathLike):
+    """Arrays read from `source` arranged for `Model.run`: one array, a list in input order, or a dict by name.
+
+    Raises:
+        InputDataError: the file's arrays do not map onto the model's inputs.
+    """
+    if len(arrays) == 1 and len(names) == 1:
+        return next(iter(arrays.values()))
+    if set(arrays) == set(names):
+        return arrays
+    if len(arrays) == len(names) and all(k == f"arr_{i}" for i, k in enumerate(arrays)):
+        return list(arrays.values())
+    raise InputDataError(f"{source} holds {sorted(arrays)}; the model's inputs are {names}: "
+                         "save an .npz with one array per input name")
+
+
 def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """Write one array to a .npy, or several by name to a .npz, atomically."""
     p = Path(path)

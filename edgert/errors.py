@@ -50,3 +50,11 @@ class DelegateUnavailableError(DelegateError):
     def __init__(self, message: str, reasons: tuple[tuple[str, str], ...] = ()):
         super().__init__(message)
         self.reasons = reasons
+
+
+class SensorError(EdgertError):
+    """A power, thermal or frequency sensor could not be found or read (missing, unreadable, garbage, failed)."""
+
+
+class BenchError(EdgertError):
+    """A benchmark was asked for wrongly (run count, duration, rate) or could not run."""

@@ -1,0 +1,133 @@
+"""Facts about the machine a benchmark runs on: CPU, board model, governor and frequency, thermal zones.
+
+Everything is read through `EDGERT_SYSFS_ROOT` (procfs included), so fixture trees stand in for real boards.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from dataclasses import asdict, dataclass
+
+from edgert import sysfs
+
+
+def cpu_model() -> str:
+    """`model name` from /proc/cpuinfo (x86), else `Model`/`Hardware` (ARM boards), else the machine type."""
+    text = sysfs.read_text(sysfs.path("/proc/cpuinfo"), "") or ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and value.strip():
+            fields.setdefault(key.strip().lower(), value.strip())
+    for key in ("model name", "model", "hardware", "cpu model", "processor"):
+        if key in fields and not fields[key].isdigit():
+            return fields[key]
+    return platform.processor() or platform.machine()
+
+
+def board_model() -> str | None:
+    """The device-tree model (`Raspberry Pi 5 Model B Rev 1.0`, Coral, Jetson), or None on other machines."""
+    text = sysfs.read_text(sysfs.path("/proc/device-tree/model"))
+    return text.rstrip("\x00").strip() if text else None
+
+
+def _cpus() -> list[str]:
+    return [d for d in sysfs.glob("/sys/devices/system/cpu/cpu[0-9]*") if re.search(r"cpu\d+$", d)]
+
+
+def governor() -> str | None:
+    """The scaling governor of the first CPU that has one (None where cpufreq is absent, e.g. in VMs)."""
+    for d in _cpus():
+        value = sysfs.read_text(os.path.join(d, "cpufreq", "scaling_governor"))
+        if value:
+            return value
+    return None
+
+
+def cpu_freqs_mhz() -> dict[str, float]:
+    """Current frequency of each CPU with cpufreq, in MHz (`scaling_cur_freq` is in kHz)."""
+    out = {}
+    for d in _cpus():
+        text = sysfs.read_text(os.path.join(d, "cpufreq", "scaling_cur_freq"))
+        try:
+            out[os.path.basename(d)] = float(text) / 1000.0 if text is not None else None
+        except ValueError:
+            continue
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def cpu_max_freq_mhz() -> float | None:
+    values = []
+    for d in _cpus():
+        text = sysfs.read_text(os.path.join(d, "cpufreq", "cpuinfo_max_freq"))
+        try:
+            values.append(float(text) / 1000.0)
+        except (TypeError, ValueError):
+            continue
+    return max(values) if values else None
+
+
+def thermal_zones() -> dict[str, str]:
+    """Zone label (`cpu-thermal`, or `thermal_zone0` when unnamed; duplicates numbered) -> its `temp` file."""
+    zones: dict[str, str] = {}
+    for d in sysfs.glob("/sys/class/thermal/thermal_zone*"):
+        temp = os.path.join(d, "temp")
+        if not os.path.exists(temp):
+            continue
+        label = sysfs.read_text(os.path.join(d, "type")) or os.path.basename(d)
+        if label in zones:
+            label = f"{label}.{os.path.basename(d).removeprefix('thermal_zone')}"
+        zones[label] = temp
+    return zones
+
+
+def read_temps_c(zones: dict[str, str]) -> dict[str, float]:
+    """Temperatures in degrees C (`temp` is in millidegrees); unreadable zones are left out."""
+    out = {}
+    for label, file in zones.items():
+        text = sysfs.read_text(file)
+        try:
+            out[label] = float(text) / 1000.0  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """What a benchmark result was measured on; recorded with every result."""
+
+    cpu: str
+    board: str | None
+    platform: str
+    kernel: str
+    cores: int
+    cores_available: int
+    threads: int | None  # interpreter threads asked for (None: the runtime's default)
+    governor: str | None
+    cpu_freq_mhz: float | None  # mean of the CPUs' current frequency when measured
+    cpu_max_freq_mhz: float | None
+    backend: str
+    python: str
+    edgert: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def machine_info(backend: str, threads: int | None = None) -> MachineInfo:
+    from edgert import __version__
+    from edgert.delegates.base import current_platform
+
+    freqs = cpu_freqs_mhz()
+    try:
+        available = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        available = os.cpu_count() or 1
+    return MachineInfo(
+        cpu=cpu_model(), board=board_model(), platform=str(current_platform()), kernel=platform.release(),
+        cores=os.cpu_count() or 1, cores_available=available, threads=threads, governor=governor(),
+        cpu_freq_mhz=round(sum(freqs.values()) / len(freqs), 1) if freqs else None,
+        cpu_max_freq_mhz=cpu_max_freq_mhz(), backend=backend, python=platform.python_version(), edgert=__version__)
