@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/runtime_overhead.py
 	$(PY) benchmarks/convert_overhead.py
+	$(PY) benchmarks/bench_overhead.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -117,9 +117,11 @@ class CommandSource(PowerSource):
                 self.mode = "poll"
             self._stop.wait(max(0.0, POLL_INTERVAL_S - (time.monotonic() - started)))
 
-    def readings(self) -> list[Reading]:
-        """Every reading that arrived since the last call (the sampler calls this instead of `read`)."""
+    def readings(self, wait_s: float = 0.0) -> list[Reading]:
+        """Every reading that arrived since the last call, waiting up to `wait_s` for one."""
         with self._cond:
+            if wait_s > 0:
+                self._cond.wait_for(lambda: self._readings or self._error is not None, timeout=wait_s)
             if self._error is not None:
                 raise SensorError(self._error)
             out, self._readings = self._readings, []

@@ -40,8 +40,10 @@ class PowerSource:
         value, rails = self._read()
         return Reading(t_ns, value, rails)
 
-    def readings(self) -> list[Reading]:
-        """The readings the sampler records at one tick: one fresh read (a streaming meter gives all new ones)."""
+    def readings(self, wait_s: float = 0.0) -> list[Reading]:
+        """The readings the sampler records at one tick: one fresh read. A meter that reports on its own schedule
+        returns every reading since the last call, waiting up to `wait_s` for one (the sampler's last tick waits,
+        so the trace reaches past the end of the run)."""
         return [self.read()]
 
     def _read(self) -> tuple[float, dict[str, float]]:

@@ -5,6 +5,7 @@ This package is the runtime: it imports no TensorFlow, so it starts fast on a Ra
 
 from edgert.errors import (
     BackendUnavailableError,
+    BenchError,
     ConversionError,
     DelegateError,
     DelegateUnavailableError,
@@ -13,18 +14,21 @@ from edgert.errors import (
     InputDataError,
     ModelFormatError,
     OutputExistsError,
+    SensorError,
     UnsupportedOperatorError,
 )
+from edgert.benchmark import BenchResult, EnergyStats, LatencyStats, bench
 from edgert.delegation import DelegateCheck, DelegationReport, check
 from edgert.info import ModelInfo, TensorSpec, inspect_model
 from edgert.model import Model, load
+from edgert.power import PowerTrace
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendUnavailableError", "ConversionError", "DelegateCheck", "DelegateError", "DelegateUnavailableError",
-    "DelegationReport", "EdgertError", "InferenceError", "InputDataError", "Model",
-    "ModelFormatError", "ModelInfo", "OutputExistsError", "TensorSpec", "UnsupportedOperatorError", "__version__",
-    "check", "inspect_model",
+    "BackendUnavailableError", "BenchError", "BenchResult", "ConversionError", "DelegateCheck", "DelegateError",
+    "DelegateUnavailableError", "DelegationReport", "EdgertError", "EnergyStats", "InferenceError",
+    "InputDataError", "LatencyStats", "Model", "ModelFormatError", "ModelInfo", "OutputExistsError", "PowerTrace",
+    "SensorError", "TensorSpec", "UnsupportedOperatorError", "__version__", "bench", "check", "inspect_model",
     "load",
 ]

@@ -366,7 +366,7 @@ def _bench_rows(results) -> list[dict]:
     for r in results:
         e = r.energy
         rows.append({
-            "model": r.model, "delegate": r.delegation.used, "init_ms": r.init_ms,
+            "model": r.model, "delegate": r.delegate, "init_ms": r.init_ms,
             "first_inference_ms": r.first_inference_ms, "runs": r.latency.count, "min_ms": r.latency.min_ms,
             "mean_ms": r.latency.mean_ms, "std_ms": r.latency.std_ms, "p50_ms": r.latency.p50_ms,
             "p90_ms": r.latency.p90_ms, "p99_ms": r.latency.p99_ms, "max_ms": r.latency.max_ms,
@@ -397,12 +397,13 @@ def _print_bench(results) -> None:
     click.echo(f"inputs   {first.inputs}; {first.warmup_runs} warm-up run(s); threads {m.threads or 'default'}")
     rows = _bench_rows(results)
     width = max(12, *(len(Path(r["model"]).name) for r in rows))
+    dwidth = max(9, *(len(r["delegate"]) for r in rows))
     click.echo("")
-    click.echo(f"{'model':<{width}} {'delegate':<9} {'init ms':>8} {'first ms':>8} {'runs':>6} {'p50 ms':>8} "
+    click.echo(f"{'model':<{width}} {'delegate':<{dwidth}} {'init ms':>8} {'first ms':>8} {'runs':>6} {'p50 ms':>8} "
                f"{'p90 ms':>8} {'p99 ms':>8} {'mean±std ms':>14} {'inf/s':>8} {'peak MiB':>8} {'mW':>7} "
                f"{'mJ/inf':>8} {'p50 ratio':>9}")
     for r in rows:
-        click.echo(f"{Path(r['model']).name:<{width}} {r['delegate']:<9} {_fmt(r['init_ms'], '.1f'):>8} "
+        click.echo(f"{Path(r['model']).name:<{width}} {r['delegate']:<{dwidth}} {_fmt(r['init_ms'], '.1f'):>8} "
                    f"{r['first_inference_ms']:>8.2f} {r['runs']:>6} {r['p50_ms']:>8.3f} {r['p90_ms']:>8.3f} "
                    f"{r['p99_ms']:>8.3f} {r['mean_ms']:>7.3f}±{r['std_ms']:<6.3f} {r['throughput_ips']:>8.1f} "
                    f"{r['peak_rss_mb']:>8.1f} {_fmt(r['avg_power_mw'], '.0f'):>7} "
@@ -485,7 +486,7 @@ def _csv(results) -> str:
 def bench(models, delegate_choices, delegate_lib, delegate_options, strict, threads, warmup, runs, duration, rate,
           input_path, seed, power, power_cmd, power_rail, power_hz, idle_seconds, plot_path, force, json_, csv_):
     """Benchmark models: latency percentiles, memory, temperature, and energy per inference from power sensors."""
-    from edgert.bench import bench as run_bench
+    from edgert.benchmark import bench as run_bench
 
     if json_ and csv_:
         raise click.UsageError("--json and --csv conflict: choose one")

@@ -133,6 +133,9 @@ class ThermalTrace:
     freq_mhz: np.ndarray  # NaN where cpufreq is absent
 
 
+FINAL_WAIT_S = 1.0  # how long the last tick waits for a meter that reports on its own schedule
+
+
 class Monitor:
     """A daemon thread sampling a power source at `power_hz` and thermal zones and CPU frequency at `thermal_hz`.
 
@@ -172,12 +175,12 @@ class Monitor:
         self._first.wait(timeout=5.0)
         return self
 
-    def _sample_power(self) -> None:
+    def _sample_power(self, wait_s: float = 0.0) -> None:
         source = self.source
         if source is None:
             return
         try:
-            for r in source.readings():
+            for r in source.readings(wait_s):
                 if self._t and r.t_ns <= self._t[-1]:
                     continue
                 self._t.append(r.t_ns)
@@ -202,11 +205,12 @@ class Monitor:
         tick = 0
         next_s = time.perf_counter()
         while True:
-            self._sample_power()
-            if tick % self.thermal_every == 0:
+            last = self._stop.is_set()
+            self._sample_power(FINAL_WAIT_S if last else 0.0)
+            if last or tick % self.thermal_every == 0:
                 self._sample_thermal()
             self._first.set()
-            if self._stop.is_set():
+            if last:
                 return
             tick += 1
             next_s += self.interval_s

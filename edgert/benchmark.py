@@ -185,8 +185,14 @@ class BenchResult:
         return self.latency.count / self.wall_s if self.wall_s > 0 else 0.0
 
     @property
+    def delegate(self) -> str:
+        """The delegate that ran it; `gpu->xnnpack` when what was asked for fell back."""
+        d = self.delegation
+        return f"{','.join(d.requested)}->{d.used}" if d.fallback else d.used
+
+    @property
     def label(self) -> str:
-        return f"{Path(self.model).name} [{self.delegation.used}]"
+        return f"{Path(self.model).name} [{self.delegate}]"
 
     def ratio_to(self, anchor: BenchResult) -> float:
         """p50 latency relative to `anchor` (1.0 = as fast; below 1 = faster)."""
