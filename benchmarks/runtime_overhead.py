@@ -37,6 +37,21 @@ def build_model(path: Path) -> None:
     convert(h5, path, int8=True, calibration_data=calibration, force=True)
 
 
+def ensure_model() -> Path:
+    """The benchmark model, built on first use."""
+    if not MODEL.exists():
+        print(f"building {MODEL} (once) ...", flush=True)
+        build_model(MODEL)
+    return MODEL
+
+
+def bare_interpreter(threads: int):
+    """The anchor: the backend's own interpreter on the same bytes, and its first input and output indices."""
+    raw = get_backend().interpreter_class(model_content=MODEL.read_bytes(), num_threads=threads)
+    raw.allocate_tensors()
+    return raw, raw.get_input_details()[0]["index"], raw.get_output_details()[0]["index"]
+
+
 def machine() -> dict:
     info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "backend": str(get_backend()), "edgert": edgert.__version__, "python": platform.python_version()}
@@ -59,16 +74,9 @@ def main() -> None:
     parser.add_argument("--json", dest="json_out", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    if not MODEL.exists():
-        print(f"building {MODEL} (once) ...", flush=True)
-        build_model(MODEL)
-
-    model = edgert.load(MODEL, threads=args.threads)
+    model = edgert.load(ensure_model(), threads=args.threads)
     spec = model.inputs[0]
-    raw = get_backend().interpreter_class(model_content=MODEL.read_bytes(), num_threads=args.threads)
-    raw.allocate_tensors()
-    in_index = raw.get_input_details()[0]["index"]
-    out_index = raw.get_output_details()[0]["index"]
+    raw, in_index, out_index = bare_interpreter(args.threads)
 
     rng = np.random.default_rng(0)
     x_float = rng.uniform(-1, 1, spec.shape).astype(np.float32)

@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from edgert import sysfs
+from edgert.errors import SensorError
 
 
 def cpu_model() -> str:
@@ -46,16 +47,21 @@ def governor() -> str | None:
     return None
 
 
-def cpu_freqs_mhz() -> dict[str, float]:
-    """Current frequency of each CPU with cpufreq, in MHz (`scaling_cur_freq` is in kHz)."""
+def cpufreq_files() -> dict[str, str]:
+    """CPU name -> its `scaling_cur_freq` file, for the CPUs that have cpufreq."""
+    files = {os.path.basename(d): os.path.join(d, "cpufreq", "scaling_cur_freq") for d in _cpus()}
+    return {cpu: f for cpu, f in files.items() if os.path.exists(f)}
+
+
+def cpu_freqs_mhz(files: dict[str, str] | None = None) -> dict[str, float]:
+    """Current frequency of each CPU in MHz (`scaling_cur_freq` is in kHz); unreadable ones are left out."""
     out = {}
-    for d in _cpus():
-        text = sysfs.read_text(os.path.join(d, "cpufreq", "scaling_cur_freq"))
+    for cpu, file in (cpufreq_files() if files is None else files).items():
         try:
-            out[os.path.basename(d)] = float(text) / 1000.0 if text is not None else None
-        except ValueError:
+            out[cpu] = sysfs.read_number(file) / 1000.0
+        except SensorError:
             continue
-    return {k: v for k, v in out.items() if v is not None}
+    return out
 
 
 def cpu_max_freq_mhz() -> float | None:
@@ -87,10 +93,9 @@ def read_temps_c(zones: dict[str, str]) -> dict[str, float]:
     """Temperatures in degrees C (`temp` is in millidegrees); unreadable zones are left out."""
     out = {}
     for label, file in zones.items():
-        text = sysfs.read_text(file)
         try:
-            out[label] = float(text) / 1000.0  # type: ignore[arg-type]
-        except (TypeError, ValueError):
+            out[label] = sysfs.read_number(file) / 1000.0
+        except SensorError:
             continue
     return out
 

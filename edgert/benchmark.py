@@ -411,7 +411,8 @@ def bench(model: Model | str | os.PathLike, *, threads: int | None = None,
     Args:
         model: a loaded `Model` (its load is then not timed) or a `.tflite` path, loaded here with `threads`,
             `delegate`, `delegate_options`, `delegate_lib` and `strict` exactly as `edgert.load` does.
-        warmup: untimed runs first; the first of them is reported as `first_inference_ms`.
+        warmup: untimed runs first. The first inference is always separate and reported as `first_inference_ms`
+            (it includes checking and converting the inputs, once); timed runs reuse the converted inputs.
         runs, duration_s: at least `runs` timed runs and at least `duration_s` seconds (MLPerf style). With
             neither, 50 runs and 1 s. With only `runs`, exactly that many.
         rate_fps: start runs on a fixed grid, as frames from a 30 fps camera would arrive; missed deadlines and
@@ -465,12 +466,9 @@ def bench(model: Model | str | os.PathLike, *, threads: int | None = None,
             time.sleep(idle_s)
             idle_window = (idle_start, time.perf_counter_ns())
 
-        def run_once() -> None:
-            model.run(arrays, raw=True)
-
         say(f"warming up ({warmup} run(s))")
         started = time.perf_counter_ns()
-        run_once()  # also checks the inputs against the model before anything is timed
+        run_once = model.prepare(arrays)  # checks the inputs and runs the model once: the first inference
         first_ms = (time.perf_counter_ns() - started) / 1e6
         for _ in range(max(0, warmup - 1)):
             run_once()

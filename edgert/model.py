@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import Mapping, Sequence, Union
+from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -148,6 +148,34 @@ class Model:
             return outputs
         return [(o.astype(np.float32) - s.zero_point) * np.float32(s.scale) if s.quantized else o
                 for s, o in zip(self._out, outputs)]
+
+    def prepare(self, inputs: Inputs) -> Callable[[], list[np.ndarray]]:
+        """Check and convert `inputs` once, and return a function that runs the model on them.
+
+        The function does only what each inference must (set the inputs, invoke, read the outputs as the model
+        stores them) under the same lock as `run`: what a benchmark or a fixed-input loop should time.
+
+        Raises:
+            InputDataError: as `run`. The returned function raises InferenceError.
+        """
+        self.run(inputs, raw=True)  # validates, converts and resizes exactly as run does, once
+        arrays = [self._prepare(slot, array) for slot, array in zip(self._in, self._bind(inputs))]
+        pairs = [(slot.spec.index, array) for slot, array in zip(self._in, arrays)]
+        out_indices = [s.spec.index for s in self._out]
+        it, lock = self._interpreter, self._lock
+
+        def run_prepared() -> list[np.ndarray]:
+            with lock:
+                try:
+                    for index, array in pairs:
+                        it.set_tensor(index, array)
+                    it.invoke()
+                except (RuntimeError, ValueError) as exc:
+                    raise InferenceError(
+                        f"{self.path}: inference failed: {' '.join(str(exc).split())[:300]}") from None
+                return [it.get_tensor(i) for i in out_indices]
+
+        return run_prepared
 
     def _bind(self, inputs: Inputs) -> list[np.ndarray]:
         n = len(self._in)

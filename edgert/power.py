@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgert.devices.machine import cpu_freqs_mhz, read_temps_c, thermal_zones
+from edgert.devices.machine import cpu_freqs_mhz, cpufreq_files, read_temps_c, thermal_zones
 from edgert.devices.power import PowerSource
 from edgert.errors import SensorError
 
@@ -154,7 +154,7 @@ class Monitor:
         self.interval_s = max(1.0 / hz, source.min_interval_s if source is not None else 0.0)
         self.thermal_every = max(1, round((1.0 / thermal_hz) / self.interval_s))
         self.zones = thermal_zones() if thermal else {}
-        self.track_freq = thermal
+        self.freq_files = cpufreq_files() if thermal else {}
         self._t: list[int] = []
         self._v: list[float] = []
         self._rails: list[dict[str, float]] = []
@@ -194,11 +194,11 @@ class Monitor:
             self.source = None
 
     def _sample_thermal(self) -> None:
-        if not (self.zones or self.track_freq):
+        if not (self.zones or self.freq_files):
             return
         self._th_t.append(time.perf_counter_ns())
         self._temps.append(read_temps_c(self.zones))
-        freqs = cpu_freqs_mhz() if self.track_freq else {}
+        freqs = cpu_freqs_mhz(self.freq_files)
         self._freq.append(sum(freqs.values()) / len(freqs) if freqs else float("nan"))
 
     def _loop(self) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import threading
 import time
 
 import numpy as np
@@ -26,6 +25,25 @@ def fake(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.delenv("EDGERT_VCGENCMD", raising=False)
     return FakeSysfs(root)
+
+
+def on_each_run(model, effect) -> None:
+    """Call `effect(n)` before the model's n-th inference in a benchmark (the first is n=1)."""
+    prepare, calls = model.prepare, []
+
+    def prepare_with_effect(inputs):
+        calls.append(1)
+        effect(1)
+        run = prepare(inputs)  # the first inference
+
+        def run_with_effect():
+            calls.append(1)
+            effect(len(calls))
+            return run()
+
+        return run_with_effect
+
+    model.prepare = prepare_with_effect
 
 
 class FakeClock:
@@ -126,16 +144,7 @@ def test_bench_energy_with_idle_baseline(int8_tflite, fake):
     """An INA260 whose power a thread sets: 1000 mW idle, 3000 mW from the warm-up on (set by the run itself)."""
     base = fake.ina260(power_mw=1000.0)
     model = edgert.load(int8_tflite, threads=1)
-    busy = threading.Event()
-    run = model.run
-
-    def run_and_draw(*args, **kwargs):
-        if not busy.is_set():
-            fake.write(f"{base}/power1_input", 3_000_000)
-            busy.set()
-        return run(*args, **kwargs)
-
-    model.run = run_and_draw
+    on_each_run(model, lambda n: n == 1 and fake.write(f"{base}/power1_input", 3_000_000))
     result = bench(model, duration_s=0.6, idle_s=0.4, power_hz=200)
     e = result.energy
     assert e is not None and not e.estimate and e.sensor.startswith("ina260")
@@ -154,18 +163,17 @@ def test_bench_flags_throttling(int8_tflite, fake):
     fake.cpufreq(2, 1_800_000)
     fake.thermal_zone(0, "cpu-thermal", 55000)
     model = edgert.load(int8_tflite, threads=1)
-    run, started = model.run, []
+    started = []
 
-    def run_and_heat(*args, **kwargs):
+    def heat(n):
         if not started:
             started.append(time.perf_counter())
         elif time.perf_counter() - started[0] > 0.4 and len(started) == 1:
             started.append(0)
             fake.cpufreq(2, 1_200_000)  # the firmware caps the clock when the SoC gets hot
             fake.write("/sys/class/thermal/thermal_zone0/temp", 82000)
-        return run(*args, **kwargs)
 
-    model.run = run_and_heat
+    on_each_run(model, heat)
     result = bench(model, duration_s=1.2, warmup=1)
     t = result.thermal_stats
     assert t.throttled and "1800 to 1200 MHz" in t.reason
@@ -178,16 +186,13 @@ def test_bench_flags_throttling(int8_tflite, fake):
 def test_sensor_vanishing_mid_bench_is_reported_not_fatal(int8_tflite, fake):
     base = fake.ina260()
     model = edgert.load(int8_tflite, threads=1)
-    run, calls = model.run, []
 
-    def run_then_unplug(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 30:
+    def unplug(n):
+        if n == 30:
             for f in (fake.root / base.lstrip("/")).iterdir():
                 f.unlink()
-        return run(*args, **kwargs)
 
-    model.run = run_then_unplug
+    on_each_run(model, unplug)
     result = bench(model, runs=300, idle_s=0)
     assert result.latency.count == 300 and result.energy is None
     assert "stopped" in result.power_note and "cannot be read" in result.power_note
@@ -314,16 +319,20 @@ def test_cli_plot_with_power_trace(int8_tflite, tmp_path, fake):
 
 
 def test_cli_ctrl_c_prints_what_finished(int8_tflite, fake, monkeypatch):
-    calls = []
-    real_run = edgert.Model.run
+    real_prepare = edgert.Model.prepare
 
-    def run(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 20:
-            raise KeyboardInterrupt
-        return real_run(self, *args, **kwargs)
+    def prepare(self, inputs):
+        run, calls = real_prepare(self, inputs), []  # the first inference
 
-    monkeypatch.setattr(edgert.Model, "run", run)
+        def interrupting():
+            calls.append(1)
+            if len(calls) == 19:  # one more warm-up run, then 17 timed runs finish
+                raise KeyboardInterrupt
+            return run()
+
+        return interrupting
+
+    monkeypatch.setattr(edgert.Model, "prepare", prepare)
     out = invoke(int8_tflite, "--runs", 1000, "--warmup", 2)
     assert out.exit_code == 130
     assert "interrupted" in out.output and "p50 ms" in out.output

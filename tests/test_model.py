@@ -142,3 +142,15 @@ def test_backend_can_be_forced(monkeypatch):
         assert backend.get_backend().name == "ai_edge_litert"
     finally:
         backend.get_backend.cache_clear()
+
+
+def test_prepare_converts_once_and_matches_run(int8_tflite, digits):
+    model = edgert.load(int8_tflite)
+    x = digits.x_test[:1]
+    run = model.prepare(x)  # float in: quantized here, once
+    first, second = run(), run()
+    np.testing.assert_array_equal(first[0], model.run(x, raw=True)[0])
+    np.testing.assert_array_equal(first[0], second[0])
+    assert first[0].dtype == np.int8
+    with pytest.raises(edgert.InputDataError, match="expects shape"):
+        model.prepare(np.zeros((1, 3, 3), np.float32))
