@@ -86,7 +86,8 @@ def main() -> None:
         for name in names[r % 3:] + names[:r % 3]:
             samples[name] += contenders[name]()
 
-    per_round = {name: np.percentile(np.reshape(v, (args.rounds, args.runs)), 50, axis=1) for name, v in samples.items()}
+    per_round = {name: np.percentile(np.reshape(v, (args.rounds, args.runs)), 50, axis=1)
+                 for name, v in samples.items()}
     p50_anchor = float(np.percentile(samples[anchor], 50))
     print(f"{MODEL} ({args.threads} threads, {args.rounds} rounds x {args.runs} runs), machine: {machine()}")
     print(f"power sampled at {np.mean(hz):.1f} Hz on average (fixture INA260 under {root})")

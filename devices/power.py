@@ -78,6 +78,8 @@ class PowerSensor:
             sources = self.find({})
         except SensorError as exc:
             return Probe(False, str(exc))
+        except Exception as exc:  # a third-party sensor's bug is shown, not raised
+            return Probe(False, f"the plugin failed: {type(exc).__name__}: {exc}")
         try:
             return Probe(True, "", ", ".join(s.label for s in sources))
         finally:
@@ -167,6 +169,9 @@ def select(spec: str | None = "auto", command: str | None = None,
             sources = plugin.find(options)
         except SensorError as exc:
             skipped.append((plugin.name, str(exc)))
+            continue
+        except Exception as exc:  # a third-party sensor's bug must not stop the benchmark
+            skipped.append((plugin.name, f"the plugin failed: {type(exc).__name__}: {exc}"))
             continue
         for extra in sources[1:]:
             extra.close()

@@ -20,7 +20,7 @@ from edgert.arrays import load_arrays, match_inputs
 from edgert.delegation import DelegationReport
 from edgert.devices.machine import MachineInfo, machine_info
 from edgert.devices.power import select
-from edgert.errors import BenchError, SensorError
+from edgert.errors import BenchError
 from edgert.info import TensorSpec
 from edgert.model import Inputs, Model
 from edgert.power import Monitor, PowerTrace, ThermalTrace
@@ -402,8 +402,8 @@ def _check(runs: int | None, duration_s: float | None, rate_fps: float | None, w
 def bench(model: Model | str | os.PathLike, *, threads: int | None = None,
           delegate: str | Sequence[str] | None = None, delegate_options: Sequence[str] | Mapping[str, str] = (),
           delegate_lib: str | None = None, strict: bool = False, warmup: int = 5, runs: int | None = None,
-          duration_s: float | None = None, rate_fps: float | None = None, inputs: Inputs | str | os.PathLike | None = None,
-          seed: int = 0, power: str | None = "auto", power_cmd: str | None = None,
+          duration_s: float | None = None, rate_fps: float | None = None,
+          inputs: Inputs | str | os.PathLike | None = None, seed: int = 0, power: str | None = "auto", power_cmd: str | None = None,
           power_options: Mapping[str, str] | None = None, power_hz: float = 100.0, idle_s: float = 2.0,
           thermal: bool = True, progress: Callable[[str], None] | None = None) -> BenchResult:
     """Benchmark one model with one delegate choice.
@@ -508,5 +508,5 @@ def bench(model: Model | str | os.PathLike, *, threads: int | None = None,
         interrupted=loop.interrupted)
 
 
-__all__ = ["BenchResult", "EnergyStats", "LatencyStats", "MemoryStats", "PowerTrace", "RateStats", "SensorError",
-           "ThermalStats", "bench", "timed_loop"]
+__all__ = ["BenchResult", "EnergyStats", "LatencyStats", "MemoryStats", "PowerTrace", "RateStats", "ThermalStats",
+           "bench", "timed_loop"]

@@ -79,14 +79,10 @@ class PowerTrace:
         inside = (self.t_ns >= start_ns) & (self.t_ns <= end_ns)
         return float(self.power_mw[inside].max()) if inside.any() else None
 
-    def to_dict(self, samples: bool = False) -> dict:
-        out = {"source": self.source, "kind": self.kind, "requested_hz": self.requested_hz,
-               "sample_hz": round(self.sample_hz, 2), "samples": self.samples, "rails": list(self.rail_energy_mj),
-               "errors": [m for _, m in self.errors]}
-        if samples:
-            out["t_s"] = ((self.t_ns - self.t_ns[0]) / 1e9).round(6).tolist() if self.samples else []
-            out["power_mw"] = self.power_mw.round(3).tolist()
-        return out
+    def to_dict(self) -> dict:
+        return {"source": self.source, "kind": self.kind, "requested_hz": self.requested_hz,
+                "sample_hz": round(self.sample_hz, 2), "samples": self.samples, "rails": list(self.rail_energy_mj),
+                "errors": [m for _, m in self.errors]}
 
 
 def _cumulative_trapezoid(t_ns: np.ndarray, power_mw: np.ndarray) -> np.ndarray:
@@ -165,10 +161,6 @@ class Monitor:
         self._stop = threading.Event()
         self._first = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edgert-monitor", daemon=True)
-
-    @property
-    def effective_hz(self) -> float:
-        return 1.0 / self.interval_s
 
     def start(self) -> Monitor:
         self._thread.start()

@@ -336,3 +336,35 @@ def test_energy_counter_trace_and_power_trace_agree():
     assert counter.power_mw.tolist() == [1000.0, 1000.0, 2000.0, 3000.0]
     assert power.energy_between(500_000_000, 1_500_000_000) == pytest.approx(1000 * 0.5 + 1500 * 0.5, rel=0.01)
     assert power.energy_between(-1, 10) is None
+
+
+def test_a_buggy_sensor_plugin_is_skipped_with_its_error(fake):
+    class Buggy(sensors.PowerSensor):
+        name = "buggy"
+        priority = 1
+
+        def find(self, options):
+            raise RuntimeError("i2c bus exploded")
+
+    fake.ina260()
+    sensors.register(Buggy())
+    try:
+        sel = sensors.select("auto")
+        assert sel.source.label.startswith("ina260")
+        assert sel.skipped[0] == ("buggy", "the plugin failed: RuntimeError: i2c bus exploded")
+        assert sensors.get("buggy").probe().reason == "the plugin failed: RuntimeError: i2c bus exploded"
+    finally:
+        sensors.unregister("buggy")
+
+
+def test_env_restricts_which_sensor_plugins_load(fake, monkeypatch):
+    monkeypatch.setenv("EDGERT_POWER_SENSORS", "rapl,battery")
+    sensors.reset()
+    try:
+        assert set(sensors.plugins()) == {"rapl", "battery"}
+        with pytest.raises(SensorError, match="unknown power sensor 'ina2xx'"):
+            sensors.get("ina2xx")
+    finally:
+        monkeypatch.delenv("EDGERT_POWER_SENSORS")
+        sensors.reset()
+    assert {"ina2xx", "ina3221", "pmic", "battery", "rapl", "command"} <= set(sensors.plugins())
