@@ -457,7 +457,7 @@ def _csv(results) -> str:
 
 @cli.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--delegate", "delegate_choices", multiple=True, metavar="NAME[,NAME...]",
+@click.option("--delegate", "delegate_choices", multiple=True, metavar="NAME[,NAME...]", envvar="EDGERT_DELEGATE",
               help="Delegates in priority order; repeat to compare several side by side [default: xnnpack].")
 @click.option("--delegate-lib", type=click.Path(path_type=Path), metavar="PATH",
               help="A TFLite external delegate library (implies --delegate external).")
