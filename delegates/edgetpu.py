@@ -8,7 +8,7 @@ from typing import Mapping
 
 from edgert import sysfs
 from edgert.delegates.base import Binding, DelegatePlugin, OpTable, Probe, current_platform
-from edgert.delegates.library import load_external, open_library
+from edgert.delegates.library import load_external, probe_in_child
 from edgert.errors import DelegateError, DelegateUnavailableError
 from edgert.flatbuffer import FlatModel, OperatorInfo, SubgraphInfo
 
@@ -75,7 +75,7 @@ class EdgeTpuDelegate(DelegatePlugin):
     def probe(self) -> Probe:
         try:
             library = self.library()
-            open_library(library)
+            probe_in_child(library, create=False)  # a library that crashes at load takes down a child, not us
         except DelegateUnavailableError as exc:
             return Probe(False, f"{exc} (install libedgetpu1-std from Coral's package repository)")
         devices = attached_devices()

@@ -10,7 +10,7 @@ from typing import Mapping
 from edgert.delegates.base import (
     Binding, DelegatePlugin, OpTable, Probe, activation, current_platform, parse_choice,
 )
-from edgert.delegates.library import load_external
+from edgert.delegates.library import load_external, probe_in_child
 from edgert.errors import DelegateUnavailableError
 from edgert.flatbuffer import FlatModel, OperatorInfo, SubgraphInfo
 
@@ -90,10 +90,13 @@ class GpuDelegate(DelegatePlugin):
         litert = _litert_probe()
         if litert.usable:
             return litert
+        classic = _classic_library({})
         try:
-            ctypes.CDLL(_classic_library({}))
-            return Probe(True, library=_classic_library({}))
-        except OSError:
+            probe_in_child(classic, create=False)  # a library that crashes at load takes down a child, not us
+            return Probe(True, library=classic)
+        except DelegateUnavailableError as exc:
+            if "crashed" in str(exc) or "hung" in str(exc):
+                return Probe(False, f"{litert.reason}; {exc}")
             return Probe(False, f"{litert.reason}; no classic {CLASSIC_LIBRARY} either")
 
     def validate(self, options: Mapping[str, str]) -> None:

@@ -6,6 +6,15 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _probe_cache(tmp_path, monkeypatch):
+    """Delegate probe results are cached on disk: each test gets its own cache, out of the user's ~/.cache."""
+    from edgert.delegates import library
+
+    monkeypatch.setenv("EDGERT_CACHE_DIR", str(tmp_path / "edgert-cache"))
+    library._memory_cache.clear()
+
+
 @pytest.fixture(scope="session")
 def digits():
     from edgert.converters.digits import digits_split

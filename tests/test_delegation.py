@@ -238,3 +238,81 @@ def test_cli_run_and_inspect_print_the_report(float_tflite, digits, tmp_path, de
     result = runner.invoke(cli, ["inspect", str(float_tflite), "--delegate", "nnapi", "--strict"])
     if not registry.get("nnapi").usable_here().usable:
         assert result.exit_code == 1 and result.output.startswith("Error: no requested delegate could run")
+
+
+# -- crash isolation: libraries are tried in a child process first -------------------------------------------
+
+CRASH_C = r"""
+#include <signal.h>
+void* tflite_plugin_create_delegate(char** keys, char** values, int n, void (*report_error)(const char*)) {
+  raise(SIGSEGV);
+  return 0;
+}
+void tflite_plugin_destroy_delegate(void* delegate) {}
+"""
+
+HANG_C = r"""
+#include <unistd.h>
+void* tflite_plugin_create_delegate(char** keys, char** values, int n, void (*report_error)(const char*)) {
+  for (;;) pause();
+}
+void tflite_plugin_destroy_delegate(void* delegate) {}
+"""
+
+CRASH_AT_LOAD_C = r"""
+#include <stdlib.h>
+__attribute__((constructor)) static void boom(void) { abort(); }
+void* tflite_plugin_create_delegate(char** k, char** v, int n, void (*e)(const char*)) { return 0; }
+void tflite_plugin_destroy_delegate(void* d) {}
+"""
+
+
+@pytest.fixture(scope="module")
+def crashing_lib(tmp_path_factory):
+    return _build(tmp_path_factory, "crashdelegate", CRASH_C)
+
+
+def test_a_delegate_that_segfaults_is_skipped_and_we_live(float_tflite, crashing_lib, digits):
+    model = edgert.load(float_tflite, delegate_lib=str(crashing_lib))
+    report = model.delegation
+    assert report.fallback and report.used == "xnnpack"
+    (skipped,) = report.skipped
+    assert "crashed while loading (SIGSEGV)" in skipped.reason and str(crashing_lib) in skipped.reason
+    assert model.run(digits.x_test[:1])[0].shape == (1, 10)  # this process carried on
+    with pytest.raises(DelegateUnavailableError, match=r"crashed while loading \(SIGSEGV\)"):
+        edgert.load(float_tflite, delegate_lib=str(crashing_lib), strict=True)
+
+
+def test_crash_at_dlopen_and_hang_are_reported(float_tflite, tmp_path_factory, monkeypatch):
+    at_load = _build(tmp_path_factory, "crashatload", CRASH_AT_LOAD_C)
+    skipped = edgert.load(float_tflite, delegate_lib=str(at_load)).delegation.skipped[0]
+    assert "crashed while loading (SIGABRT)" in skipped.reason
+    monkeypatch.setattr("edgert.delegates.library.PROBE_TIMEOUT_S", 1.0)
+    hang = _build(tmp_path_factory, "hangdelegate", HANG_C)
+    skipped = edgert.load(float_tflite, delegate_lib=str(hang)).delegation.skipped[0]
+    assert "hung while loading (no answer in 1 s" in skipped.reason
+
+
+def test_probe_results_are_cached_per_path_and_mtime(float_tflite, crashing_lib, delegate_lib, monkeypatch):
+    import os
+
+    from edgert.delegates import library
+
+    runs = []
+    real = library._run_child
+    monkeypatch.setattr(library, "_run_child", lambda *a: runs.append(a[0]) or real(*a))
+    for _ in range(2):
+        edgert.load(float_tflite, delegate_lib=str(crashing_lib))
+        edgert.load(float_tflite, delegate_lib=str(delegate_lib))
+    assert runs == [str(crashing_lib), str(delegate_lib)]  # once each
+    library._memory_cache.clear()  # a new process: the cache on disk answers
+    edgert.load(float_tflite, delegate_lib=str(crashing_lib))
+    assert len(runs) == 2 and library._cache_file().exists()
+    st = os.stat(crashing_lib)
+    os.utime(crashing_lib, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a rebuilt library is probed again
+    edgert.load(float_tflite, delegate_lib=str(crashing_lib))
+    assert runs[-1] == str(crashing_lib) and len(runs) == 3
+    # Failing to create may depend on attached devices: never cached.
+    edgert.load(float_tflite, delegate_lib=str(delegate_lib), delegate_options=["fail=no device"])
+    edgert.load(float_tflite, delegate_lib=str(delegate_lib), delegate_options=["fail=no device"])
+    assert len(runs) == 5
