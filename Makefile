@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgert-installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench soak install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/runtime_overhead.py
 	$(PY) benchmarks/convert_overhead.py
 	$(PY) benchmarks/bench_overhead.py
+
+# Minutes, not seconds: kept out of `make bench`.
+soak: $(STAMP)
+	$(PY) benchmarks/soak.py
 
 clean:
 	rm -rf build .pytest_cache
