@@ -8,6 +8,8 @@ table it points into, and raises `ModelFormatError` on the first inconsistency. 
 
 from __future__ import annotations
 
+import math
+import os
 import struct
 from dataclasses import dataclass
 
@@ -23,6 +25,30 @@ TENSOR_TYPES = {
     8: "complex64", 9: "int8", 10: "float64", 11: "complex128", 12: "uint64", 13: "resource", 14: "variant",
     15: "uint32", 16: "uint16", 17: "int4", 18: "bfloat16", 19: "int2",
 }
+
+# Bytes per element of the fixed-size types; the others (string, int4, resources...) are not size-checked.
+ITEM_BYTES = {"float32": 4, "float16": 2, "int32": 4, "uint8": 1, "int64": 8, "bool": 1, "int16": 2,
+              "complex64": 8, "int8": 1, "float64": 8, "complex128": 16, "uint64": 8, "uint32": 4, "uint16": 2,
+              "bfloat16": 2}
+
+
+def max_tensor_bytes() -> int:
+    """The largest tensor a model may declare: `EDGERT_MAX_TENSOR_BYTES`, else this machine's physical memory."""
+    raw = os.environ.get("EDGERT_MAX_TENSOR_BYTES", "").strip()
+    if raw:
+        try:
+            return int(float(raw))
+        except ValueError:
+            raise ModelFormatError(f"EDGERT_MAX_TENSOR_BYTES={raw!r} is not a number of bytes") from None
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 1 << 40
+
+
+def _size_text(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
+
 
 _U8, _U16, _I32, _U32, _I64, _U64 = (struct.Struct(f) for f in ("<B", "<H", "<i", "<I", "<q", "<Q"))
 ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
@@ -226,6 +252,7 @@ def parse(data: bytes, source: str = "model") -> FlatModel:
     if data[4:8] != FILE_IDENTIFIER:
         raise ModelFormatError(
             f"{source} is not a TFLite model: file identifier {bytes(data[4:8])!r}, expected {FILE_IDENTIFIER!r}")
+    limit = max_tensor_bytes()
     r = _Reader(data)
     model = r.table(r.read(_U32, 0, "root offset"), "model")
     version = model.scalar(0, _U32, 0)
@@ -269,6 +296,19 @@ def parse(data: bytes, source: str = "model") -> FlatModel:
                 raise ModelFormatError(f"{source}: {where} tensor {t} has a negative dimension {shape}")
             if buffer >= len(buffer_sizes):
                 raise ModelFormatError(f"{source}: {where} tensor {t} refers to missing buffer {buffer}")
+            dtype = TENSOR_TYPES[type_code]
+            sparse = tt.table(6, "sparsity") is not None
+            if dtype in ITEM_BYTES:
+                nbytes = math.prod(shape) * ITEM_BYTES[dtype]
+                if nbytes > limit:
+                    raise ModelFormatError(
+                        f"{source}: {where} tensor {t} declares shape {list(shape)} {dtype}, {_size_text(nbytes)}, "
+                        f"over the limit of {_size_text(limit)} (this machine's memory, or EDGERT_MAX_TENSOR_BYTES)")
+                stored = buffer_sizes[buffer]
+                if stored and not sparse and stored != nbytes:
+                    raise ModelFormatError(
+                        f"{source}: {where} tensor {t} declares shape {list(shape)} {dtype} ({nbytes} bytes) but its "
+                        f"buffer {buffer} holds {stored} bytes (corrupt file?)")
             q = tt.table(4, f"{where} tensor {t} quantization")
             quant = None
             if q is not None:
@@ -277,8 +317,7 @@ def parse(data: bytes, source: str = "model") -> FlatModel:
                 if scale:
                     quant = Quantization(tuple(scale), tuple(zero_point) or (0,) * len(scale), q.scalar(6, _I32, 0))
             tensors.append(TensorInfo(t, tt.string(3, f"{where} tensor {t} name") or "", tuple(shape),
-                                      tuple(signature), TENSOR_TYPES[type_code], buffer, quant,
-                                      tt.table(6, "sparsity") is not None))
+                                      tuple(signature), dtype, buffer, quant, sparse))
         n = len(tensors)
 
         def indices(values, what, optional=False):

@@ -108,3 +108,41 @@ def test_corrupt_models_never_crash_the_process(float_tflite, int8_tflite, tmp_p
     assert result.returncode == 0, result.stderr[-2000:]
     refused, ran = map(int, result.stdout.split())
     assert refused + ran == 300 and refused > 100
+
+
+def _patched_shape(data: bytes, old: tuple[int, ...], new: tuple[int, ...]) -> bytes:
+    """Rewrite every int32 shape vector equal to `old` (length prefix included) as `new` (same rank)."""
+    import struct
+
+    before = struct.pack(f"<{len(old) + 1}i", len(old), *old)
+    assert before in data
+    return data.replace(before, struct.pack(f"<{len(new) + 1}i", len(new), *new))
+
+
+def test_a_huge_declared_tensor_is_refused_before_the_interpreter(float_tflite, tmp_path, monkeypatch):
+    data = open(float_tflite, "rb").read()
+    spec = edgert.inspect_model(float_tflite).inputs[0]
+    huge = tmp_path / "huge.tflite"
+    huge.write_bytes(_patched_shape(data, spec.shape, (1, 100_000, 100_000, 1)))  # 40 GB of float32
+    with pytest.raises(ModelFormatError, match=r"declares shape \[1, 100000, 100000, 1\] float32, 37.3 GiB, over "
+                                                r"the limit of .* \(this machine's memory, or EDGERT_MAX_TENSOR_BYTES\)"):
+        edgert.load(huge)
+    monkeypatch.setenv("EDGERT_MAX_TENSOR_BYTES", "1000")  # a small board's own limit
+    with pytest.raises(ModelFormatError, match=r"over the limit of 1000 bytes"):
+        edgert.load(float_tflite)
+    monkeypatch.setenv("EDGERT_MAX_TENSOR_BYTES", "lots")
+    with pytest.raises(ModelFormatError, match="EDGERT_MAX_TENSOR_BYTES='lots' is not a number"):
+        edgert.load(float_tflite)
+
+
+def test_weights_shorter_than_their_shape_are_refused(float_tflite, tmp_path):
+    data = open(float_tflite, "rb").read()
+    flat = flatbuffer.parse(data)
+    graph = flat.subgraphs[0]
+    weights = next(t for t in graph.tensors if flat.buffer_sizes[t.buffer] > 0 and len(t.shape) == 4)
+    grown = (weights.shape[0] + 1, *weights.shape[1:])
+    bad = tmp_path / "short_weights.tflite"
+    bad.write_bytes(_patched_shape(data, weights.shape, grown))
+    with pytest.raises(ModelFormatError, match=rf"declares shape \[{grown[0]}, .*but its buffer \d+ holds "
+                                                rf"{flat.buffer_sizes[weights.buffer]} bytes"):
+        edgert.load(bad)
