@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgert-installed
 
-.PHONY: demo test bench soak install clean
+.PHONY: demo test bench soak fuzz install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ bench: $(STAMP)
 # Minutes, not seconds: kept out of `make bench`.
 soak: $(STAMP)
 	$(PY) benchmarks/soak.py
+
+# Coverage-guided fuzzing of model loading (atheris); findings go to fuzz/crashers/ and become regression tests.
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[fuzz]'
+	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf build .pytest_cache

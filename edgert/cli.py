@@ -570,7 +570,16 @@ def sensors(json_):
     click.echo("thermal zones: " + (", ".join(zones) or "none"))
 
 
+def _terminated(signum, _frame):
+    # SIGTERM (a supervisor stopping us) unwinds like Ctrl-C: temporary outputs are removed, `bench` prints what
+    # finished, and nothing half-written is left behind.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     cli(prog_name="edgert")
 
 

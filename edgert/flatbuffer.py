@@ -241,6 +241,45 @@ def builtin_name(code: int) -> str:
     return _NAMES.get(code, f"BUILTIN_{code}")
 
 
+# Inputs that kernels read as integer parameters (axes, shapes, begin/end, paddings...): position -> allowed types.
+# The kernels take the bytes as int32/int64 without looking, so a float tensor there read past its data and
+# crashed the process (found by fuzzing); such a model is refused. SPLIT's axis must also be constant: XNNPACK
+# reads it while the graph is being built.
+_I32_64 = frozenset({"int32", "int64"})
+_INT_PARAMS: dict[str, dict[int, frozenset[str]]] = {
+    "SPLIT": {0: frozenset({"int32"})}, "SPLIT_V": {1: _I32_64, 2: frozenset({"int32"})},
+    "STRIDED_SLICE": {1: _I32_64, 2: _I32_64, 3: _I32_64}, "SLICE": {1: _I32_64, 2: _I32_64},
+    "RESHAPE": {1: _I32_64}, "PAD": {1: _I32_64}, "PADV2": {1: _I32_64}, "MIRROR_PAD": {1: _I32_64},
+    "TRANSPOSE": {1: _I32_64}, "MEAN": {1: _I32_64}, "SUM": {1: _I32_64}, "REDUCE_MAX": {1: _I32_64},
+    "REDUCE_MIN": {1: _I32_64}, "REDUCE_PROD": {1: _I32_64}, "ARG_MAX": {1: _I32_64}, "ARG_MIN": {1: _I32_64},
+    "CUMSUM": {1: _I32_64}, "EXPAND_DIMS": {1: _I32_64}, "TILE": {1: _I32_64}, "BROADCAST_TO": {1: _I32_64},
+    "GATHER": {1: frozenset({"int16", "int32", "int64"})}, "RESIZE_BILINEAR": {1: frozenset({"int32"})},
+    "RESIZE_NEAREST_NEIGHBOR": {1: frozenset({"int32"})},
+}
+_CONSTANT_PARAMS = {"SPLIT": 0, "SPLIT_V": 2}
+# The builtin options types edgert reads, and the operators each belongs to: any other pairing is a corrupt file.
+_OPTIONS_OWNERS = {1: {"CONV_2D"}, 2: {"DEPTHWISE_CONV_2D"}, 5: {"AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"},
+                   8: {"FULLY_CONNECTED"}, 10: {"CONCATENATION"}, 11: {"ADD"}, 21: {"MUL"}, 28: {"SUB"},
+                   29: {"DIV"}}
+
+
+def _check_operator(source, where, o, name, custom, options_type, inputs, tensors, buffer_sizes) -> None:
+    def refuse(why: str):
+        raise ModelFormatError(f"{source}: {where} operator {o} ({name}) {why} (corrupt or hand-edited model?)")
+
+    owners = _OPTIONS_OWNERS.get(options_type)
+    if owners is not None and not custom and name not in owners:
+        refuse(f"carries the options of {'/'.join(sorted(owners))}")
+    for position, allowed in _INT_PARAMS.get(name, {}).items():
+        if len(inputs) <= position or not 0 <= inputs[position] < len(tensors):
+            continue  # absent optional input; index errors are reported with the operator's other indices
+        t = tensors[inputs[position]]
+        if t.dtype not in allowed:
+            refuse(f"reads input {position} (tensor {t.index}, {t.dtype}) as {'/'.join(sorted(allowed))}")
+        if _CONSTANT_PARAMS.get(name) == position and buffer_sizes[t.buffer] == 0:
+            refuse(f"takes its axis from computed tensor {t.index}; edgert needs a constant axis")
+
+
 def parse(data: bytes, source: str = "model") -> FlatModel:
     """Validate a TFLite flatbuffer and return its structure.
 
@@ -338,6 +377,8 @@ def parse(data: bytes, source: str = "model") -> FlatModel:
             table = op.table(4, f"{where} operator {o} options") if fields else None
             if table is not None:
                 options = tuple((key, table.scalar(i, _FORMATS[fmt], default)) for key, i, fmt, default in fields)
+            _check_operator(source, where, o, name, custom, op.scalar(3, _U8, 0),
+                            op.scalars(1, "i", f"operator {o} inputs"), tensors, buffer_sizes)
             operators.append(OperatorInfo(
                 name, custom,
                 indices(op.scalars(1, "i", f"operator {o} inputs"), f"operator {o} input", optional=True),

@@ -141,9 +141,9 @@ class Model:
                 it.set_tensor(slot.spec.index, self._prepare(slot, array))
             try:
                 it.invoke()
-            except RuntimeError as exc:
+                outputs = [it.get_tensor(s.spec.index) for s in self._out]
+            except (RuntimeError, ValueError) as exc:  # ValueError: an output with no data (found by fuzzing)
                 raise InferenceError(f"{self.path}: inference failed: {' '.join(str(exc).split())[:300]}") from None
-            outputs = [it.get_tensor(s.spec.index) for s in self._out]
         if raw:
             return outputs
         return [(o.astype(np.float32) - s.zero_point) * np.float32(s.scale) if s.quantized else o
@@ -170,10 +170,10 @@ class Model:
                     for index, array in pairs:
                         it.set_tensor(index, array)
                     it.invoke()
+                    return [it.get_tensor(i) for i in out_indices]
                 except (RuntimeError, ValueError) as exc:
                     raise InferenceError(
                         f"{self.path}: inference failed: {' '.join(str(exc).split())[:300]}") from None
-                return [it.get_tensor(i) for i in out_indices]
 
         return run_prepared
 

@@ -349,3 +349,23 @@ def test_cli_sensors_lists_plugins(fake):
     assert not found["rapl"]["usable"] and "powercap" in found["rapl"]["reason"]
     text = CliRunner().invoke(cli, ["sensors"]).output
     assert "ina2xx    found" in text and "only when asked for" in text
+
+
+def test_sigterm_mid_bench_prints_what_finished(int8_tflite, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "from edgert.cli import main; main()", "bench", str(int8_tflite),
+                             "--duration", "60", "--power", "none"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    line = ""
+    while "timing" not in line and time.monotonic() < deadline:  # the timed runs have started
+        line = proc.stderr.readline()
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "p50 ms" in out and "interrupted" in out
+    assert "interrupted: the results above cover what finished" in err
