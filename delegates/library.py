@@ -49,16 +49,6 @@ def open_library(library: str) -> ctypes.CDLL:
         raise DelegateUnavailableError(f"cannot load {library}: {' '.join(str(exc).split())}") from None
 
 
-def check_entry_points(library: str) -> None:
-    """Raises DelegateError when `library` lacks the TFLite external-delegate functions."""
-    lib = open_library(library)
-    missing = [name for name in ENTRY_POINTS if not hasattr(lib, name)]
-    if missing:
-        raise DelegateError(
-            f"{library} is not a TFLite external delegate: it lacks {', '.join(missing)} "
-            "(see tensorflow/lite/delegates/external/external_delegate_interface.h)")
-
-
 # What the child process runs: dlopen the library and, when asked, create and destroy one delegate through the
 # TFLite external-delegate C interface. It imports nothing but ctypes, so it starts in tens of milliseconds.
 _CHILD = r"""
@@ -73,7 +63,7 @@ except OSError as exc:
     answer(status="dlopen", error=" ".join(str(exc).split()))
 if not create:
     answer(status="ok")
-missing = [n for n in ("tflite_plugin_create_delegate", "tflite_plugin_destroy_delegate") if not hasattr(lib, n)]
+missing = [n for n in __ENTRY_POINTS__ if not hasattr(lib, n)]
 if missing:
     answer(status="missing", missing=missing)
 errors = []
@@ -90,7 +80,7 @@ if not delegate:
 lib.tflite_plugin_destroy_delegate.argtypes = [ctypes.c_void_p]
 lib.tflite_plugin_destroy_delegate(delegate)
 answer(status="ok")
-"""
+""".replace("__ENTRY_POINTS__", repr(ENTRY_POINTS))
 
 PROBE_TIMEOUT_S = 20.0
 _cache_lock = threading.Lock()
@@ -185,7 +175,7 @@ def probe_in_child(library: str, options: Mapping[str, str] | None = None, creat
     outcome = _cached(key) if key else None
     if outcome is None:
         outcome = _run_child(library, create, options)
-        if key and outcome.get("status") != "create_failed" and outcome.get("status") != "hung":
+        if key and outcome.get("status") not in ("create_failed", "hung"):
             _remember(key, outcome)
     status = outcome.get("status")
     if status == "ok":
@@ -217,8 +207,7 @@ def load_external(library: str, options: Mapping[str, str], what: str):
     """
     from edgert.backend import get_backend
 
-    probe_in_child(library, options)
-    check_entry_points(library)
+    probe_in_child(library, options)  # also refuses a library without the external-delegate entry points
     try:
         return get_backend().load_delegate(library, dict(options))
     except (ValueError, RuntimeError, OSError) as exc:

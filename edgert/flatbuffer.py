@@ -373,15 +373,16 @@ def parse(data: bytes, source: str = "model") -> FlatModel:
                 raise ModelFormatError(f"{source}: {where} operator {o} uses missing operator code {idx}")
             name, custom = opcodes[idx]
             options = ()
-            fields = _OPTION_FIELDS.get(op.scalar(3, _U8, 0))  # builtin_options_type; the union value is field 4
+            options_type = op.scalar(3, _U8, 0)  # builtin_options_type; the union value is field 4
+            fields = _OPTION_FIELDS.get(options_type)
             table = op.table(4, f"{where} operator {o} options") if fields else None
             if table is not None:
                 options = tuple((key, table.scalar(i, _FORMATS[fmt], default)) for key, i, fmt, default in fields)
-            _check_operator(source, where, o, name, custom, op.scalar(3, _U8, 0),
-                            op.scalars(1, "i", f"operator {o} inputs"), tensors, buffer_sizes)
+            inputs = op.scalars(1, "i", f"operator {o} inputs")
+            _check_operator(source, where, o, name, custom, options_type, inputs, tensors, buffer_sizes)
             operators.append(OperatorInfo(
                 name, custom,
-                indices(op.scalars(1, "i", f"operator {o} inputs"), f"operator {o} input", optional=True),
+                indices(inputs, f"operator {o} input", optional=True),
                 indices(op.scalars(2, "i", f"operator {o} outputs"), f"operator {o} output", optional=True),
                 options))
         subgraphs.append(SubgraphInfo(
