@@ -257,15 +257,52 @@ _INT_PARAMS: dict[str, dict[int, frozenset[str]]] = {
     "RESIZE_NEAREST_NEIGHBOR": {1: frozenset({"int32"})},
 }
 _CONSTANT_PARAMS = {"SPLIT": 0, "SPLIT_V": 2}
+# How many inputs and outputs builtin operators take (min, max; None: any number), from the TFLite kernels'
+# Prepare checks. Delegates read a node's inputs by position before the kernel's own check can run, so a wrong
+# count is refused here (a 2-input SLICE crashed XNNPACK's partitioner under fuzzing). Optional inputs count:
+# they are stored as -1.
+_UNARY = ("ABS", "AVERAGE_POOL_2D", "CAST", "CEIL", "COS", "DEPTH_TO_SPACE", "DEQUANTIZE", "ELU", "EXP", "FLOOR",
+          "GELU", "HARD_SWISH", "L2_NORMALIZATION", "L2_POOL_2D", "LEAKY_RELU", "LOCAL_RESPONSE_NORMALIZATION", "LOG",
+          "LOGICAL_NOT", "LOGISTIC", "LOG_SOFTMAX", "MAX_POOL_2D", "NEG", "QUANTIZE", "RELU", "RELU6", "RELU_N1_TO_1",
+          "ROUND", "RSQRT", "SHAPE", "SIGN", "SIN", "SOFTMAX", "SPACE_TO_DEPTH", "SQRT", "SQUARE", "SQUEEZE", "TANH",
+          "ZEROS_LIKE")
+_BINARY = ("ADD", "ARG_MAX", "ARG_MIN", "BATCH_MATMUL", "BROADCAST_TO", "CUMSUM", "DIV", "EQUAL", "EXPAND_DIMS",
+           "FLOOR_DIV", "FLOOR_MOD", "GATHER", "GATHER_ND", "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL",
+           "LOGICAL_AND", "LOGICAL_OR", "MAXIMUM", "MEAN", "MINIMUM", "MIRROR_PAD", "MUL", "NOT_EQUAL", "POW", "PRELU",
+           "REDUCE_ANY", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR",
+           "SQUARED_DIFFERENCE", "SUB", "SUM", "TILE", "TRANSPOSE")
+_ARITY: dict[str, tuple[int, int | None, int, int | None]] = {
+    **{op: (1, 1, 1, 1) for op in _UNARY}, **{op: (2, 2, 1, 1) for op in _BINARY},
+    "RESHAPE": (1, 2, 1, 1), "PAD": (2, 3, 1, 1), "PADV2": (3, 3, 1, 1), "SLICE": (3, 3, 1, 1),
+    "STRIDED_SLICE": (4, 4, 1, 1), "CONV_2D": (2, 3, 1, 1), "DEPTHWISE_CONV_2D": (2, 3, 1, 1),
+    "FULLY_CONNECTED": (2, 3, 1, 2), "TRANSPOSE_CONV": (3, 4, 1, 1), "CONCATENATION": (1, None, 1, 1),
+    "PACK": (1, None, 1, 1), "UNPACK": (1, 1, 1, None), "ADD_N": (1, None, 1, 1), "SPLIT": (2, 2, 1, None),
+    "SPLIT_V": (3, 3, 1, None), "SELECT": (3, 3, 1, 1), "SELECT_V2": (3, 3, 1, 1),
+    "SPACE_TO_BATCH_ND": (3, 3, 1, 1), "BATCH_TO_SPACE_ND": (3, 3, 1, 1),
+}
+
+
+def _count_text(low: int, high: int | None, what: str) -> str:
+    if high == low:
+        return f"{low} {what}"
+    return f"at least {low} {what}" if high is None else f"{low} to {high} {what}"
 # The builtin options types edgert reads, and the operators each belongs to: any other pairing is a corrupt file.
 _OPTIONS_OWNERS = {1: {"CONV_2D"}, 2: {"DEPTHWISE_CONV_2D"}, 5: {"AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"},
                    8: {"FULLY_CONNECTED"}, 10: {"CONCATENATION"}, 11: {"ADD"}, 21: {"MUL"}, 28: {"SUB"},
                    29: {"DIV"}}
 
 
-def _check_operator(source, where, o, name, custom, options_type, inputs, tensors, buffer_sizes) -> None:
+def _check_operator(source, where, o, name, custom, options_type, inputs, outputs, tensors, buffer_sizes) -> None:
     def refuse(why: str):
         raise ModelFormatError(f"{source}: {where} operator {o} ({name}) {why} (corrupt or hand-edited model?)")
+
+    arity = None if custom else _ARITY.get(name)
+    if arity is not None:
+        low_in, high_in, low_out, high_out = arity
+        if not low_in <= len(inputs) <= (high_in if high_in is not None else len(inputs)):
+            refuse(f"has {len(inputs)} inputs; {name} takes {_count_text(low_in, high_in, 'inputs')}")
+        if not low_out <= len(outputs) <= (high_out if high_out is not None else len(outputs)):
+            refuse(f"has {len(outputs)} outputs; {name} takes {_count_text(low_out, high_out, 'outputs')}")
 
     owners = _OPTIONS_OWNERS.get(options_type)
     if owners is not None and not custom and name not in owners:
@@ -348,6 +385,11 @@ def parse(data: bytes, source: str = "model") -> FlatModel:
                     raise ModelFormatError(
                         f"{source}: {where} tensor {t} declares shape {list(shape)} {dtype} ({nbytes} bytes) but its "
                         f"buffer {buffer} holds {stored} bytes (corrupt file?)")
+            # The signature repeats the shape with -1 where a dimension is unknown. XNNPACK plans from the stored
+            # shape, so a file where they disagree can corrupt memory in the delegate (found by fuzzing).
+            if len(signature) != len(shape) or any(s < -1 or (s != -1 and s != d) for s, d in zip(signature, shape)):
+                raise ModelFormatError(f"{source}: {where} tensor {t} declares shape {list(shape)} but its shape "
+                                       f"signature is {list(signature)} (corrupt file?)")
             q = tt.table(4, f"{where} tensor {t} quantization")
             quant = None
             if q is not None:
@@ -379,12 +421,11 @@ def parse(data: bytes, source: str = "model") -> FlatModel:
             if table is not None:
                 options = tuple((key, table.scalar(i, _FORMATS[fmt], default)) for key, i, fmt, default in fields)
             inputs = op.scalars(1, "i", f"operator {o} inputs")
-            _check_operator(source, where, o, name, custom, options_type, inputs, tensors, buffer_sizes)
+            outputs = op.scalars(2, "i", f"operator {o} outputs")
+            _check_operator(source, where, o, name, custom, options_type, inputs, outputs, tensors, buffer_sizes)
             operators.append(OperatorInfo(
-                name, custom,
-                indices(inputs, f"operator {o} input", optional=True),
-                indices(op.scalars(2, "i", f"operator {o} outputs"), f"operator {o} output", optional=True),
-                options))
+                name, custom, indices(inputs, f"operator {o} input", optional=True),
+                indices(outputs, f"operator {o} output", optional=True), options))
         subgraphs.append(SubgraphInfo(
             sg.string(4, f"{where} name") or "", tuple(tensors),
             indices(sg.scalars(1, "i", f"{where} inputs"), "input"),
