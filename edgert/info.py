@@ -26,8 +26,9 @@ class TensorSpec:
 
     @property
     def quantized(self) -> bool:
-        """True when the tensor holds integers that stand for real values (`scale` is set and non-zero)."""
-        return bool(self.scale) and any(s != 0 for s in self.scale)
+        """True when the tensor holds integers that stand for real values (`scale` is set and non-zero); a float
+        tensor's quantization parameters, if a file carries any, mean nothing to the kernels."""
+        return bool(self.scale) and any(s != 0 for s in self.scale) and self.dtype.startswith(("int", "uint"))
 
     @property
     def dynamic_dims(self) -> tuple[int, ...]:
