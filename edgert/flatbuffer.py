@@ -317,6 +317,28 @@ def _check_operator(source, where, o, name, custom, options_type, inputs, output
             refuse(f"takes its axis from computed tensor {t.index}; edgert needs a constant axis")
 
 
+def check_batch(flat: FlatModel, batch: int, source: str = "model") -> None:
+    """Refuse running the main subgraph at `batch` when some tensor whose batch dimension is dynamic (-1 in its
+    signature) would then be over the limit.
+
+    Delegates such as XNNPACK size their activations internally, so the interpreter's own tensor list does not
+    show them; the signature says which tensors follow the batch.
+
+    Raises:
+        ModelFormatError: a tensor would exceed `max_tensor_bytes()` at that batch.
+    """
+    limit = max_tensor_bytes()
+    for t in flat.subgraphs[0].tensors if flat.subgraphs else ():
+        if t.dtype not in ITEM_BYTES or not t.shape_signature or t.shape_signature[0] != -1 or not t.shape:
+            continue
+        nbytes = batch * math.prod(t.shape[1:]) * ITEM_BYTES[t.dtype]
+        if nbytes > limit:
+            raise ModelFormatError(
+                f"{source}: tensor {t.index} ({t.name or 'unnamed'}) needs {_size_text(nbytes)} at batch {batch} "
+                f"([{batch}, {', '.join(map(str, t.shape[1:]))}] {t.dtype}), over the limit of {_size_text(limit)} "
+                "(this machine's memory, or EDGERT_MAX_TENSOR_BYTES); use a smaller batch")
+
+
 def parse(data: bytes, source: str = "model") -> FlatModel:
     """Validate a TFLite flatbuffer and return its structure.
 

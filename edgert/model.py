@@ -12,7 +12,7 @@ import numpy as np
 from edgert.backend import Backend, get_backend
 from edgert.delegation import DelegateRequest, DelegationReport, open_model, parse_request
 from edgert.errors import InferenceError, InputDataError, ModelFormatError, UnsupportedOperatorError
-from edgert.flatbuffer import parse
+from edgert.flatbuffer import check_batch, parse
 from edgert.info import ModelInfo, TensorSpec, describe, read_model_bytes
 
 Inputs = Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray]]
@@ -71,6 +71,8 @@ class Model:
         data = read_model_bytes(path)
         flat = parse(data, self.path)  # validates the flatbuffer before native code sees it
         self.info: ModelInfo = describe(data, self.path, flat)
+        self._flat = flat
+        self._check_planned_sizes(None)  # before the interpreter allocates anything
         self.backend: Backend = get_backend()
         self.threads = threads
         request = delegate if isinstance(delegate, DelegateRequest) else parse_request(
@@ -83,6 +85,13 @@ class Model:
         self.delegation: DelegationReport = opened.report
         self._lock = threading.Lock()
         self._refresh_slots()
+
+    def _check_planned_sizes(self, resized: tuple[int, ...] | None) -> None:
+        """Refuse a batch that makes some activation bigger than the limit: every declared size was checked in the
+        file, but a huge batch on the input makes every batch-dynamic tensor huge too (found by fuzzing)."""
+        shapes = [resized] if resized else [s.shape for s in self.info.inputs]
+        batch = max((s[0] for s in shapes if s), default=1)
+        check_batch(self._flat, batch, self.path)
 
     def _load_error(self, exc: Exception) -> Exception:
         native = " ".join(str(exc).split())
@@ -229,12 +238,14 @@ class Model:
         try:
             self._interpreter.resize_tensor_input(spec.index, list(shape), strict=False)
             self._interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
+            self._check_planned_sizes(tuple(shape))
+        except (ValueError, RuntimeError, ModelFormatError) as exc:
             self._interpreter.resize_tensor_input(spec.index, list(expected), strict=False)
             self._interpreter.allocate_tensors()
+            planned = str(exc).partition(": tensor ")[2]
+            why = f"tensor {planned}" if planned else " ".join(str(exc).split())[:200]
             raise InputDataError(
-                f"input '{spec.name}' cannot be resized from {expected} to {tuple(shape)}: "
-                f"{' '.join(str(exc).split())[:200]}") from None
+                f"input '{spec.name}' cannot be resized from {expected} to {tuple(shape)}: {why}") from None
         self._refresh_slots()
 
 

@@ -154,3 +154,14 @@ def test_prepare_converts_once_and_matches_run(int8_tflite, digits):
     assert first[0].dtype == np.int8
     with pytest.raises(edgert.InputDataError, match="expects shape"):
         model.prepare(np.zeros((1, 3, 3), np.float32))
+
+
+def test_activations_over_the_limit_are_refused_at_load_and_on_resize(float_tflite, monkeypatch):
+    """Each declared tensor may be small while a huge batch makes every activation huge (a fuzz finding)."""
+    model = edgert.load(float_tflite)
+    x = np.zeros((64, *model.inputs[0].shape[1:]), np.float32)
+    monkeypatch.setenv("EDGERT_MAX_TENSOR_BYTES", str(64 * 1024))
+    with pytest.raises(edgert.InputDataError, match=r"cannot be resized from \(1, 8, 8, 1\) to \(64, 8, 8, 1\): "
+                                                    r"tensor .* needs .* over the limit"):
+        model.run(x)
+    assert model.run(x[:1])[0].shape == (1, 10)  # the model is back at its declared shape and still works
