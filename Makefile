@@ -20,7 +20,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/digits_demo.py
 
+# The deploy tests start a real OpenSSH server; this installs one if it can (and says why not otherwise).
 test: $(STAMP)
+	@sh tests/ensure_sshd.sh
 	$(PY) -m pytest
 
 bench: $(STAMP)

@@ -13,8 +13,25 @@ from edgert.flatbuffer import FlatModel
 from edgert.native import native_log_captured
 
 DEFAULT_DELEGATE = "xnnpack"
-# `--delegate auto` without a device profile: the accelerators first, the CPU last.
+# `--delegate auto` where no device profile applies: the accelerators first, the CPU last.
 AUTO_ORDER = ("edgetpu", "nnapi", "gpu", "xnnpack")
+
+
+def auto_order() -> tuple[str, ...]:
+    """The delegate order `--delegate auto` tries: the profile named by `EDGERT_DEVICE`, else the detected board's
+    (with attached accelerators first), else `AUTO_ORDER`.
+
+    Raises:
+        DeviceProfileError: `EDGERT_DEVICE` names no profile.
+    """
+    import os
+
+    from edgert.devices import detect, profiles
+
+    name = os.environ.get("EDGERT_DEVICE", "").strip()
+    if name:
+        return profiles.get(name).delegates
+    return detect.detect().delegates or AUTO_ORDER
 
 
 @dataclass(frozen=True)
@@ -112,15 +129,17 @@ def parse_request(delegate: str | Sequence[str] | None = None, options: Sequence
         raise DelegateError("--delegate has an empty name; use e.g. --delegate gpu,xnnpack")
     per: dict[str, dict[str, str]] = {}
     names: list[str] = []
-    auto = False
+    auto = any(p.lower() == "auto" for p in raw)
+    if auto:
+        expanded = []
+        for part in raw:
+            # A profile may name delegates another installation lacks: auto skips those rather than failing.
+            expanded += [a for a in auto_order() if a.partition(":")[0] in registry.plugins()] \
+                if part.lower() == "auto" else [part]
+        bases = [p.partition(":")[0].lower() for p in expanded]
+        raw = [p for i, p in enumerate(expanded) if bases.index(bases[i]) == i]  # the first mention of each wins
     for part in raw:
         base, _, spec = part.partition(":")
-        if base.lower() == "auto":
-            auto = True
-            for name in AUTO_ORDER:
-                if name in registry.plugins() and name not in names:
-                    names.append(name)
-            continue
         plugin = registry.get(base)
         if plugin.name not in names:
             names.append(plugin.name)

@@ -58,3 +58,15 @@ class SensorError(EdgertError):
 
 class BenchError(EdgertError):
     """A benchmark was asked for wrongly (run count, duration, rate) or could not run."""
+
+
+class DeviceProfileError(EdgertError):
+    """A device profile is unknown or its file is invalid."""
+
+
+class BundleError(EdgertError):
+    """A deploy bundle could not be made, or one on disk is damaged (a checksum or the manifest)."""
+
+
+class DeployError(EdgertError):
+    """Deploying to, running on or rolling back a board over SSH failed; the message names the step and the fix."""

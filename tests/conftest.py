@@ -13,6 +13,9 @@ def _probe_cache(tmp_path, monkeypatch):
 
     monkeypatch.setenv("EDGERT_CACHE_DIR", str(tmp_path / "edgert-cache"))
     library._memory_cache.clear()
+    # Device profiles: the built-ins only, whatever the developer keeps in ~/.config/edgert/devices.
+    monkeypatch.setenv("EDGERT_DEVICES_PATH", str(tmp_path / "no-user-profiles"))
+    monkeypatch.delenv("EDGERT_DEVICE", raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -101,7 +101,9 @@ def test_strict_refuses_fallback_and_cpu_operators(float_tflite, mixed_tflite):
     assert edgert.load(float_tflite, strict=True).delegation.fully_delegated
 
 
-def test_auto_tries_accelerators_then_cpu(float_tflite):
+def test_auto_tries_accelerators_then_cpu(float_tflite, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGERT_SYSFS_ROOT", str(tmp_path))  # a board no profile knows: the built-in order
+    monkeypatch.setenv("EDGERT_MACHINE", "riscv64")
     report = edgert.load(float_tflite, delegate="auto").delegation
     assert report.requested[-1] == "xnnpack" and report.requested[0] == "edgetpu"
     assert report.used in report.requested

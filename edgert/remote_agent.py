@@ -1,0 +1,305 @@
+# The half of `edgert deploy` that runs on the board, sent over SSH as `python3 -c <this file> COMMAND ...`.
+#
+# Standard library only, and written so that even Python 2.7 parses it (no f-strings, no annotations): an old
+# Python on the board must get a clear "too old" answer, not a SyntaxError. Every command prints one JSON line.
+#
+# Layout under the remote directory:
+#   venv/                           the runtime, made by `setup`
+#   models/NAME/v-VERSION/          one unpacked bundle per version, every file checked against its manifest
+#   models/NAME/current, previous   symlinks to versions, switched with rename(2), so never half-written
+#   models/NAME/.incoming/          uploads in progress; whatever is left there by a dropped connection is cleared
+#                                   by the next deploy
+import errno
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+MIN_PYTHON = (3, 10)
+CHUNK = 1 << 20
+
+
+def reply(ok, **fields):
+    fields["ok"] = ok
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+    sys.exit(0 if ok else 1)
+
+
+def fail(kind, message, **fields):
+    reply(False, kind=kind, message=message, **fields)
+
+
+if sys.version_info[:2] < MIN_PYTHON:
+    fail("python_too_old", "Python %d.%d.%d at %s is too old: edgert needs %d.%d or newer"
+         % (sys.version_info[:3] + (sys.executable,) + MIN_PYTHON), python=list(sys.version_info[:3]))
+
+import fcntl  # noqa: E402  (after the version check: POSIX only, like the boards)
+import platform  # noqa: E402
+import zipfile  # noqa: E402
+
+# Names what is missing, so the deploy can say it in one line.
+RUNTIME_CHECK = """
+import importlib, sys
+missing = []
+for names in (("numpy",), ("click",), ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")):
+    for name in names:
+        try:
+            importlib.import_module(name)
+            break
+        except ImportError:
+            pass
+    else:
+        missing.append(" or ".join(n.split(".")[0] for n in names))
+if missing:
+    sys.exit("missing " + ", ".join(missing))
+"""
+
+
+def paths(root, name):
+    root = os.path.abspath(os.path.expanduser(root))
+    models = os.path.join(root, "models", name)
+    return root, models
+
+
+def free_bytes(path):
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def version_of(link):
+    try:
+        return os.path.basename(os.readlink(link))[2:]
+    except OSError:
+        return None
+
+
+def venv_python(root):
+    return os.path.join(root, "venv", "bin", "python")
+
+
+def runtime_python(root):
+    """The venv's Python when `setup` made one, else the Python running this agent."""
+    candidate = venv_python(root)
+    return candidate if os.path.exists(candidate) else sys.executable
+
+
+def runtime_status(python):
+    try:
+        done = subprocess.run([python, "-c", RUNTIME_CHECK], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, str(exc)
+    lines = done.stderr.strip().splitlines()
+    return done.returncode == 0, lines[-1] if lines else ""
+
+
+def symlink_atomic(target, link):
+    tmp = "%s.%d.tmp" % (link, os.getpid())
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.rename(tmp, link)  # atomic on POSIX: readers see the old link or the new one, never none
+
+
+def lock(models):
+    os.makedirs(models, exist_ok=True)
+    handle = open(os.path.join(models, ".lock"), "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fail("busy", "another deploy to %s is in progress; wait for it to finish" % models)
+    return handle
+
+
+def clear_incoming(models):
+    incoming = os.path.join(models, ".incoming")
+    if os.path.isdir(incoming):
+        shutil.rmtree(incoming, ignore_errors=True)
+    return incoming
+
+
+def cmd_probe(root, name):
+    root, models = paths(root, name)
+    python = runtime_python(root)
+    ok, why = runtime_status(python)
+    reply(True, python=list(sys.version_info[:3]), executable=sys.executable, machine=platform.machine(),
+          root=root, free_bytes=free_bytes(root), runtime_python=python, runtime_ok=ok, runtime_error=why,
+          venv=os.path.exists(venv_python(root)), current=version_of(os.path.join(models, "current")),
+          previous=version_of(os.path.join(models, "previous")))
+
+
+def check_unpacked(folder):
+    with open(os.path.join(folder, "manifest.json"), "rb") as f:
+        manifest = json.loads(f.read().decode("utf-8"))
+    for rel, want in sorted(manifest["files"].items()):
+        digest = hashlib.sha256()
+        size = 0
+        with open(os.path.join(folder, rel), "rb") as f:
+            for block in iter(lambda: f.read(CHUNK), b""):
+                digest.update(block)
+                size += len(block)
+        if size != want["size"] or digest.hexdigest() != want["sha256"]:
+            return rel
+    return None
+
+
+def cmd_install(root, name, version, size, sha256):
+    root, models = paths(root, name)
+    size = int(size)
+    handle = lock(models)
+    incoming = clear_incoming(models)  # first: what a dropped upload left may be what fills the disk
+    free = free_bytes(models)
+    if free < 3 * size:  # the zip, the unpacked copy, and room to spare
+        fail("disk_full", "not enough disk space in %s: %.1f MiB free, the bundle needs %.1f MiB; free some space or "
+             "choose another --remote-dir" % (models, free / 2.0 ** 20, 3 * size / 2.0 ** 20))
+    os.makedirs(incoming)
+    part = os.path.join(incoming, "%s.%d.zip" % (version, os.getpid()))
+    unpacked = os.path.join(incoming, "%s.%d" % (version, os.getpid()))
+    try:
+        receive(part, size, sha256)
+        with zipfile.ZipFile(part) as archive:
+            archive.extractall(unpacked)
+        os.chmod(os.path.join(unpacked, "run"), 0o755)
+        bad = check_unpacked(unpacked)
+        if bad:
+            fail("checksum", "%s does not match its checksum in the manifest after unpacking; the active model was "
+                 "not touched, deploy again" % bad)
+        final = os.path.join(models, "v-" + version)
+        if os.path.isdir(final):
+            shutil.rmtree(unpacked)  # this version is on the board already (the one rolled back from, say)
+        else:
+            os.rename(unpacked, final)
+        fsync_dir(models)
+    except (IOError, OSError) as exc:
+        if exc.errno == errno.ENOSPC:
+            fail("disk_full", "the board ran out of disk space in %s while receiving the bundle; free some space "
+                 "or choose another --remote-dir (the active model was not touched)" % models)
+        fail("io", "%s: %s (the active model was not touched)" % (getattr(exc, "filename", "") or models, exc))
+    finally:
+        # Whatever happened, nothing half-received stays behind (a killed agent's leftovers go on the next deploy).
+        shutil.rmtree(incoming, ignore_errors=True)
+    current_link = os.path.join(models, "current")
+    before = version_of(current_link)
+    if before != version:
+        if before:
+            symlink_atomic("v-" + before, os.path.join(models, "previous"))
+        symlink_atomic("v-" + version, current_link)
+        fsync_dir(models)
+    previous = version_of(os.path.join(models, "previous"))
+    prune(models, {version, previous})
+    handle.close()
+    reply(True, version=version, previous=previous, switched=before != version,
+          path=os.path.join(models, "current"))
+
+
+def receive(part, size, sha256):
+    """Read exactly `size` bytes from stdin into `part` (flushed to disk) and check their sha256."""
+    received = 0
+    digest = hashlib.sha256()
+    source = sys.stdin.buffer
+    with open(part, "wb") as out:
+        while received < size:
+            block = source.read1(min(CHUNK, size - received))  # what has arrived: progress is visible
+            if not block:
+                break
+            out.write(block)
+            digest.update(block)
+            received += len(block)
+        out.flush()
+        os.fsync(out.fileno())
+    if received < size:
+        fail("interrupted", "the upload stopped after %d of %d bytes; the active model was not touched, "
+             "deploy again" % (received, size))
+    if digest.hexdigest() != sha256:
+        fail("checksum", "checksum mismatch after upload (sent %s..., received %s...); the active model was "
+             "not touched, deploy again" % (sha256[:12], digest.hexdigest()[:12]))
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def prune(models, keep):
+    for entry in os.listdir(models):
+        if entry.startswith("v-") and entry[2:] not in keep:
+            shutil.rmtree(os.path.join(models, entry), ignore_errors=True)
+
+
+def cmd_rollback(root, name):
+    root, models = paths(root, name)
+    if not os.path.isdir(models):
+        fail("not_deployed", "%s is not deployed under %s; nothing to roll back" % (name, root))
+    handle = lock(models)
+    current = version_of(os.path.join(models, "current"))
+    previous = version_of(os.path.join(models, "previous"))
+    if not previous or not os.path.isdir(os.path.join(models, "v-" + previous)):
+        fail("no_previous", "%s has no previous version on the board to roll back to (active: %s)"
+             % (name, current or "none"))
+    bad = check_unpacked(os.path.join(models, "v-" + previous))
+    if bad:
+        fail("checksum", "the previous version's %s does not match its manifest; not rolling back" % bad)
+    symlink_atomic("v-" + previous, os.path.join(models, "current"))
+    if current:
+        symlink_atomic("v-" + current, os.path.join(models, "previous"))
+    fsync_dir(models)
+    handle.close()
+    reply(True, version=previous, replaced=current, path=os.path.join(models, "current"))
+
+
+def cmd_setup(root, index_url, *requirements):
+    root, _ = paths(root, "_")
+    python = venv_python(root)
+    ok, why = runtime_status(python) if os.path.exists(python) else (False, "no virtual environment yet")
+    if ok:
+        reply(True, installed=False, python=python)
+    if not os.path.exists(python):
+        made = subprocess.run([sys.executable, "-m", "venv", os.path.join(root, "venv")], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, universal_newlines=True)
+        if made.returncode != 0:
+            tail = made.stdout.strip().splitlines()[-1:] or [""]
+            hint = "install python3-venv (sudo apt install python3-venv)" if "ensurepip" in made.stdout \
+                else "check the Python installation"
+            shutil.rmtree(os.path.join(root, "venv"), ignore_errors=True)
+            fail("setup", "could not create a virtual environment with %s (%s); %s"
+                 % (sys.executable, tail[0], hint))
+    command = [python, "-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
+    if index_url != "-":
+        command += ["--extra-index-url", index_url]
+    done = subprocess.run(command + list(requirements), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True)
+    if done.returncode != 0:
+        lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
+        fail("setup", "pip could not install %s on the board: %s" % (" ".join(requirements),
+                                                                     lines[-1] if lines else "no output"))
+    ok, why = runtime_status(python)
+    if not ok:
+        fail("setup", "the runtime was installed but does not import: %s" % why)
+    reply(True, installed=True, python=python, requirements=list(requirements), reason=why)
+
+
+def cmd_exec(root, name, *args):
+    """Run the active bundle (`run`, `bench`, `verify`, ...) with the board's runtime Python; its output is ours."""
+    root, models = paths(root, name)
+    current = os.path.join(models, "current")
+    if not os.path.isdir(current):
+        fail("not_deployed", "%s is not deployed under %s; run edgert deploy first" % (name, root))
+    python = runtime_python(root)
+    os.execv(python, [python, current] + list(args))
+
+
+COMMANDS = {"probe": cmd_probe, "install": cmd_install, "rollback": cmd_rollback, "setup": cmd_setup,
+            "exec": cmd_exec}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        fail("usage", "usage: agent {%s} ARGS" % ",".join(sorted(COMMANDS)))
+    COMMANDS[sys.argv[1]](*sys.argv[2:])
