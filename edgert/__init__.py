@@ -6,9 +6,12 @@ This package is the runtime: it imports no TensorFlow, so it starts fast on a Ra
 from edgert.errors import (
     BackendUnavailableError,
     BenchError,
+    BundleError,
     ConversionError,
     DelegateError,
     DelegateUnavailableError,
+    DeployError,
+    DeviceProfileError,
     EdgertError,
     InferenceError,
     InputDataError,
@@ -26,8 +29,8 @@ from edgert.power import PowerTrace
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendUnavailableError", "BenchError", "BenchResult", "ConversionError", "DelegateCheck", "DelegateError",
-    "DelegateUnavailableError", "DelegationReport", "EdgertError", "EnergyStats", "InferenceError",
+    "BackendUnavailableError", "BenchError", "BenchResult", "BundleError", "ConversionError", "DelegateCheck",
+    "DelegateError", "DelegateUnavailableError", "DelegationReport", "DeployError", "DeviceProfileError", "EdgertError", "EnergyStats", "InferenceError",
     "InputDataError", "LatencyStats", "Model", "ModelFormatError", "ModelInfo", "OutputExistsError", "PowerTrace",
     "SensorError", "TensorSpec", "UnsupportedOperatorError", "__version__", "bench", "check", "inspect_model",
     "load",
