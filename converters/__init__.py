@@ -2,6 +2,7 @@
 
 from edgert.converters.calibration import load_calibration_data
 from edgert.converters.conversion import (
+    ConversionInterrupted,
     ConversionResult,
     StageReport,
     convert,
@@ -22,7 +23,7 @@ from edgert.converters.recipe import (
 )
 from edgert.converters.sources import InputShape, SourceModel, open_model
 
-__all__ = ["PRESETS", "ClusterConfig", "ConversionResult", "ConvertRecipe", "DistillConfig", "InputShape",
+__all__ = ["PRESETS", "ClusterConfig", "ConversionInterrupted", "ConversionResult", "ConvertRecipe", "DistillConfig", "InputShape",
            "PruneConfig", "PruneSchedule", "Quantization", "RecipeError", "SourceModel", "StageReport",
            "TrainConfig", "convert", "default_output_path", "load_calibration_data", "open_model", "preset",
            "recipe_from_options"]

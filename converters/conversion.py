@@ -184,8 +184,27 @@ def convert(
             raise InputDataError("--float-io applies to full-integer models; use it with --int8 --calibration-data")
         recipe = ConvertRecipe(Quantization.INT8 if int8 else Quantization.FLOAT32, float_io=float_io,
                                calibration_samples=calibration_samples)
-    return _Run(recipe, model_path, output_path, calibration_data, train_data, val_data, eval_data,
-                image_range, force, started).execute()
+    run = _Run(recipe, model_path, output_path, calibration_data, train_data, val_data, eval_data, image_range,
+               force, started)
+    try:
+        return run.execute()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: say how far it got; nothing half-written is left
+        raise ConversionInterrupted(run.step, tuple(run.stages)) from None
+
+
+class ConversionInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during `convert`: the step it stopped in and the stages that finished. No output file
+    was written, or the ones written are removed."""
+
+    def __init__(self, step: str, finished: tuple[StageReport, ...]):
+        super().__init__(step)
+        self.step = step
+        self.finished = finished
+
+    def describe(self) -> str:
+        done = ", ".join(f"{s.stage} ({s.seconds:.1f} s)" for s in self.finished if s.stage != "original")
+        return (f"interrupted while {self.step}" + (f"; finished: {done}" if done else "")
+                + "; nothing was written")
 
 
 class _Run:
@@ -198,6 +217,7 @@ class _Run:
         self.paths = {"calibration": calibration_data, "train": train_data, "val": val_data, "eval": eval_data}
         self.notes: list[str] = []
         self.stages: list[StageReport] = []
+        self.step = "checking the inputs"  # what an interruption stopped
         self.mode = recipe.quantization
         if self.mode is Quantization.INT8 and calibration_data is None and train_data is None and not recipe.qat:
             self.mode = Quantization.DYNAMIC  # full integer needs representative data
@@ -229,11 +249,13 @@ class _Run:
         if recipe.distill:
             check_source(recipe.distill.teacher)
 
+        self.step = "loading the model"
         source = open_model(self.model_path)
         has_stages = bool(recipe.prune or recipe.cluster or recipe.distill or recipe.qat)
         if has_stages and source.kind != "keras":
             raise InputDataError("pruning, clustering, distillation and QAT need a Keras model (.h5 or .keras); "
                                  "a SavedModel directory supports post-training quantization only")
+        self.step = "loading the data"
         data = self._load_data(source)
         calibration = self._calibration(source, data.get("train"))
 
@@ -248,6 +270,7 @@ class _Run:
                 from edgert.converters.training import keras_accuracy
 
                 # Measured now: tfmot wraps the original layers, so fine-tuning changes them in place.
+                self.step = "measuring the original's accuracy"
                 result_extra["accuracy_source"] = keras_accuracy(model, data["eval"])
             else:
                 self.notes.append("the original's accuracy is measured for Keras models only")
@@ -263,12 +286,25 @@ class _Run:
             probabilities = outputs_are_probabilities(model, probe)
             model = self._run_stages(model, data, probabilities, tf)
 
+        self.step = f"converting to TFLite ({self.mode.value})"
         flatbuffer = self._to_tflite(tf, source, model, calibration)
         info = describe(flatbuffer, str(out))  # never write a model the runtime could not read back
+        self.step = "measuring the .tflite's accuracy" if "eval" in data else "writing the outputs"
         with atomic_path(out) as tmp:
             tmp.write_bytes(flatbuffer)
             if "eval" in data:
                 result_extra["accuracy_tflite"] = _tflite_accuracy(tmp, data["eval"])
+        try:
+            return self._finish(out, source, flatbuffer, info, calibration, result_extra)
+        except BaseException:
+            # The model is in place but its recipe and report are not: remove it, so a set is whole or absent.
+            for path in (out, Path(str(out) + ".recipe.json"), Path(str(out) + ".report.json")):
+                path.unlink(missing_ok=True)
+            raise
+
+    def _finish(self, out, source, flatbuffer, info, calibration, result_extra) -> ConversionResult:
+        recipe = self.recipe
+        self.step = "compiling for the Edge TPU" if self.mode is Quantization.EDGETPU else "writing the outputs"
         edgetpu_output = self._edgetpu_compile(out) if self.mode is Quantization.EDGETPU else None
         result = ConversionResult(
             source_path=str(self.model_path), output_path=str(out), mode=self.mode,
@@ -340,6 +376,7 @@ class _Run:
             from edgert.converters.sources import open_model as open_teacher
             from edgert.converters.training import outputs_are_probabilities
 
+            self.step = "distilling"
             t0 = time.perf_counter()
             teacher = open_teacher(recipe.distill.teacher).keras_model
             model, notes = distill(model, teacher, recipe.distill, train, recipe.train, probabilities,
@@ -348,12 +385,14 @@ class _Run:
         if recipe.prune:
             from edgert.converters.prune import prune
 
+            self.step = "pruning"
             t0 = time.perf_counter()
             model, notes = prune(model, recipe.prune, train, val, recipe.train, probabilities)
             self._stage("prune", time.perf_counter() - t0, model, notes=notes)
         if recipe.cluster:
             from edgert.converters.cluster import cluster
 
+            self.step = "clustering"
             t0 = time.perf_counter()
             model, notes = cluster(model, recipe.cluster, train, val, recipe.train, probabilities,
                                    preserve_sparsity=recipe.prune is not None)
@@ -363,6 +402,7 @@ class _Run:
 
             scheme = ("cluster_prune" if recipe.cluster and recipe.prune else "cluster" if recipe.cluster
                       else "prune" if recipe.prune else "default")
+            self.step = "training for quantization (QAT)"
             t0 = time.perf_counter()
             model, quantized, kept_float, notes = qat(model, train, val, recipe.train, probabilities, scheme)
             self._stage("qat", time.perf_counter() - t0, model, quantized=quantized, kept_float=kept_float,

@@ -137,8 +137,15 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
         recipe = named_preset(preset)
     else:
         recipe = recipe_from_options(**options)
-    result = convert_model(model, output, recipe=recipe, calibration_data=calibration_data, train_data=train_data,
-                           val_data=val_data, eval_data=eval_data, image_range=image_range, force=force)
+    from edgert.converters import ConversionInterrupted
+
+    try:
+        result = convert_model(model, output, recipe=recipe, calibration_data=calibration_data,
+                               train_data=train_data, val_data=val_data, eval_data=eval_data,
+                               image_range=image_range, force=force)
+    except ConversionInterrupted as stopped:
+        click.echo(stopped.describe(), err=True)
+        raise click.exceptions.Exit(130) from None
     if json_:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return

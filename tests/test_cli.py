@@ -182,3 +182,52 @@ def test_convert_bad_options_are_one_line(runner, h5_path, tmp_path, args, fragm
                            + [a.format(tmp=tmp_path) for a in args])
     _one_line_error(result, fragment)
     assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_ctrl_c_in_a_stage_says_how_far_it_got_and_writes_nothing(runner, h5_path, tmp_path, digits, monkeypatch):
+    import edgert.converters.prune as prune_module
+
+    np.savez(tmp_path / "train.npz", x=digits.x_train, y=digits.y_train)
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prune_module, "prune", interrupted)
+    out = tmp_path / "p.tflite"
+    result = runner.invoke(cli, ["convert", str(h5_path), "--prune", "0.5", "--epochs", "1",
+                                 "--train-data", str(tmp_path / "train.npz"), "-o", str(out)])
+    assert result.exit_code == 130
+    assert "interrupted while pruning; nothing was written" in result.output
+    assert not list(tmp_path.glob("p.tflite*")) and not list(tmp_path.glob(".p.tflite*"))
+
+
+def test_ctrl_c_while_writing_the_report_removes_the_model(runner, h5_path, tmp_path, monkeypatch):
+    from edgert.converters import ConvertRecipe
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ConvertRecipe, "save", interrupted)
+    result = runner.invoke(cli, ["convert", str(h5_path), "-o", str(tmp_path / "m.tflite")])
+    assert result.exit_code == 130 and "interrupted while writing the outputs" in result.output
+    assert not list(tmp_path.glob("m.tflite*")) and not list(tmp_path.glob(".m.tflite*"))  # whole or absent
+
+
+@pytest.mark.slow
+def test_sigint_and_sigterm_during_a_real_conversion(h5_path, tmp_path, digits):
+    import signal
+    import time
+
+    np.savez(tmp_path / "train.npz", x=digits.x_train, y=digits.y_train)
+    script = str(Path(sys.executable).parent / "edgert")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        out = tmp_path / f"{sig.name}.tflite"
+        proc = subprocess.Popen([script, "convert", str(h5_path), "--prune", "0.5", "--epochs", "200",
+                                 "--train-data", str(tmp_path / "train.npz"), "-o", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(12)  # past TensorFlow's import, into the pruning epochs
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 130, stderr[-500:]
+        assert "interrupted while" in stderr and "nothing was written" in stderr and "Traceback" not in stderr
+        assert not list(tmp_path.glob(f"{sig.name}.tflite*")) and not list(tmp_path.glob(f".{sig.name}*"))
