@@ -51,6 +51,16 @@ def _check_keras_file(p: Path) -> str:
     if p.suffix in (".h5", ".hdf5"):
         if head != HDF5_SIGNATURE:
             raise ModelFormatError(f"{p} is not an HDF5 file; give a Keras model saved with model.save('x.h5')")
+        import h5py  # ships with TensorFlow, which converting needs anyway
+
+        try:
+            with h5py.File(p, "r") as f:
+                has_config = "model_config" in f.attrs
+        except OSError as exc:
+            raise ModelFormatError(f"{p} is a damaged HDF5 file ({_first_line(exc)})") from None
+        if not has_config:
+            raise ModelFormatError(f"{p} holds no model config (weights only, as save_weights() writes); save the "
+                                   "whole model with model.save('x.h5')")
         return "2"
     if not zipfile.is_zipfile(p):
         raise ModelFormatError(f"{p} is not a .keras archive (not a zip file); re-save it with model.save('x.keras')")

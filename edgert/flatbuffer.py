@@ -193,7 +193,12 @@ _OPTION_FIELDS: dict[int, tuple[tuple[str, int, str, int], ...]] = {
     21: (("activation", 0, "B", 0),),  # MulOptions
     28: (("activation", 0, "B", 0),),  # SubOptions
     29: (("activation", 0, "B", 0),),  # DivOptions
+    # Control flow: which subgraphs an operator runs (checked for range and cycles after all are read).
+    92: (("then_subgraph", 0, "i", 0), ("else_subgraph", 1, "i", 0)),                # IfOptions
+    93: (("cond_subgraph", 0, "i", 0), ("body_subgraph", 1, "i", 0)),                # WhileOptions
+    103: (("init_subgraph", 0, "i", 0),),                                             # CallOnceOptions
 }
+_SUBGRAPH_OPTIONS = ("then_subgraph", "else_subgraph", "cond_subgraph", "body_subgraph", "init_subgraph")
 _FORMATS = {"i": _I32, "B": _U8}
 
 
@@ -289,7 +294,7 @@ def _count_text(low: int, high: int | None, what: str) -> str:
 # The builtin options types edgert reads, and the operators each belongs to: any other pairing is a corrupt file.
 _OPTIONS_OWNERS = {1: {"CONV_2D"}, 2: {"DEPTHWISE_CONV_2D"}, 5: {"AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"},
                    8: {"FULLY_CONNECTED"}, 10: {"CONCATENATION"}, 11: {"ADD"}, 21: {"MUL"}, 28: {"SUB"},
-                   29: {"DIV"}}
+                   29: {"DIV"}, 92: {"IF"}, 93: {"WHILE"}, 103: {"CALL_ONCE"}}
 
 
 def _check_operator(source, where, o, name, custom, options_type, inputs, outputs, tensors, buffer_sizes) -> None:
@@ -315,6 +320,62 @@ def _check_operator(source, where, o, name, custom, options_type, inputs, output
             refuse(f"reads input {position} (tensor {t.index}, {t.dtype}) as {'/'.join(sorted(allowed))}")
         if _CONSTANT_PARAMS.get(name) == position and buffer_sizes[t.buffer] == 0:
             refuse(f"takes its axis from computed tensor {t.index}; edgert needs a constant axis")
+
+
+def _check_dataflow(source: str, where: str, sg: SubgraphInfo, buffer_sizes, variables: set[int]) -> None:
+    """The interpreter runs operators in file order and reads whatever memory a tensor has: every input must be a
+    subgraph input, a constant, a variable or an earlier operator's output, and every tensor is written at most
+    once (a RESHAPE reading a tensor nothing produced crashed the interpreter under fuzzing)."""
+    ready = set(sg.inputs) | variables | {t.index for t in sg.tensors if buffer_sizes[t.buffer]}
+    written: set[int] = set()
+    for o, op in enumerate(sg.operators):
+        for i in op.inputs:
+            if i >= 0 and i not in ready:
+                raise ModelFormatError(f"{source}: {where} operator {o} ({op.opcode}) reads tensor {i}, which no "
+                                       "earlier operator writes and which is neither an input nor a constant "
+                                       "(corrupt file?)")
+        for i in op.outputs:
+            if i < 0:
+                continue
+            if i in written or i in ready:
+                what = "another operator's output" if i in written else "an input or a constant"
+                raise ModelFormatError(f"{source}: {where} operator {o} ({op.opcode}) writes tensor {i}, which is "
+                                       f"{what} (corrupt file?)")
+            written.add(i)
+        ready.update(i for i in op.outputs if i >= 0)
+    for i in sg.outputs:
+        if i not in ready:
+            raise ModelFormatError(f"{source}: {where} output tensor {i} is never written (corrupt file?)")
+
+
+def _check_subgraph_calls(source: str, subgraphs: list[SubgraphInfo]) -> None:
+    """IF, WHILE and CALL_ONCE name other subgraphs: each must exist, and no subgraph may end up calling itself
+    (the interpreter would recurse until the stack runs out)."""
+    calls: dict[int, set[int]] = {}
+    for g, sg in enumerate(subgraphs):
+        for o, op in enumerate(sg.operators):
+            for key, value in op.options:
+                if key in _SUBGRAPH_OPTIONS:
+                    if not 0 <= value < len(subgraphs):
+                        raise ModelFormatError(f"{source}: subgraph {g} operator {o} ({op.opcode}) runs subgraph "
+                                               f"{value}, but the model has {len(subgraphs)} (corrupt file?)")
+                    calls.setdefault(g, set()).add(value)
+    state: dict[int, int] = {}  # 1: on the current path, 2: done
+
+    def visit(g: int, path: list[int]) -> None:
+        state[g] = 1
+        for callee in sorted(calls.get(g, ())):
+            if state.get(callee) == 1:
+                cycle = path[path.index(callee):] + [callee] if callee in path else [g, callee]
+                raise ModelFormatError(f"{source}: subgraphs call each other in a cycle "
+                                       f"({' -> '.join(map(str, cycle))}); TFLite cannot run recursion")
+            if state.get(callee) is None:
+                visit(callee, path + [callee])
+        state[g] = 2
+
+    for g in range(len(subgraphs)):
+        if state.get(g) is None:
+            visit(g, [g])
 
 
 def check_batch(flat: FlatModel, batch: int, source: str = "model") -> None:
@@ -345,6 +406,16 @@ def parse(data: bytes, source: str = "model") -> FlatModel:
     Raises:
         ModelFormatError: the bytes are not a complete, self-consistent TFLite model.
     """
+    try:
+        return _parse(data, source)
+    except ModelFormatError as exc:
+        if str(exc).startswith(source):
+            raise
+        # A low-level read failed (an offset or a length past the end): name the file.
+        raise ModelFormatError(f"{source} is truncated or corrupt: {exc}") from None
+
+
+def _parse(data: bytes, source: str) -> FlatModel:
     if len(data) < 8:
         raise ModelFormatError(f"{source} is not a TFLite model: {len(data)} bytes is too short")
     if data[4:8] != FILE_IDENTIFIER:
@@ -383,6 +454,7 @@ def parse(data: bytes, source: str = "model") -> FlatModel:
     for g, sg in enumerate(raw_subgraphs):
         where = f"subgraph {g}"
         tensors = []
+        variables: set[int] = set()
         for t, tt in enumerate(sg.tables(0, f"{where} tensors")):
             shape = tt.scalars(0, "i", f"{where} tensor {t} shape")
             signature = tt.scalars(7, "i", f"{where} tensor {t} shape_signature") or shape
@@ -396,6 +468,8 @@ def parse(data: bytes, source: str = "model") -> FlatModel:
                 raise ModelFormatError(f"{source}: {where} tensor {t} refers to missing buffer {buffer}")
             dtype = TENSOR_TYPES[type_code]
             sparse = tt.table(6, "sparsity") is not None
+            if tt.scalar(5, _U8, 0):  # is_variable: state that stateful kernels keep between runs
+                variables.add(t)
             if dtype in ITEM_BYTES:
                 nbytes = math.prod(shape) * ITEM_BYTES[dtype]
                 if nbytes > limit:
@@ -448,12 +522,13 @@ def parse(data: bytes, source: str = "model") -> FlatModel:
             operators.append(OperatorInfo(
                 name, custom, indices(inputs, f"operator {o} input", optional=True),
                 indices(outputs, f"operator {o} output", optional=True), options))
-        subgraphs.append(SubgraphInfo(
-            sg.string(4, f"{where} name") or "", tuple(tensors),
-            indices(sg.scalars(1, "i", f"{where} inputs"), "input"),
-            indices(sg.scalars(2, "i", f"{where} outputs"), "output"),
-            tuple(operators)))
+        info = SubgraphInfo(sg.string(4, f"{where} name") or "", tuple(tensors),
+                            indices(sg.scalars(1, "i", f"{where} inputs"), "input"),
+                            indices(sg.scalars(2, "i", f"{where} outputs"), "output"), tuple(operators))
+        _check_dataflow(source, where, info, buffer_sizes, variables)
+        subgraphs.append(info)
 
+    _check_subgraph_calls(source, subgraphs)
     metadata = []
     for i, md in enumerate(model.tables(6, "metadata")):
         buffer = md.scalar(1, _U32, 0)

@@ -23,8 +23,10 @@ with atheris.instrument_imports(include=["edgert"]):
     from edgert.flatbuffer import parse
     from edgert.info import describe
 
-_FILE = os.path.join(tempfile.mkdtemp(prefix="edgert-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None),
-                     "input.tflite")
+# fuzz/run.py gives each run a scratch folder it removes afterwards; after a hang, the file there is the input.
+_DIR = os.environ.get("EDGERT_FUZZ_SCRATCH") or tempfile.mkdtemp(
+    prefix="edgert-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+_FILE = os.path.join(_DIR, "input.tflite")
 
 
 def TestOneInput(data: bytes) -> None:

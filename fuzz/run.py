@@ -8,15 +8,19 @@ file there must give a clean EdgertError. libFuzzer's -fork mode does not work w
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
 CORPUS = Path("build/fuzz/corpus")
 CRASHERS = HERE / "crashers"
+SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None  # the input being run is written here each time
 
 
 def main() -> None:
@@ -35,9 +39,21 @@ def main() -> None:
     runs = 0
     while (left := int(deadline - time.monotonic())) > 0:
         runs += 1
-        done = subprocess.run([sys.executable, str(HERE / "fuzz_model.py"), str(CORPUS), f"-max_total_time={left}",
-                               f"-artifact_prefix={CRASHERS}/", "-rss_limit_mb=4096", "-timeout=20",
-                               "-print_final_stats=1"], capture_output=True, text=True)
+        with tempfile.TemporaryDirectory(prefix="edgert-fuzz-", dir=SCRATCH) as scratch:
+            command = [sys.executable, str(HERE / "fuzz_model.py"), str(CORPUS), f"-max_total_time={left}",
+                       f"-artifact_prefix={CRASHERS}/", "-rss_limit_mb=4096", "-timeout=20", "-print_final_stats=1"]
+            try:
+                done = subprocess.run(command, capture_output=True, text=True, timeout=left + 60,
+                                      env={**os.environ, "EDGERT_FUZZ_SCRATCH": scratch})
+            except subprocess.TimeoutExpired:
+                # A crash inside native code can deadlock libFuzzer's own handler, so its -timeout never fires:
+                # keep the input being run (the target writes it before loading) as a hang finding.
+                last = Path(scratch) / "input.tflite"
+                name = f"hang-{hashlib.sha1(last.read_bytes()).hexdigest()}" if last.exists() else None
+                if name:
+                    shutil.copy(last, CRASHERS / name)
+                print(f"run {runs}: hung past its time limit; kept {name or 'nothing'}", flush=True)
+                continue
         stats = [line for line in done.stderr.splitlines() if line.startswith(("stat::number_of_executed_units",
                                                                              "Test unit written"))]
         print(f"run {runs}: exit {done.returncode}; " + "; ".join(stats), flush=True)

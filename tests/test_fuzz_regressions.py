@@ -11,7 +11,7 @@ from edgert.benchmark import random_inputs
 from edgert.errors import EdgertError
 
 FINDINGS = Path(__file__).parent.parent / "fuzz" / "crashers"
-CRASHERS = sorted(FINDINGS.glob("crash-*")) + sorted(FINDINGS.glob("oom-*"))
+CRASHERS = sorted(p for kind in ("crash", "oom", "timeout", "hang") for p in FINDINGS.glob(f"{kind}-*"))
 
 
 @pytest.mark.parametrize("path", CRASHERS, ids=[p.name[:18] for p in CRASHERS])
