@@ -297,9 +297,22 @@ _OPTIONS_OWNERS = {1: {"CONV_2D"}, 2: {"DEPTHWISE_CONV_2D"}, 5: {"AVERAGE_POOL_2
                    29: {"DIV"}, 92: {"IF"}, 93: {"WHILE"}, 103: {"CALL_ONCE"}}
 
 
-def _check_operator(source, where, o, name, custom, options_type, inputs, outputs, tensors, buffer_sizes) -> None:
+def _check_operator(source, where, o, name, custom, options_type, inputs, outputs, tensors, buffer_sizes,
+                    options) -> None:
     def refuse(why: str):
         raise ModelFormatError(f"{source}: {where} operator {o} ({name}) {why} (corrupt or hand-edited model?)")
+
+    for key in ("stride_w", "stride_h", "filter_w", "filter_h", "dilation_w", "dilation_h", "depth_multiplier"):
+        if key in options and options[key] < 1:
+            refuse(f"has {key} {options[key]}; it must be at least 1")
+    if "filter_h" in options and inputs and 0 <= inputs[0] < len(tensors):
+        # A pooling window larger than its input does nothing useful, and delegates size buffers by it: a window
+        # of 134 million rows made XNNPACK take 8 GB while loading (found by fuzzing).
+        shape, signature = tensors[inputs[0]].shape, tensors[inputs[0]].shape_signature
+        if len(shape) == 4 and all(d > 0 for d in signature[1:3]):
+            if options["filter_h"] > shape[1] or options["filter_w"] > shape[2]:
+                refuse(f"pools a {options['filter_h']}x{options['filter_w']} window over a {shape[1]}x{shape[2]} "
+                       "input")
 
     arity = None if custom else _ARITY.get(name)
     if arity is not None:
@@ -518,7 +531,8 @@ def _parse(data: bytes, source: str) -> FlatModel:
                 options = tuple((key, table.scalar(i, _FORMATS[fmt], default)) for key, i, fmt, default in fields)
             inputs = op.scalars(1, "i", f"operator {o} inputs")
             outputs = op.scalars(2, "i", f"operator {o} outputs")
-            _check_operator(source, where, o, name, custom, options_type, inputs, outputs, tensors, buffer_sizes)
+            _check_operator(source, where, o, name, custom, options_type, inputs, outputs, tensors, buffer_sizes,
+                            dict(options))
             operators.append(OperatorInfo(
                 name, custom, indices(inputs, f"operator {o} input", optional=True),
                 indices(outputs, f"operator {o} output", optional=True), options))
