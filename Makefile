@@ -20,9 +20,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/digits_demo.py
 
-# The deploy tests start a real OpenSSH server; this installs one if it can (and says why not otherwise).
+# Some tests need system tools (an SSH server, kotlinc, libusb): installed when possible, else those tests skip.
 test: $(STAMP)
-	@sh tests/ensure_sshd.sh
+	@sh tests/ensure_tools.sh
 	$(PY) -m pytest
 
 bench: $(STAMP)

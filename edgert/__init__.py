@@ -15,6 +15,7 @@ from edgert.errors import (
     EdgertError,
     InferenceError,
     InputDataError,
+    MetadataError,
     ModelFormatError,
     OutputExistsError,
     SensorError,
@@ -31,7 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailableError", "BenchError", "BenchResult", "BundleError", "ConversionError", "DelegateCheck",
     "DelegateError", "DelegateUnavailableError", "DelegationReport", "DeployError", "DeviceProfileError", "EdgertError", "EnergyStats", "InferenceError",
-    "InputDataError", "LatencyStats", "Model", "ModelFormatError", "ModelInfo", "OutputExistsError", "PowerTrace",
+    "InputDataError", "LatencyStats", "MetadataError", "Model", "ModelFormatError", "ModelInfo", "OutputExistsError", "PowerTrace",
     "SensorError", "TensorSpec", "UnsupportedOperatorError", "__version__", "bench", "check", "inspect_model",
     "load",
 ]

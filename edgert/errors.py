@@ -70,3 +70,8 @@ class BundleError(EdgertError):
 
 class DeployError(EdgertError):
     """Deploying to, running on or rolling back a board over SSH failed; the message names the step and the fix."""
+
+
+class MetadataError(EdgertError):
+    """TFLite metadata does not fit the model (task, labels, normalisation), or an Android export was asked for
+    wrongly (package name, task, output folder)."""

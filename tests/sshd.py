@@ -1,6 +1,6 @@
 """A real OpenSSH server on a loopback port, with a throw-away host key and an authorized key made here.
 
-`make test` installs Debian's openssh-server when it can (tests/ensure_sshd.sh); without one the deploy tests are
+`make test` installs Debian's openssh-server when it can (tests/ensure_tools.sh); without one the deploy tests are
 skipped with the reason. Clients reach it through an ssh_config alias, `board`, exactly as a user's would.
 """
 
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# Where tests/ensure_sshd.sh unpacks the package when it cannot install it system-wide (not root).
+# Where tests/ensure_tools.sh unpacks the package when it cannot install it system-wide (not root).
 UNPACKED = REPO / "build" / "openssh"
 
 
@@ -28,7 +28,7 @@ def find_sshd() -> tuple[str | None, dict[str, str], str]:
     if unpacked.is_file() and os.geteuid() != 0:  # as root, sshd needs the package's privilege-separation user
         libs = [str(UNPACKED / "usr" / "lib" / "x86_64-linux-gnu"), str(UNPACKED / "lib" / "x86_64-linux-gnu")]
         return str(unpacked), {"LD_LIBRARY_PATH": os.pathsep.join(libs)}, ""
-    return None, {}, ("no OpenSSH server here: `make test` installs Debian's openssh-server (tests/ensure_sshd.sh), "
+    return None, {}, ("no OpenSSH server here: `make test` installs Debian's openssh-server (tests/ensure_tools.sh), "
                       "or `apt-get install openssh-server`")
 
 

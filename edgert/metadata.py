@@ -1,0 +1,496 @@
+"""TFLite Metadata: the `TFLITE_METADATA` buffer (metadata_schema.fbs) and the label files packed after the model.
+
+This is the layout Android Studio's ML Model Binding, the LiteRT Support Library and tflite-support's
+`MetadataPopulator`/`MetadataDisplayer` read and write: a `ModelMetadata` flatbuffer (file identifier `M001`) in a
+model buffer named `TFLITE_METADATA`, and associated files in a zip archive appended to the flatbuffer, stored
+uncompressed. The model itself is rewritten through the model schema's object API (ai-edge-litert's generated
+code), never by hand.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edgert.errors import InputDataError, MetadataError, ModelFormatError
+from edgert.files import atomic_path, check_output_path
+
+METADATA_NAME = "TFLITE_METADATA"
+METADATA_IDENTIFIER = b"M001"
+TASKS = ("classification", "detection", "segmentation", "generic")
+# The oldest metadata parser that reads every field edgert writes (tflite-support's
+# GetMinimumMetadataParserVersion gives this for these fields; tests/test_metadata.py checks it when it can).
+MIN_PARSER_VERSION = "1.0.0"
+LABELS_DESCRIPTION = "Labels for the classes the model recognises, one per line, in output order."
+
+
+@dataclass(frozen=True)
+class TensorMetadata:
+    """What metadata says about one input or output tensor."""
+
+    name: str
+    description: str = ""
+    content: str = ""  # "image", "feature", "bounding_box" or "" (none given)
+    color_space: str = ""  # RGB, GRAYSCALE
+    mean: tuple[float, ...] = ()  # NormalizationOptions: model input = (value - mean) / std
+    std: tuple[float, ...] = ()
+    min: tuple[float, ...] = ()  # Stats
+    max: tuple[float, ...] = ()
+    associated_files: tuple[tuple[str, str], ...] = ()  # (name, type)
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """The metadata of a model: its descriptive fields, per-tensor metadata, and the files packed with it."""
+
+    name: str
+    description: str = ""
+    version: str = ""
+    author: str = ""
+    license: str = ""
+    min_parser_version: str = ""
+    inputs: tuple[TensorMetadata, ...] = ()
+    outputs: tuple[TensorMetadata, ...] = ()
+    associated_files: tuple[tuple[str, str], ...] = ()  # model-level (name, type)
+    packed_files: tuple[str, ...] = ()  # the names in the zip section after the flatbuffer
+    labels: tuple[str, ...] | None = None  # the first label file's lines, if one is packed
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MetadataSpec:
+    """What to write. `mean`/`std` describe how a raw value (a pixel in `input_range`) becomes the model's input:
+    `(value - mean) / std`, one number or one per channel; for a quantized input they are derived from its
+    quantization when not given."""
+
+    name: str
+    description: str = ""
+    version: str = ""
+    author: str = ""
+    license: str = ""
+    labels: tuple[str, ...] | None = None
+    labels_file_name: str = "labels.txt"
+    labels_data: bytes | None = None  # the label file's exact bytes, packed as they are (else the lines, joined)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    input_range: tuple[float, float] = (0.0, 255.0)
+    task: str = "classification"
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise MetadataError(f"--task {self.task!r} is not one of {', '.join(TASKS)}")
+        if not self.name.strip():
+            raise MetadataError("--name is required and cannot be empty")
+        if (self.mean is None) != (self.std is None):
+            raise MetadataError("give --input-mean and --input-std together")
+        if self.std is not None and any(s == 0 or not math.isfinite(s) for s in self.std):
+            raise MetadataError(f"--input-std must be finite and non-zero, got {', '.join(map(str, self.std))}")
+        if self.mean is not None and not all(math.isfinite(m) for m in self.mean):
+            raise MetadataError("--input-mean must be finite")
+        low, high = self.input_range
+        if not low < high:
+            raise MetadataError(f"--input-range LOW must be below HIGH, got {low},{high}")
+        if self.labels is not None and (not self.labels or any(not label.strip() for label in self.labels)):
+            raise MetadataError("the label file has empty lines; give one non-empty label per class")
+
+
+@dataclass(frozen=True)
+class InputNormalization:
+    """The normalisation recorded for an image input, and the real range it maps `input_range` onto."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    min: tuple[float, ...]
+    max: tuple[float, ...]
+    derived: bool  # computed from the input's quantization rather than given
+
+
+def read_labels(path: str | os.PathLike) -> tuple[str, ...]:
+    """One label per line (blank lines at the end ignored).
+
+    Raises:
+        InputDataError: the file cannot be read or is not UTF-8 text.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputDataError(f"label file {p} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputDataError(f"cannot read label file {p}: {exc}") from None
+    return tuple(line.strip() for line in text.rstrip("\n").split("\n")) if text.strip() else ()
+
+
+def _quantized_real_range(spec) -> tuple[float, float] | None:
+    if not spec.quantized:
+        return None
+    bits = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}.get(spec.dtype)
+    if bits is None:
+        return None
+    scale, zero = spec.scale[0], spec.zero_point[0]
+    return (bits[0] - zero) * scale, (bits[1] - zero) * scale
+
+
+def plan_normalization(spec, meta: MetadataSpec, channels: int) -> InputNormalization:
+    """Check (or derive) the input normalisation against the input tensor.
+
+    Raises:
+        MetadataError: a float input without mean/std; per-channel values for the wrong number of channels; a
+            quantized input whose quantization cannot represent the normalised range.
+    """
+    low, high = meta.input_range
+    real = _quantized_real_range(spec)
+    if meta.mean is None:
+        if real is None:
+            raise MetadataError(f"input '{spec.name}' is {spec.dtype}: give --input-mean and --input-std (how a raw "
+                                f"value in {low:g}..{high:g} becomes the model's input, (value - mean) / std)")
+        std = (high - low) / (real[1] - real[0])
+        mean = low - real[0] * std
+        mean, std = float(f"{mean:.6g}"), float(f"{std:.6g}")  # 255, not 254.99998 from a float32 scale
+        means, stds, derived = (mean,) * channels, (std,) * channels, True
+    else:
+        means, stds, derived = _per_channel(meta.mean, channels, "mean"), _per_channel(meta.std, channels, "std"), False
+    lows = tuple((low - m) / s for m, s in zip(means, stds))
+    highs = tuple((high - m) / s for m, s in zip(means, stds))
+    mins = tuple(min(a, b) for a, b in zip(lows, highs))
+    maxs = tuple(max(a, b) for a, b in zip(lows, highs))
+    if real is not None and not derived:
+        step = spec.scale[0]
+        if min(mins) < real[0] - step or max(maxs) > real[1] + step:
+            std = (high - low) / (real[1] - real[0])
+            raise MetadataError(
+                f"input '{spec.name}' is {spec.dtype} representing {real[0]:.4g}..{real[1]:.4g} (scale "
+                f"{spec.scale[0]:.6g}, zero point {spec.zero_point[0]}), but --input-mean/--input-std map "
+                f"{low:g}..{high:g} to {min(mins):.4g}..{max(maxs):.4g}; for this input use --input-mean "
+                f"{low - real[0] * std:.6g} --input-std {std:.6g}, or leave both out")
+    return InputNormalization(means, stds, mins, maxs, derived)
+
+
+def _per_channel(values: tuple[float, ...], channels: int, what: str) -> tuple[float, ...]:
+    if len(values) == 1:
+        return values * channels
+    if len(values) != channels:
+        raise MetadataError(f"--input-{what} has {len(values)} values but the image has {channels} channel(s); "
+                            "give one value, or one per channel")
+    return tuple(values)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    inputs: list = field(default_factory=list)   # metadata_schema TensorMetadataT
+    outputs: list = field(default_factory=list)
+    files: dict = field(default_factory=dict)    # name -> bytes, packed after the model
+
+
+def _image_layout(spec) -> tuple[int, int, int]:
+    shape = spec.shape
+    if len(shape) != 4 or shape[3] not in (1, 3):
+        raise MetadataError(f"input '{spec.name}' has shape {list(shape)}; an image input is [1, height, width, "
+                            "1 or 3 channels] (use --task generic for other inputs)")
+    return shape[1], shape[2], shape[3]
+
+
+def _plan(info, meta: MetadataSpec):
+    """Check the model against the task and build the schema objects."""
+    from edgert import _metadata_schema as md
+
+    plan = _Plan()
+    image_tasks = ("classification", "detection", "segmentation")
+    if meta.task in image_tasks and len(info.inputs) != 1:
+        raise MetadataError(f"{info.path} has {len(info.inputs)} inputs; --task {meta.task} expects one image "
+                            "input (use --task generic)")
+    for spec in info.inputs:
+        tm = md.TensorMetadataT()
+        tm.name, tm.description = spec.name, ""
+        if meta.task in image_tasks:
+            _h, _w, channels = _image_layout(spec)
+            norm = plan_normalization(spec, meta, channels)
+            tm.name, tm.description = "image", f"Input image, normalised as (pixel - mean) / std from " \
+                                               f"{meta.input_range[0]:g}..{meta.input_range[1]:g}."
+            props = md.ImagePropertiesT()
+            props.colorSpace = md.ColorSpaceType.RGB if channels == 3 else md.ColorSpaceType.GRAYSCALE
+            tm.content = md.ContentT()
+            tm.content.contentPropertiesType = md.ContentProperties.ImageProperties
+            tm.content.contentProperties = props
+            tm.processUnits = [_normalization_unit(md, norm.mean, norm.std)]
+            tm.stats = _stats(md, norm.min, norm.max)
+        elif meta.mean is not None:
+            tm.processUnits = [_normalization_unit(md, meta.mean, meta.std)]
+        plan.inputs.append(tm)
+
+    labels = meta.labels
+    if meta.task == "classification":
+        if len(info.outputs) != 1 or len(info.outputs[0].shape) != 2:
+            shapes = ", ".join(str(list(o.shape)) for o in info.outputs)
+            raise MetadataError(f"a classifier has one [1, classes] output; {info.path} has {shapes} (use --task "
+                                "generic, detection or segmentation)")
+        _check_labels(labels, info.outputs[0].shape[-1], meta)
+        plan.outputs.append(_output(md, "probability", "Scores of the classes, in the label file's order.",
+                                    labels, meta, md.AssociatedFileType.TENSOR_AXIS_LABELS, plan))
+    elif meta.task == "detection":
+        if len(info.outputs) != 4:
+            raise MetadataError(f"a detector (SSD post-processing) has 4 outputs: locations, classes, scores and "
+                                f"the number of detections; {info.path} has {len(info.outputs)}")
+        names = (("location", "Boxes: [top, left, bottom, right], normalised to 0..1."),
+                 ("category", "Class index of each box."), ("score", "Score of each box."),
+                 ("number of detections", "How many boxes are valid."))
+        for k, (name, description) in enumerate(names):
+            plan.outputs.append(_output(md, name, description, labels if k == 1 else None, meta,
+                                        md.AssociatedFileType.TENSOR_VALUE_LABELS, plan))
+    elif meta.task == "segmentation":
+        out = info.outputs[0]
+        if len(info.outputs) != 1 or len(out.shape) != 4:
+            raise MetadataError(f"a segmenter has one [1, height, width, classes] output; {info.path} has "
+                                f"{', '.join(str(list(o.shape)) for o in info.outputs)}")
+        _check_labels(labels, out.shape[-1], meta)
+        plan.outputs.append(_output(md, "segmentation masks", "Per-pixel class scores.", labels, meta,
+                                    md.AssociatedFileType.TENSOR_AXIS_LABELS, plan))
+    else:
+        for k, out in enumerate(info.outputs):
+            fits = labels is not None and k == 0 and out.shape and out.shape[-1] == len(labels)
+            if labels is not None and k == 0 and not fits:
+                _check_labels(labels, out.shape[-1] if out.shape else 0, meta)
+            plan.outputs.append(_output(md, out.name, "", labels if fits else None, meta,
+                                        md.AssociatedFileType.TENSOR_AXIS_LABELS, plan))
+    return plan
+
+
+def _check_labels(labels, classes: int, meta: MetadataSpec) -> None:
+    if labels is not None and len(labels) != classes:
+        raise MetadataError(f"the label file {meta.labels_file_name} has {len(labels)} labels but the model's "
+                            f"output has {classes} classes; give one label per class")
+
+
+def _output(md, name, description, labels, meta, file_type, plan):
+    tm = md.TensorMetadataT()
+    tm.name, tm.description = name, description
+    tm.content = md.ContentT()
+    tm.content.contentPropertiesType = md.ContentProperties.FeatureProperties
+    tm.content.contentProperties = md.FeaturePropertiesT()
+    if labels is not None:
+        af = md.AssociatedFileT()
+        af.name, af.description, af.type = meta.labels_file_name, LABELS_DESCRIPTION, file_type
+        tm.associatedFiles = [af]
+        plan.files[meta.labels_file_name] = meta.labels_data or ("\n".join(labels) + "\n").encode()
+    return tm
+
+
+def _normalization_unit(md, mean, std):
+    unit = md.ProcessUnitT()
+    unit.optionsType = md.ProcessUnitOptions.NormalizationOptions
+    unit.options = md.NormalizationOptionsT()
+    unit.options.mean, unit.options.std = [float(m) for m in mean], [float(s) for s in std]
+    return unit
+
+
+def _stats(md, mins, maxs):
+    stats = md.StatsT()
+    stats.min, stats.max = [float(v) for v in mins], [float(v) for v in maxs]
+    return stats
+
+
+def build_metadata(info, meta: MetadataSpec) -> tuple[bytes, dict[str, bytes]]:
+    """The `M001` metadata flatbuffer for the model described by `info`, and the files to pack after it."""
+    import flatbuffers
+
+    from edgert import _metadata_schema as md
+
+    plan = _plan(info, meta)
+    model = md.ModelMetadataT()
+    model.name, model.description, model.version = meta.name, meta.description, meta.version
+    model.author, model.license = meta.author, meta.license
+    model.minParserVersion = MIN_PARSER_VERSION
+    subgraph = md.SubGraphMetadataT()
+    subgraph.inputTensorMetadata, subgraph.outputTensorMetadata = plan.inputs, plan.outputs
+    model.subgraphMetadata = [subgraph]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), METADATA_IDENTIFIER)
+    return bytes(builder.Output()), plan.files
+
+
+def _schema():
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        raise MetadataError("writing metadata needs ai-edge-litert's model schema: pip install ai-edge-litert") \
+            from None
+    return schema
+
+
+def embed(data: bytes, metadata: bytes, files: dict[str, bytes]) -> bytes:
+    """The model `data` with `metadata` as its TFLITE_METADATA buffer (replacing any) and `files` packed after it
+    (replacing any packed before)."""
+    import flatbuffers
+    import numpy as np
+
+    schema = _schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(metadata, dtype=np.uint8)
+    entries = [m for m in (model.metadata or []) if m.name.decode() != METADATA_NAME] if model.metadata else []
+    old = [m for m in (model.metadata or []) if m.name.decode() == METADATA_NAME]
+    if old:  # reuse the old buffer's slot: other tables may not refer to it, and indices stay put
+        model.buffers[old[0].buffer] = buffer
+        index = old[0].buffer
+    else:
+        model.buffers.append(buffer)
+        index = len(model.buffers) - 1
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA_NAME.encode(), index
+    model.metadata = entries + [entry]
+    builder = flatbuffers.Builder(len(data) + len(metadata) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    out = io.BytesIO(bytes(builder.Output()))
+    if files:
+        out.seek(0, io.SEEK_END)
+        with zipfile.ZipFile(out, "a") as archive:  # appended after the flatbuffer, stored (not deflated)
+            for name, content in files.items():
+                archive.writestr(name, content)
+    return out.getvalue()
+
+
+def write_metadata(model_path: str | os.PathLike, meta: MetadataSpec, output: str | os.PathLike | None = None,
+                   *, force: bool = False) -> tuple[str, ModelMetadata]:
+    """Write `meta` into a copy of the model (default `<stem>_metadata.tflite` beside it), atomically.
+
+    Raises:
+        ModelFormatError: not a valid model.
+        MetadataError: the metadata does not fit the model (task, labels, normalisation).
+        OutputExistsError: the output exists and `force` is false.
+    """
+    from edgert.flatbuffer import parse
+    from edgert.info import describe, read_model_bytes
+
+    model_path = Path(model_path)
+    out = Path(output) if output else model_path.with_name(f"{model_path.stem}_metadata.tflite")
+    check_output_path(out, force=force)
+    data = read_model_bytes(model_path)
+    info = describe(data, str(model_path), parse(data, str(model_path)))
+    metadata, files = build_metadata(info, meta)
+    result = embed(data, metadata, files)
+    parse(result, str(out))  # never write a model edgert could not read back
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(result)
+    return str(out), _decode(result, str(out))
+
+
+def read_metadata(model_path: str | os.PathLike) -> ModelMetadata | None:
+    """The metadata of a model (written by edgert or anything else), or None when it has none.
+
+    Raises:
+        ModelFormatError: not a valid model, or its metadata buffer is damaged.
+    """
+    from edgert.info import read_model_bytes
+
+    return _decode(read_model_bytes(model_path), str(model_path))
+
+
+def _decode(data: bytes, source: str) -> ModelMetadata | None:
+    from edgert import _metadata_schema as md
+    from edgert.flatbuffer import parse
+
+    flat = parse(data, source)
+    index = next((buf for name, buf in flat.metadata if name == METADATA_NAME), None)
+    if index is None:
+        return None
+    raw = flat.buffer(data, index)
+    if len(raw) < 8 or raw[4:8] != METADATA_IDENTIFIER:
+        raise ModelFormatError(f"{source}: its {METADATA_NAME} buffer is not TFLite metadata (identifier "
+                               f"{bytes(raw[4:8])!r}, expected {METADATA_IDENTIFIER!r})")
+    try:
+        root = md.ModelMetadataT.InitFromPackedBuf(bytearray(raw), 0)
+    except Exception as exc:  # flatbuffers raises struct.error, IndexError, ... on a damaged table
+        raise ModelFormatError(f"{source}: its {METADATA_NAME} buffer is damaged ({type(exc).__name__})") from None
+    packed, labels = _packed_files(data)
+    file_types = {v: k for k, v in vars(md.AssociatedFileType).items() if not k.startswith("_")}
+
+    def files(items) -> tuple[tuple[str, str], ...]:
+        return tuple((_text(f.name), file_types.get(f.type, str(f.type))) for f in (items or []))
+
+    def tensor(t) -> TensorMetadata:
+        content, color = "", ""
+        if t.content is not None:
+            kind = t.content.contentPropertiesType
+            content = {md.ContentProperties.ImageProperties: "image",
+                       md.ContentProperties.FeatureProperties: "feature",
+                       md.ContentProperties.BoundingBoxProperties: "bounding_box"}.get(kind, "")
+            if kind == md.ContentProperties.ImageProperties and t.content.contentProperties is not None:
+                color = {md.ColorSpaceType.RGB: "RGB", md.ColorSpaceType.GRAYSCALE: "GRAYSCALE"}.get(
+                    t.content.contentProperties.colorSpace, "")
+        mean = std = ()
+        for unit in t.processUnits or []:
+            if unit.optionsType == md.ProcessUnitOptions.NormalizationOptions and unit.options is not None:
+                mean = tuple(float(v) for v in (unit.options.mean if unit.options.mean is not None else []))
+                std = tuple(float(v) for v in (unit.options.std if unit.options.std is not None else []))
+        stats = t.stats
+        return TensorMetadata(
+            _text(t.name), _text(t.description), content, color, mean, std,
+            tuple(float(v) for v in (stats.min if stats is not None and stats.min is not None else [])),
+            tuple(float(v) for v in (stats.max if stats is not None and stats.max is not None else [])),
+            files(t.associatedFiles))
+
+    graph = root.subgraphMetadata[0] if root.subgraphMetadata else None
+    inputs = tuple(tensor(t) for t in (graph.inputTensorMetadata or [])) if graph else ()
+    outputs = tuple(tensor(t) for t in (graph.outputTensorMetadata or [])) if graph else ()
+    label_file = next((name for t in inputs + outputs for name, kind in t.associated_files
+                       if kind in ("TENSOR_AXIS_LABELS", "TENSOR_VALUE_LABELS")), None)
+    return ModelMetadata(
+        _text(root.name), _text(root.description), _text(root.version), _text(root.author), _text(root.license),
+        _text(root.minParserVersion), inputs, outputs, files(root.associatedFiles), tuple(packed),
+        labels.get(label_file) if label_file else None)
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _packed_files(data: bytes) -> tuple[list[str], dict[str, tuple[str, ...]]]:
+    """Names in the zip section after the flatbuffer, and the text files' lines."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = archive.namelist()
+            labels = {}
+            for name in names:
+                try:
+                    text = archive.read(name).decode("utf-8")
+                except (UnicodeDecodeError, zipfile.BadZipFile, KeyError, OSError):
+                    continue
+                labels[name] = tuple(line.strip() for line in text.rstrip("\n").split("\n"))
+            return names, labels
+    except zipfile.BadZipFile:
+        return [], {}
+
+
+def labels_file_bytes(model_path: str | os.PathLike, name: str) -> bytes:
+    """The exact bytes of a file packed after the model (what the Support Library extracts).
+
+    Raises:
+        MetadataError: no such file is packed.
+    """
+    data = Path(model_path).read_bytes()
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return archive.read(name)
+    except (zipfile.BadZipFile, KeyError):
+        raise MetadataError(f"{model_path} has no packed file {name!r}") from None
+
+
+def parse_floats(text: str, what: str) -> tuple[float, ...]:
+    """`127.5` or `123.7,116.3,103.5`.
+
+    Raises:
+        MetadataError: not numbers.
+    """
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise MetadataError(f"--{what} {text!r} is not a number or a comma-separated list of numbers") from None
+    return values
