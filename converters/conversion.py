@@ -458,7 +458,20 @@ class _Run:
                 converter.inference_output_type = tf.int16
         try:
             with native_log_captured():
+                if recipe.keep_float:
+                    if calibration is None:
+                        raise ConversionError("keep_float needs calibration data (--calibration-data or "
+                                              "--train-data)")
+                    # Selective quantization: TFLite's quantization debugger leaves the denylisted operators in
+                    # float and quantizes the rest (its inputs and outputs stay float).
+                    converter.inference_input_type = converter.inference_output_type = tf.float32
+                    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(recipe.keep_float))
+                    debugger = tf.lite.experimental.QuantizationDebugger(
+                        converter=converter, debug_dataset=converter.representative_dataset, debug_options=options)
+                    return debugger.get_nondebug_quantized_model()
                 return converter.convert()
+        except ConversionError:
+            raise
         except Exception as exc:  # the MLIR converter raises ConverterError, ValueError and RuntimeError alike
             message = " ".join(str(exc).split())
             if mode.needs_calibration and ("TFLITE_BUILTINS_INT8" in message or "quantiz" in message.lower()):

@@ -126,10 +126,18 @@ class ConvertRecipe:
     float_io: bool = False
     calibration_samples: int = 200
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Full int8 with these operators (their output tensor names) left in float: selective quantization.
+    keep_float: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "quantization", _enum(Quantization, self.quantization, "quantization"))
+        if isinstance(self.keep_float, list):
+            object.__setattr__(self, "keep_float", tuple(self.keep_float))
+        if not all(isinstance(n, str) and n for n in self.keep_float):
+            raise RecipeError("recipe key 'keep_float' must list operator output tensor names")
         q = self.quantization
+        if self.keep_float and (q is not Quantization.INT8 or self.qat):
+            raise RecipeError("keep_float applies to post-training --int8 only")
         if self.qat and q not in (Quantization.INT8, Quantization.EDGETPU, Quantization.DYNAMIC):
             raise RecipeError(f"--qat trains for int8 and cannot be combined with --{q.value}; "
                               "use --qat alone (full int8) or drop it")
@@ -157,6 +165,8 @@ class ConvertRecipe:
         if self.qat:
             parts.append("qat")
         parts.append(self.quantization.value)
+        if self.keep_float:
+            parts.append(f"keepfloat{len(self.keep_float)}")
         return "_".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,6 +175,8 @@ class ConvertRecipe:
                 return value.value
             if dataclasses.is_dataclass(value):
                 return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            if isinstance(value, tuple):
+                return list(value)
             return value
 
         return {"edgert_recipe": RECIPE_VERSION, "name": self.name, **plain(self)}
