@@ -230,7 +230,7 @@ def _choose(candidates: list[Candidate], objective: str) -> Candidate | None:
     return min(feasible, key=lambda c: (c.metric(objective), -c.accuracy, c.name), default=None)
 
 
-def sensitive_layers(model_path: str, calibration, limit: int = 3) -> list[str]:
+def sensitive_layers(model_path: str, calibration, limit: int = 3, scores: dict | None = None) -> list[str]:
     """The int8 model's operators ranked by quantization error (RMSE over the scale, from TFLite's quantization
     debugger), most sensitive first: the ones to keep in float when full int8 loses too much accuracy."""
     from edgert.converters._tf import import_tf
@@ -264,7 +264,10 @@ def sensitive_layers(model_path: str, calibration, limit: int = 3) -> list[str]:
             continue
         if scale > 0 and row.get("tensor_name"):
             scored.append(((mse ** 0.5) / scale, row["tensor_name"]))
-    return [name for _, name in sorted(scored, reverse=True)[:limit]]
+    ranked = sorted(scored, reverse=True)[:limit]
+    if scores is not None:
+        scores.update({name: score for score, name in ranked})
+    return [name for _, name in ranked]
 
 
 def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_data: str | os.PathLike,
@@ -401,8 +404,13 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
             best = _choose(candidates, objective)
             int8 = next((c for c in candidates if c.name == "int8"), None)
             if level == "post-training" and int8 is not None and not int8.feasible and int8.error is None:
-                names = sensitive_layers(str(model), _calibration(model, calibration_data, train_data, image_range))
+                scores: dict[str, float] = {}
+                names = sensitive_layers(str(model), _calibration(model, calibration_data, train_data, image_range),
+                                         scores=scores)
                 if names:
+                    why = ", ".join(f"{n} ({scores[n]:.3g})" for n in names)
+                    notes.append(f"full int8 lost {int8.accuracy_drop:.2f} points (more than {max_drop:g}); the "
+                                 f"operators most sensitive to quantization, by RMSE/scale, were tried in float: {why}")
                     progress(f"int8 loses {int8.accuracy_drop:.2f} points: trying {', '.join(names)} in float")
                     level_list = _levels(tuple(tuple(names[:k]) for k in range(1, len(names) + 1)))
                     index = 1

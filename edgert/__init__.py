@@ -31,8 +31,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError", "BenchError", "BenchResult", "BundleError", "ConversionError", "DelegateCheck",
-    "DelegateError", "DelegateUnavailableError", "DelegationReport", "DeployError", "DeviceProfileError", "EdgertError", "EnergyStats", "InferenceError",
-    "InputDataError", "LatencyStats", "MetadataError", "Model", "ModelFormatError", "ModelInfo", "OutputExistsError", "PowerTrace",
-    "SensorError", "TensorSpec", "UnsupportedOperatorError", "__version__", "bench", "check", "inspect_model",
-    "load",
+    "DelegateError", "DelegateUnavailableError", "DelegationReport", "DeployError", "DeviceProfileError",
+    "EdgertError", "EnergyStats", "InferenceError", "InputDataError", "LatencyStats", "MetadataError", "Model",
+    "ModelFormatError", "ModelInfo", "OutputExistsError", "PowerTrace", "SensorError", "TensorSpec",
+    "UnsupportedOperatorError", "bench", "check", "inspect_model", "load", "__version__",
 ]

@@ -7,6 +7,7 @@ Python SSH library matches. The board side is `edgert.remote_agent`, a standard-
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -263,8 +264,6 @@ def deploy(model: str, to: str | Target, device: str | None = None, *, remote_di
         why = board.runtime_error or "no interpreter package"
         raise DeployError(f"{target}: the runtime is missing on the board ({why}); pass --setup to install "
                           f"{', '.join(manifest.requirements)} in {board.root}/venv")
-    import hashlib
-
     progress(f"uploading to {board.root}/models/{manifest.name}")
     reply = call_agent(ssh, remote_python, "install", remote_dir, manifest.name, manifest.version, str(len(data)),
                        hashlib.sha256(data).hexdigest(), data=data, chunks=chunks)
