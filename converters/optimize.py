@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -190,7 +190,7 @@ def _measure(candidate: Candidate, *, to: str | None, device: str | None, allow_
                           bench_args=("--runs", str(runs), "--idle-seconds", "0"))
             latency = done.bench["latency"]
             energy = (done.bench.get("energy") or {}).get("energy_per_inference_mj")
-            return _replace(candidate, latency_p50_ms=latency["p50_ms"], latency_p90_ms=latency["p90_ms"],
+            return replace(candidate, latency_p50_ms=latency["p50_ms"], latency_p90_ms=latency["p90_ms"],
                             energy_mj=energy, measured_on=str(done.target))
         except DeployError as exc:
             if not allow_local:
@@ -200,12 +200,8 @@ def _measure(candidate: Candidate, *, to: str | None, device: str | None, allow_
                 notes.append(note)
     result = edgert.bench(candidate.path, runs=runs, warmup=10, idle_s=0.0)
     energy = result.energy.energy_per_inference_mj if result.energy else None
-    return _replace(candidate, latency_p50_ms=result.latency.p50_ms, latency_p90_ms=result.latency.p90_ms,
+    return replace(candidate, latency_p50_ms=result.latency.p50_ms, latency_p90_ms=result.latency.p90_ms,
                     energy_mj=energy, measured_on="this machine")
-
-
-def _replace(candidate: Candidate, **changes) -> Candidate:
-    return Candidate(**{**asdict(candidate), **changes})
 
 
 def mark_pareto(candidates: list[Candidate], objective: str, max_drop: float, float_accuracy: float,
@@ -215,13 +211,13 @@ def mark_pareto(candidates: list[Candidate], objective: str, max_drop: float, fl
     ok = [c for c in candidates if c.error is None and c.metric(objective) is not None and c.accuracy is not None]
     for c in candidates:
         if c not in ok:
-            out.append(_replace(c, pareto=False, feasible=False))
+            out.append(replace(c, pareto=False, feasible=False))
             continue
         dominated = any(o is not c and o.accuracy >= c.accuracy and o.metric(objective) <= c.metric(objective)
                         and (o.accuracy > c.accuracy or o.metric(objective) < c.metric(objective)) for o in ok)
         feasible = (float_accuracy - c.accuracy) * 100 <= max_drop + 1e-9 and (
             min_accuracy is None or c.accuracy * 100 >= min_accuracy - 1e-9)
-        out.append(_replace(c, pareto=not dominated, feasible=feasible))
+        out.append(replace(c, pareto=not dominated, feasible=feasible))
     return out
 
 
@@ -333,7 +329,7 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
     def finish(record: dict) -> Candidate:
         c = Candidate.from_dict(record)
         if c.error is None and c.accuracy is not None and float_c is not None:
-            c = _replace(c, accuracy_drop=round((float_c.accuracy - c.accuracy) * 100, 4))
+            c = replace(c, accuracy_drop=round((float_c.accuracy - c.accuracy) * 100, 4))
         return c
 
     def save(candidates, chosen=None, stopped="running"):
@@ -355,7 +351,7 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
         float_c = finish(run_candidate(task(recipe, "reference")))
         if float_c.error:
             raise InputDataError(f"the float model could not be converted or evaluated: {float_c.error}")
-    float_c = _replace(float_c, accuracy_drop=0.0)
+    float_c = replace(float_c, accuracy_drop=0.0)
     if min_accuracy is not None and float_c.accuracy * 100 < min_accuracy:
         raise InputDataError(f"even the float model reaches only {float_c.accuracy:.2%} on the eval data, below "
                              f"--min-accuracy {min_accuracy:g}%; lower the constraint or improve the model")

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from edgert.errors import MetadataError, OutputExistsError
-from edgert.metadata import MetadataSpec, ModelMetadata, build_metadata, embed, plan_normalization, read_labels
+from edgert.metadata import MetadataSpec, ModelMetadata, build_metadata, decode_metadata, embed, read_labels
 
 # LiteRT's Android artifacts (Google Maven): 1.4.2 is the newest line with the Interpreter API, GpuDelegate,
 # CompatibilityList and NnApiDelegate that the generated class uses.
@@ -137,13 +137,11 @@ def export_android(model_path: str | os.PathLike, package: str, out_dir: str | o
             raise MetadataError(f"the model's {what} is {spec.dtype}; the generated classifier handles float32, "
                                 "int8 and uint8")
     _, height, width, channels = spec_in.shape
-    norm = plan_normalization(spec_in, meta, channels)
     classes = spec_out.shape[-1]
     class_labels = meta.labels or tuple(str(i) for i in range(classes))
     with_metadata = embed(data, metadata_bytes, files)
-    from edgert.metadata import _decode
-
-    decoded = _decode(with_metadata, model_path.name)
+    decoded = decode_metadata(with_metadata, model_path.name)
+    norm = decoded.inputs[0]  # the Kotlin constants are the very normalisation the metadata records
     class_name = class_name_for(model_path)
     values = {
         "EDGERT_VERSION": __version__, "MODEL_FILE": model_path.name, "PACKAGE": package,

@@ -333,8 +333,8 @@ def embed(data: bytes, metadata: bytes, files: dict[str, bytes]) -> bytes:
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(metadata, dtype=np.uint8)
-    entries = [m for m in (model.metadata or []) if m.name.decode() != METADATA_NAME] if model.metadata else []
-    old = [m for m in (model.metadata or []) if m.name.decode() == METADATA_NAME]
+    entries = [m for m in model.metadata or [] if m.name.decode() != METADATA_NAME]
+    old = [m for m in model.metadata or [] if m.name.decode() == METADATA_NAME]
     if old:  # reuse the old buffer's slot: other tables may not refer to it, and indices stay put
         model.buffers[old[0].buffer] = buffer
         index = old[0].buffer
@@ -377,7 +377,7 @@ def write_metadata(model_path: str | os.PathLike, meta: MetadataSpec, output: st
     parse(result, str(out))  # never write a model edgert could not read back
     with atomic_path(out) as tmp:
         tmp.write_bytes(result)
-    return str(out), _decode(result, str(out))
+    return str(out), decode_metadata(result, str(out))
 
 
 def read_metadata(model_path: str | os.PathLike) -> ModelMetadata | None:
@@ -388,10 +388,11 @@ def read_metadata(model_path: str | os.PathLike) -> ModelMetadata | None:
     """
     from edgert.info import read_model_bytes
 
-    return _decode(read_model_bytes(model_path), str(model_path))
+    return decode_metadata(read_model_bytes(model_path), str(model_path))
 
 
-def _decode(data: bytes, source: str) -> ModelMetadata | None:
+def decode_metadata(data: bytes, source: str) -> ModelMetadata | None:
+    """The metadata of the model `data` (bytes), or None; see `read_metadata`."""
     from edgert import _metadata_schema as md
     from edgert.flatbuffer import parse
 
