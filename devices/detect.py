@@ -42,9 +42,10 @@ class Detection:
     accelerators: tuple[DeviceProfile, ...]
     evidence: tuple[str, ...]
     delegates: tuple[str, ...]
+    found_by: str = ""  # device-tree, android, usb or machine: how sure the board is
 
     def to_dict(self) -> dict:
-        return {"profile": self.profile.name if self.profile else None,
+        return {"profile": self.profile.name if self.profile else None, "found_by": self.found_by,
                 "title": self.profile.title if self.profile else None,
                 "accelerators": [a.name for a in self.accelerators], "evidence": list(self.evidence),
                 "delegates": list(self.delegates)}
@@ -95,12 +96,13 @@ def detect() -> Detection:
     found, _broken = _profiles.all_profiles()
     evidence: list[str] = []
     board: DeviceProfile | None = None
+    found_by = ""
 
     model = board_model()
     if model:
         for profile in found.values():
             if any(pattern.lower() in model.lower() for pattern in profile.detect.model):
-                board = profile
+                board, found_by = profile, "device-tree"
                 evidence.append(f"/proc/device-tree/model is {model!r}: {profile.title} ({profile.name})")
                 break
         else:
@@ -109,6 +111,7 @@ def detect() -> Detection:
         props = android_properties()
         if props.get("ro.build.version.sdk") or props.get("ro.product.model"):
             board = next((p for p in found.values() if p.detect.android), None)
+            found_by = "android" if board else ""
             evidence.append(f"Android {props.get('ro.build.version.release', '?')} on "
                             f"{props.get('ro.product.manufacturer', '')} {props.get('ro.product.model', '?')}".strip()
                             + (f": {board.title} ({board.name})" if board else ""))
@@ -121,10 +124,11 @@ def detect() -> Detection:
                 what = USB_NAMES.get(device.vendor_product, device.product or "a known accelerator")
                 evidence.append(f"USB {device.vendor_product} at port {device.port}: {what}")
     if board is None and accelerators:
-        board = accelerators[0]
+        board, found_by = accelerators[0], "usb"
     if board is None:
         kind = machine()
         board = next((p for p in found.values() if kind in p.detect.machine), None)
+        found_by = "machine" if board else ""
         evidence.append(f"machine type {kind}" + (f": {board.title} ({board.name})" if board
                                                    else ", which no profile matches; pass --device NAME"))
 
@@ -133,4 +137,4 @@ def detect() -> Detection:
         for name in profile.delegates:
             if name not in delegates:
                 delegates.append(name)
-    return Detection(board, tuple(accelerators), tuple(evidence), tuple(delegates))
+    return Detection(board, tuple(accelerators), tuple(evidence), tuple(delegates), found_by)

@@ -136,6 +136,23 @@ class Selection:
         return "; ".join(f"{name}: {why}" for name, why in self.skipped)
 
 
+def board_sensor_order() -> tuple[str, ...]:
+    """The power sensors the board's profile lists, in its order: the profile named by `EDGERT_DEVICE`, or the
+    board recognised from its device tree or Android properties (not a guess from the machine type alone)."""
+    import os
+
+    from edgert.devices import detect, profiles
+    from edgert.errors import DeviceProfileError
+
+    try:
+        if os.environ.get("EDGERT_DEVICE", "").strip():
+            return profiles.get(os.environ["EDGERT_DEVICE"]).power_sensors
+        found = detect.detect()
+    except DeviceProfileError:
+        return ()
+    return found.profile.power_sensors if found.profile and found.found_by in ("device-tree", "android") else ()
+
+
 def select(spec: str | None = "auto", command: str | None = None,
            options: Mapping[str, str] | None = None) -> Selection:
     """Open the first usable power source.
@@ -158,7 +175,10 @@ def select(spec: str | None = "auto", command: str | None = None,
         if spec == "none":
             return Selection(None)
         if spec == "auto":
-            candidates = sorted((p for p in plugins().values() if p.auto), key=lambda p: (p.priority, p.name))
+            board = board_sensor_order()
+            candidates = sorted((p for p in plugins().values() if p.auto),
+                                key=lambda p: (board.index(p.name) if p.name in board else len(board), p.priority,
+                                               p.name))
             names, requested = [p.name for p in candidates], False
         else:
             names, requested = [n.strip() for n in spec.split(",") if n.strip()], True

@@ -368,3 +368,20 @@ def test_env_restricts_which_sensor_plugins_load(fake, monkeypatch):
         monkeypatch.delenv("EDGERT_POWER_SENSORS")
         sensors.reset()
     assert {"ina2xx", "ina3221", "pmic", "battery", "rapl", "command"} <= set(sensors.plugins())
+
+
+def test_auto_follows_the_boards_profile(fake, tmp_path, monkeypatch):
+    """A Raspberry Pi 5 with an INA219 on its header: by priority the external meter would come first, but the
+    board's profile prefers its own PMIC; without a recognised board the priority order stands."""
+    script = tmp_path / "vcgencmd"
+    script.write_text(f"#!/bin/sh\ncat <<'EOF'\n{PMIC_OUTPUT}EOF\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("EDGERT_VCGENCMD", str(script))
+    monkeypatch.setenv("EDGERT_MACHINE", "aarch64")
+    fake.ina219_without_power(1)
+    assert sensors.select("auto").source.label.startswith("ina219")  # no board recognised: priority order
+    fake.write("/proc/device-tree/model", "Raspberry Pi 5 Model B Rev 1.0")
+    assert sensors.board_sensor_order()[0] == "pmic"
+    assert "pmic" in sensors.select("auto").source.label.lower()
+    monkeypatch.setenv("EDGERT_DEVICE", "rpi4")  # named profile: no pmic in its list, the INA219 first again
+    assert sensors.select("auto").source.label.startswith("ina219")
