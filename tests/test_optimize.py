@@ -191,3 +191,24 @@ def test_sensitive_layers_become_a_level_after_post_training():
     assert [r.name for r in levels[1][1]] == ["int8_keepfloat1", "int8_keepfloat2"]
     assert levels[1][1][1].keep_float == ("conv1", "dense")
     assert [name for name, _ in _levels()] == ["post-training", "pruning + int8", "QAT"]
+
+
+@pytest.mark.slow
+def test_when_int8_misses_the_budget_sensitive_layers_are_tried_in_float(digits, data, tmp_path):
+    """A digits CNN trained for 3 epochs loses 0.45 points in full int8: with --max-drop 0.2 the search tries int8
+    with the most sensitive operators kept in float before escalating, and says which and why."""
+    from edgert.converters.digits import train_digits_cnn
+
+    weak = tmp_path / "weak.h5"
+    train_digits_cnn(digits, epochs=3).save(weak)
+    result = optimize(weak, train_data=data[0], eval_data=data[1], max_drop=0.2, epochs=1, out_dir=tmp_path / "o")
+    by_name = {c.name: c for c in result.candidates}
+    assert by_name["int8"].accuracy_drop > 0.2 and not by_name["int8"].feasible
+    selective = [c for c in result.candidates if "keepfloat" in c.name]
+    assert [c.name for c in selective] == ["int8_keepfloat1", "int8_keepfloat2", "int8_keepfloat3"]
+    assert all(c.error is None and len(c.kept_float) == int(c.name[-1]) for c in selective)
+    assert selective[0].level == "int8, sensitive layers in float"
+    assert any("full int8 lost" in n and "RMSE/scale" in n and selective[0].kept_float[0] in n for n in result.notes)
+    levels = [c.level for c in result.candidates]
+    assert levels[:6] == ["post-training"] * 3 + ["int8, sensitive layers in float"] * 3  # before escalating
+    assert "stopped improving" in result.stopped_because or "pruning + int8" in levels
