@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import keyword
+import math
 import os
 import re
 import shutil
@@ -15,7 +16,8 @@ from importlib import resources
 from pathlib import Path
 
 from edgert.errors import MetadataError, OutputExistsError
-from edgert.metadata import MetadataSpec, ModelMetadata, build_metadata, decode_metadata, embed, read_labels
+from edgert.metadata import (
+    MetadataSpec, ModelMetadata, build_metadata, decode_metadata, detection_roles, embed, read_labels)
 
 # LiteRT's Android artifacts (Google Maven): 1.4.2 is the newest line with the Interpreter API, GpuDelegate,
 # CompatibilityList and NnApiDelegate that the generated class uses.
@@ -39,6 +41,65 @@ _READ = {
     "uint8": "((output.get().toInt() and 0xFF) - OUTPUT_ZERO_POINT) * OUTPUT_SCALE",
 }
 _BYTES = {"float32": 4, "int8": 1, "uint8": 1}
+# Segmentation compares scores as stored: dequantization keeps their order.
+_READ_RAW = {
+    "float32": "output.getFloat((pixel * NUM_CLASSES + c) * 4)",
+    "int8": "output.get(pixel * NUM_CLASSES + c).toFloat()",
+    "uint8": "(output.get(pixel * NUM_CLASSES + c).toInt() and 0xFF).toFloat()",
+}
+TASK_CLASSES = {"classification": "Classifier", "detection": "Detector", "segmentation": "Segmenter"}
+
+
+def _sections(text: str) -> dict[str, str]:
+    """A task part's sections: `//== NAME` lines start each one."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("//== "):
+            current = line[5:].strip()
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+    return {name: "\n".join(lines).rstrip("\n") for name, lines in sections.items()}
+
+
+def _task_values(meta: MetadataSpec, info) -> dict[str, str]:
+    """The numbers the task's part needs, checked against the model's outputs."""
+    outputs = info.outputs
+    if meta.task == "classification":
+        out = outputs[0]
+        _check_dtype(out, "output")
+        classes = out.shape[-1]
+        return {"NUM_CLASSES": str(classes), "OUTPUT_DTYPE": out.dtype, "OUTPUT_BYTES": str(_BYTES[out.dtype]),
+                "OUTPUT_SCALE": f"{out.scale[0]:.9g}" if out.quantized else "0",
+                "OUTPUT_ZERO_POINT": str(out.zero_point[0]) if out.quantized else "0",
+                "READ_SCORE": _READ[out.dtype],
+                "SCORE_KIND": "dequantized from " + out.dtype if out.quantized else "as the model outputs it",
+                "_labels": meta.labels or tuple(str(i) for i in range(classes))}
+    if meta.task == "detection":
+        roles = detection_roles(outputs, info.path)
+        if any(o.dtype != "float32" for o in outputs):
+            raise MetadataError("a detector's four outputs (SSD post-processing) are float32; this model has "
+                                f"{', '.join(o.dtype for o in outputs)}")
+        if not meta.labels:
+            raise MetadataError("a detector needs --labels: its class outputs are indices into the label file")
+        boxes, _, _, count = (outputs[i] for i in roles)
+        return {"NUM_CLASSES": str(len(meta.labels)), "MAX_DETECTIONS": str(boxes.shape[1]),
+                "COUNT_BYTES": str(4 * max(1, math.prod(count.shape))), "BOXES_OUTPUT": str(roles[0]),
+                "CLASSES_OUTPUT": str(roles[1]), "SCORES_OUTPUT": str(roles[2]), "COUNT_OUTPUT": str(roles[3]),
+                "_labels": meta.labels}
+    out = outputs[0]
+    _check_dtype(out, "output")
+    classes = out.shape[-1]
+    return {"NUM_CLASSES": str(classes), "OUTPUT_HEIGHT": str(out.shape[1]), "OUTPUT_WIDTH": str(out.shape[2]),
+            "OUTPUT_DTYPE": out.dtype, "OUTPUT_BYTES": str(_BYTES[out.dtype]), "READ_RAW": _READ_RAW[out.dtype],
+            "_labels": meta.labels or tuple(str(i) for i in range(classes))}
+
+
+def _check_dtype(spec, what: str) -> None:
+    if spec.dtype not in _PUT:
+        raise MetadataError(f"the model's {what} is {spec.dtype}; the generated class handles float32, int8 and "
+                            "uint8")
 
 
 class _KotlinTemplate(string.Template):
@@ -56,6 +117,13 @@ class AndroidExport:
     readme: str
     class_name: str
     metadata: ModelMetadata
+    task: str = "classification"
+
+    @property
+    def call(self) -> str:
+        """The generated class's main call, for a one-line hint."""
+        return {"classification": "classify", "detection": "detect", "segmentation": "segment"}[self.task] + \
+            "(bitmap)"
 
 
 def check_package(name: str) -> str:
@@ -74,13 +142,13 @@ def check_package(name: str) -> str:
     return name
 
 
-def class_name_for(model_path: str | os.PathLike) -> str:
-    """`digits_int8.tflite` -> `DigitsInt8Classifier`."""
+def class_name_for(model_path: str | os.PathLike, suffix: str = "Classifier") -> str:
+    """`digits_int8.tflite` -> `DigitsInt8Classifier` (or `...Detector`, `...Segmenter`)."""
     words = re.findall(r"[A-Za-z0-9]+", Path(model_path).stem)
     name = "".join(w[:1].upper() + w[1:] for w in words) or "Model"
     if name[0].isdigit():
         name = "Model" + name
-    return name + "Classifier"
+    return name + suffix
 
 
 def _kotlin_string(text: str) -> str:
@@ -121,9 +189,9 @@ def export_android(model_path: str | os.PathLike, package: str, out_dir: str | o
         raise OutputExistsError(f"the folder {out.parent} does not exist; create it or choose another -o")
     labels = read_labels(labels_path) if labels_path else None
     meta = meta or MetadataSpec(name=model_path.stem)
-    if meta.task != "classification":
-        raise MetadataError(f"edgert export android generates classifiers; --task {meta.task} is not supported "
-                            "yet (write its metadata with `edgert metadata write`)")
+    if meta.task not in TASK_CLASSES:
+        raise MetadataError(f"edgert export android generates classifiers, detectors and segmenters; --task "
+                            f"{meta.task} has no generated class (write its metadata with `edgert metadata write`)")
     if labels is not None:
         meta = MetadataSpec(**{**meta.__dict__, "labels": labels, "labels_file_name": Path(labels_path).name,
                                "labels_data": Path(labels_path).read_bytes()})
@@ -131,35 +199,28 @@ def export_android(model_path: str | os.PathLike, package: str, out_dir: str | o
     data = read_model_bytes(model_path)
     info = describe(data, str(model_path), parse(data, str(model_path)))
     metadata_bytes, files = build_metadata(info, meta)  # checks task, labels and normalisation against the model
-    spec_in, spec_out = info.inputs[0], info.outputs[0]
-    for spec, what in ((spec_in, "input"), (spec_out, "output")):
-        if spec.dtype not in _PUT:
-            raise MetadataError(f"the model's {what} is {spec.dtype}; the generated classifier handles float32, "
-                                "int8 and uint8")
+    spec_in = info.inputs[0]
+    if spec_in.dtype not in _PUT:
+        raise MetadataError(f"the model's input is {spec_in.dtype}; the generated class handles float32, int8 and "
+                            "uint8")
     _, height, width, channels = spec_in.shape
-    classes = spec_out.shape[-1]
-    class_labels = meta.labels or tuple(str(i) for i in range(classes))
+    task_values = _task_values(meta, info)
     with_metadata = embed(data, metadata_bytes, files)
     decoded = decode_metadata(with_metadata, model_path.name)
     norm = decoded.inputs[0]  # the Kotlin constants are the very normalisation the metadata records
-    class_name = class_name_for(model_path)
+    class_name = class_name_for(model_path, TASK_CLASSES[meta.task])
     values = {
         "EDGERT_VERSION": __version__, "MODEL_FILE": model_path.name, "PACKAGE": package,
         "PACKAGE_PATH": package.replace(".", "/"), "MODEL_SHA256": hashlib.sha256(with_metadata).hexdigest()[:16],
-        "MODEL_TITLE": meta.name, "CLASS_NAME": class_name, "NUM_CLASSES": str(classes),
+        "MODEL_TITLE": meta.name, "CLASS_NAME": class_name,
         "INPUT_HEIGHT": str(height), "INPUT_WIDTH": str(width), "INPUT_CHANNELS": str(channels),
-        "INPUT_DTYPE": spec_in.dtype, "OUTPUT_DTYPE": spec_out.dtype,
+        "INPUT_DTYPE": spec_in.dtype,
         "INPUT_MEAN": ", ".join(_float(v) for v in norm.mean), "INPUT_STD": ", ".join(_float(v) for v in norm.std),
         "INPUT_SCALE": f"{spec_in.scale[0]:.9g}" if spec_in.quantized else "0",
         "INPUT_ZERO_POINT": str(spec_in.zero_point[0]) if spec_in.quantized else "0",
-        "OUTPUT_SCALE": f"{spec_out.scale[0]:.9g}" if spec_out.quantized else "0",
-        "OUTPUT_ZERO_POINT": str(spec_out.zero_point[0]) if spec_out.quantized else "0",
         "RANGE_LOW": f"{meta.input_range[0]:g}", "RANGE_HIGH": f"{meta.input_range[1]:g}",
         "DELEGATE_ORDER": ", ".join(_kotlin_string(d) for d in delegates),
-        "LABELS": ",\n".join(" " * 12 + _kotlin_string(label) for label in class_labels),
-        "INPUT_BYTES": str(_BYTES[spec_in.dtype]), "OUTPUT_BYTES": str(_BYTES[spec_out.dtype]),
-        "PUT_VALUE": _PUT[spec_in.dtype], "READ_SCORE": _READ[spec_out.dtype],
-        "SCORE_KIND": "dequantized from " + spec_out.dtype if spec_out.quantized else "as the model outputs it",
+        "INPUT_BYTES": str(_BYTES[spec_in.dtype]), "PUT_VALUE": _PUT[spec_in.dtype],
         "LITERT_VERSION": LITERT_VERSION,
         "GPU_DEPENDENCY": (f'    implementation "com.google.ai.edge.litert:litert-gpu:{LITERT_VERSION}"\n'
                            if "gpu" in delegates else ""),
@@ -168,15 +229,23 @@ def export_android(model_path: str | os.PathLike, package: str, out_dir: str | o
         "INPUT_DESCRIPTION": f"{height}x{width}x{channels} {spec_in.dtype}",
         "QUANT_NOTE": (f", then quantized with scale {spec_in.scale[0]:.6g} and zero point {spec_in.zero_point[0]}"
                        if spec_in.quantized else ""),
+        **task_values,
     }
+    values["LABELS"] = ",\n".join(" " * 12 + _kotlin_string(label) for label in task_values["_labels"])
+    del values["_labels"]
     templates = resources.files("edgert") / "templates" / "android"
-    rendered = {name: _KotlinTemplate((templates / name).read_text()).substitute(values)
-                for name in ("Classifier.kt", "build.gradle.snippet", "README.md")}
+    parts = _sections((templates / f"{meta.task}.kt.part").read_text())
+    for section, text in parts.items():  # the task's own pieces, rendered with the model's numbers first
+        values[section] = _KotlinTemplate(text).substitute(values)
+    values["TASK_SUMMARY"] = values.pop("SUMMARY")
+    rendered = {"Model.kt": _KotlinTemplate((templates / "Model.kt").read_text()).substitute(values)}
+    for name in ("build.gradle.snippet", "README.md"):
+        rendered[name] = _KotlinTemplate((templates / name).read_text()).substitute(values)
     asset = Path("app/src/main/assets") / model_path.name
     kotlin = Path("app/src/main/java") / package.replace(".", "/") / f"{class_name}.kt"
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
     try:
-        for rel, content in ((asset, with_metadata), (kotlin, rendered["Classifier.kt"].encode()),
+        for rel, content in ((asset, with_metadata), (kotlin, rendered["Model.kt"].encode()),
                              (Path("build.gradle.snippet"), rendered["build.gradle.snippet"].encode()),
                              (Path("README.md"), rendered["README.md"].encode())):
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -192,4 +261,5 @@ def export_android(model_path: str | os.PathLike, package: str, out_dir: str | o
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return AndroidExport(str(out), str(asset), str(kotlin), "build.gradle.snippet", "README.md", class_name, decoded)
+    return AndroidExport(str(out), str(asset), str(kotlin), "build.gradle.snippet", "README.md", class_name, decoded,
+                         meta.task)

@@ -921,7 +921,8 @@ def export():
 @_fail_cleanly
 def export_android_command(model, package, delegates, name, description, version_, author, license_, labels,
                            input_mean, input_std, input_range, task, output, force):
-    """Write an Android module: the model with metadata in assets/, a Kotlin classifier, a Gradle snippet."""
+    """Write an Android module: the model with metadata in assets/, a Kotlin classifier, detector or segmenter
+    (--task), a Gradle snippet and a README."""
     from edgert.android import export_android
 
     spec = _metadata_spec(name or model.stem, description, version_, author, license_, labels, input_mean,
@@ -931,7 +932,7 @@ def export_android_command(model, package, delegates, name, description, version
     click.echo(f"wrote {done.out_dir}/")
     for rel in (done.model_asset, done.kotlin_source, done.gradle_snippet, done.readme):
         click.echo(f"  {rel}")
-    click.echo(f"use it: {done.class_name}(context).use {{ it.classify(bitmap) }}  (see {done.readme})")
+    click.echo(f"use it: {done.class_name}(context).use {{ it.{done.call} }}  (see {done.readme})")
 
 
 # -- optimize -------------------------------------------------------------------------------------------------

@@ -234,14 +234,14 @@ def _plan(info, meta: MetadataSpec):
         plan.outputs.append(_output(md, "probability", "Scores of the classes, in the label file's order.",
                                     labels, meta, md.AssociatedFileType.TENSOR_AXIS_LABELS, plan))
     elif meta.task == "detection":
-        if len(info.outputs) != 4:
-            raise MetadataError(f"a detector (SSD post-processing) has 4 outputs: locations, classes, scores and "
-                                f"the number of detections; {info.path} has {len(info.outputs)}")
+        roles = detection_roles(info.outputs, info.path)
         names = (("location", "Boxes: [top, left, bottom, right], normalised to 0..1."),
                  ("category", "Class index of each box."), ("score", "Score of each box."),
                  ("number of detections", "How many boxes are valid."))
-        for k, (name, description) in enumerate(names):
-            plan.outputs.append(_output(md, name, description, labels if k == 1 else None, meta,
+        for index in range(len(info.outputs)):  # metadata lists tensors in the model's own output order
+            role = roles.index(index)
+            name, description = names[role]
+            plan.outputs.append(_output(md, name, description, labels if role == 1 else None, meta,
                                         md.AssociatedFileType.TENSOR_VALUE_LABELS, plan))
     elif meta.task == "segmentation":
         out = info.outputs[0]
@@ -259,6 +259,43 @@ def _plan(info, meta: MetadataSpec):
             plan.outputs.append(_output(md, out.name, "", labels if fits else None, meta,
                                         md.AssociatedFileType.TENSOR_AXIS_LABELS, plan))
     return plan
+
+
+def detection_roles(outputs, source: str = "the model") -> tuple[int, int, int, int]:
+    """The output indices of (boxes, classes, scores, count) of an SSD-style detector.
+
+    The converter may store outputs in any order; their names keep the function's order (`X`, `X:1`, `X:2`, `X:3`
+    from TFLite_Detection_PostProcess, `StatefulPartitionedCall:k` from TensorFlow), which is tried first, then the
+    shapes: boxes are [1, N, 4], the count has one element, classes come before scores.
+
+    Raises:
+        MetadataError: not four outputs of those shapes.
+    """
+    shapes = ", ".join(str(list(o.shape)) for o in outputs)
+    if len(outputs) != 4:
+        raise MetadataError(f"a detector (SSD post-processing) has 4 outputs: boxes, classes, scores and the number "
+                            f"of detections; {source} has {len(outputs)} ({shapes})")
+
+    def key(i):
+        base, _, k = outputs[i].name.rpartition(":")
+        return (base, int(k)) if base and k.isdigit() else (outputs[i].name, 0)
+
+    def fits(order) -> bool:
+        boxes, classes, scores, count = (outputs[i].shape for i in order)
+        n = boxes[1] if len(boxes) == 3 and boxes[2] == 4 else None
+        return n is not None and classes[-1:] == (n,) and scores[-1:] == (n,) and math.prod(count) == 1
+
+    if len({key(i)[0] for i in range(4)}) == 1:
+        by_name = tuple(sorted(range(4), key=key))
+        if fits(by_name):
+            return by_name
+    boxes = [i for i in range(4) if len(outputs[i].shape) == 3]
+    count = [i for i in range(4) if math.prod(outputs[i].shape) == 1]
+    rest = [i for i in range(4) if i not in boxes + count]
+    if len(boxes) == 1 and len(count) == 1 and len(rest) == 2 and fits((boxes[0], rest[0], rest[1], count[0])):
+        return boxes[0], rest[0], rest[1], count[0]
+    raise MetadataError(f"a detector outputs boxes [1, N, 4], classes [1, N], scores [1, N] and a count [1]; "
+                        f"{source} has {shapes}")
 
 
 def _check_labels(labels, classes: int, meta: MetadataSpec) -> None:

@@ -105,13 +105,16 @@ def _compile(sources: list[Path], work: Path) -> Path:
     return work
 
 
-def _run(work: Path, class_name: str, assets: Path, gray: np.ndarray, output: bytes) -> dict:
+def _run(work: Path, task: str, class_name: str, assets: Path, gray: np.ndarray, outputs: list[bytes]) -> dict:
     pixels = (0xFF << 24) | (gray.astype(np.int64) << 16) | (gray.astype(np.int64) << 8) | gray.astype(np.int64)
     (work / "pixels.bin").write_bytes(pixels.astype("<u4").tobytes())
-    (work / "output.bin").write_bytes(output)
-    done = subprocess.run(["java", "-cp", f"{work}/stubs:{work}/generated.jar:{work}/harness", "Harness", class_name,
-                           str(assets), str(work / "pixels.bin"), str(gray.shape[1]), str(gray.shape[0]),
-                           str(work / "output.bin")], capture_output=True, text=True, timeout=60)
+    files = []
+    for k, data in enumerate(outputs):
+        files.append(work / f"output{k}.bin")
+        files[-1].write_bytes(data)
+    done = subprocess.run(["java", "-cp", f"{work}/stubs:{work}/generated.jar:{work}/harness", "Harness", task,
+                           class_name, str(assets), str(work / "pixels.bin"), str(gray.shape[1]), str(gray.shape[0]),
+                           ",".join(map(str, files))], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     result["log"] = done.stderr
@@ -130,8 +133,8 @@ def test_generated_classes_compile_and_prepare_what_edgert_would_feed(int8_tflit
     # int8: the bytes the classifier feeds are what edgert's runtime makes of the same pixels.
     model = edgert.load(int8_tflite)
     raw_out = np.random.default_rng(4).integers(-128, 128, 10).astype(np.int8)
-    r = _run(work, "com.example.digits.DigitsInt8Classifier", int8_out / "app/src/main/assets", gray,
-             raw_out.tobytes())
+    r = _run(work, "classification", "com.example.digits.DigitsInt8Classifier", int8_out / "app/src/main/assets",
+             gray, [raw_out.tobytes()])
     spec = model.inputs[0]
     x = (gray.astype(np.float32) - 0.0) / 255.0
     q = np.clip(np.floor(x / np.float32(spec.scale[0]) + 0.5) + spec.zero_point[0], -128, 127).astype(np.int8)
@@ -155,8 +158,8 @@ def test_generated_classes_compile_and_prepare_what_edgert_would_feed(int8_tflit
     # float: (pixel - 0) / 16 as float32, native byte order.
     raw_float = np.random.default_rng(5).uniform(0, 1, 10).astype(np.float32)
     gray16 = gray % 17
-    r = _run(work, "com.example.digits.DigitsClassifier", float_out / "app/src/main/assets", gray16,
-             raw_float.tobytes())
+    r = _run(work, "classification", "com.example.digits.DigitsClassifier", float_out / "app/src/main/assets",
+             gray16, [raw_float.tobytes()])
     fed = np.frombuffer(np.array(r["input"], np.int8).tobytes(), np.float32)
     np.testing.assert_allclose(fed, gray16.ravel().astype(np.float32) / 16.0, rtol=1e-6)
     np.testing.assert_allclose(r["scores"], raw_float, rtol=1e-6)
@@ -182,7 +185,8 @@ def test_bad_input_writes_nothing(int8_tflite, two_input_tflite, labels, tmp_pat
         (["--package", "com.example.1app"], "not a Java package name"),
         (["--package", "com.example.app", "--labels", str(three)], "has 3 labels but the model's output has 10"),
         (["--package", "com.example.app", "--delegate", "tpu"], "the Android export knows gpu, nnapi"),
-        (["--package", "com.example.app", "--task", "detection"], "generates classifiers"),
+        (["--package", "com.example.app", "--task", "generic"], "generates classifiers, detectors and segmenters"),
+        (["--package", "com.example.app", "--task", "detection"], "has 4 outputs: boxes, classes, scores"),
     ]
     for extra, message in cases:
         result = runner.invoke(cli, ["export", "android", str(int8_tflite), "-o", str(out), *extra])
@@ -199,3 +203,87 @@ def test_bad_input_writes_nothing(int8_tflite, two_input_tflite, labels, tmp_pat
                                "--labels", str(labels), "-o", str(out), "--force"])
     assert done.exit_code == 0 and not (out / "mine.txt").exists()
     assert (out / "app/src/main/java/com/example/app/DigitsInt8Classifier.kt").is_file()
+
+
+@pytest.fixture(scope="module")
+def detector_and_segmenter(tmp_path_factory):
+    """A model with SSD-style outputs (boxes [1, 5, 4], classes, scores, count; the converter stores them out of
+    order) and an int8 per-pixel classifier [1, 16, 16, 4]: stand-ins with the shapes real ones have."""
+    from edgert.converters import convert
+    from edgert.converters._tf import import_tf
+    from edgert.native import native_log_captured
+
+    tf, keras = import_tf()
+    keras.utils.set_random_seed(0)
+    folder = tmp_path_factory.mktemp("android-models")
+    image = keras.Input((16, 16, 3))
+    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Flatten()(image))
+    heads = keras.Model(image, [keras.layers.Reshape((5, 4))(keras.layers.Dense(20, activation="sigmoid")(hidden)),
+                                keras.layers.Dense(5)(hidden), keras.layers.Dense(5, activation="sigmoid")(hidden),
+                                keras.layers.Dense(1)(hidden)])
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
+    def detector(x):
+        boxes, classes, scores, count = heads(x)
+        return boxes, tf.round(classes), scores, tf.reshape(count, [1])
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([detector.get_concrete_function()], heads)
+    with native_log_captured():
+        (folder / "ssd.tflite").write_bytes(converter.convert())
+    pixels = keras.Input((16, 16, 3))
+    keras.Model(pixels, keras.layers.Conv2D(4, 1, activation="softmax")(pixels)).save(folder / "seg.h5")
+    np.save(folder / "calibration.npy", np.random.default_rng(0).uniform(0, 1, (16, 16, 16, 3)).astype(np.float32))
+    seg = convert(folder / "seg.h5", folder / "seg_int8.tflite", int8=True,
+                  calibration_data=folder / "calibration.npy", image_range=(0.0, 1.0)).output_path
+    return folder / "ssd.tflite", Path(seg)
+
+
+@pytest.mark.slow
+def test_detector_and_segmenter_compile_and_read_their_outputs(detector_and_segmenter, tmp_path):
+    _jvm_tools()
+    ssd, seg = detector_and_segmenter
+    labels = tmp_path / "animals.txt"
+    labels.write_text("cat\ndog\nbird\n")
+    det_out = tmp_path / "det"
+    det = export_android(ssd, "com.example.det", det_out, labels_path=labels,
+                         meta=MetadataSpec(name="Animals", task="detection", mean=(0.0,), std=(255.0,)))
+    seg_out = tmp_path / "seg"
+    segd = export_android(seg, "com.example.seg", seg_out, meta=MetadataSpec(name="Parts", task="segmentation"))
+    assert (det.class_name, segd.class_name) == ("SsdDetector", "SegInt8Segmenter")
+    source = (det_out / det.kotlin_source).read_text()
+    roles = metadata.detection_roles(edgert.inspect_model(ssd).outputs)
+    for role, index in zip(("BOXES", "CLASSES", "SCORES", "COUNT"), roles):
+        assert f"private const val {role}_OUTPUT = {index}" in source
+    assert [t.name for t in det.metadata.outputs][roles[1]] == "category"  # metadata follows the same roles
+    work = _compile([det_out / det.kotlin_source, seg_out / segd.kotlin_source], tmp_path / "jvm")
+
+    boxes = np.array([[0.1, 0.2, 0.5, 0.6], [0, 0, 1, 1], [0.25, 0.5, 0.75, 1.0], [0.0, 0.0, 0.5, 0.5],
+                      [0.3, 0.3, 0.4, 0.4]], np.float32)
+    classes = np.array([0, 1, 2, 1, 0], np.float32)
+    scores = np.array([0.9, 0.2, 0.7, 0.6, 0.95], np.float32)  # the 5th is beyond the count
+    count = np.array([4], np.float32)
+    by_role = [boxes.tobytes(), classes.tobytes(), scores.tobytes(), count.tobytes()]
+    outputs = [by_role[roles.index(i)] for i in range(4)]  # as the interpreter would fill its outputs
+    gray = np.full((32, 32), 128)
+    r = _run(work, "detection", "com.example.det.SsdDetector", det_out / "app/src/main/assets", gray, outputs)
+    assert r["detections"] == ("[Detection(label=cat, score=0.9, left=6.4, top=3.2, right=19.2, bottom=16.0), "
+                               "Detection(label=bird, score=0.7, left=16.0, top=8.0, right=32.0, bottom=24.0), "
+                               "Detection(label=dog, score=0.6, left=0.0, top=0.0, right=16.0, bottom=16.0)]")
+    fed = np.frombuffer(np.array(r["input"], np.int8).tobytes(), np.float32)
+    np.testing.assert_allclose(fed, np.full(16 * 16 * 3, 128 / 255, np.float32), rtol=1e-6)
+
+    raw = np.random.default_rng(6).integers(-128, 128, (16 * 16, 4)).astype(np.int8)
+    r = _run(work, "segmentation", "com.example.seg.SegInt8Segmenter", seg_out / "app/src/main/assets",
+             np.random.default_rng(7).integers(0, 256, (16, 16)), [raw.tobytes()])
+    assert r["mask"] == raw.argmax(axis=1).tolist()
+    assert r["delegate"] == "cpu" and r["closed"] is True
+
+
+def test_detector_bad_input(detector_and_segmenter, tmp_path):
+    ssd, seg = detector_and_segmenter
+    with pytest.raises(MetadataError, match="a detector needs --labels"):
+        export_android(ssd, "a.b", tmp_path / "x", meta=MetadataSpec(name="A", task="detection", mean=(0.0,),
+                                                                      std=(1.0,)))
+    with pytest.raises(MetadataError, match=r"a detector \(SSD post-processing\) has 4 outputs"):
+        export_android(seg, "a.b", tmp_path / "x", meta=MetadataSpec(name="A", task="detection"))
+    assert not (tmp_path / "x").exists()

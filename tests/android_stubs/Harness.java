@@ -4,31 +4,48 @@ import android.graphics.Bitmap;
 import java.nio.file.Files;
 import java.nio.file.Paths;
 
-/** Runs a generated classifier: java Harness CLASS ASSETS_DIR PIXELS(int32 LE, W*H) W H OUTPUT_BYTES */
+/** Runs a generated class on the JVM and prints what it did as JSON:
+ *  java Harness TASK CLASS ASSETS_DIR PIXELS(int32 LE, W*H) W H OUTPUT_FILE[,OUTPUT_FILE...] */
 public class Harness {
     public static void main(String[] args) throws Exception {
-        java.io.File assets = new java.io.File(args[1]);
-        byte[] raw = Files.readAllBytes(Paths.get(args[2]));
-        int width = Integer.parseInt(args[3]), height = Integer.parseInt(args[4]);
+        String task = args[0];
+        java.io.File assets = new java.io.File(args[2]);
+        byte[] raw = Files.readAllBytes(Paths.get(args[3]));
+        int width = Integer.parseInt(args[4]), height = Integer.parseInt(args[5]);
         int[] pixels = new int[width * height];
         java.nio.ByteBuffer.wrap(raw).order(java.nio.ByteOrder.LITTLE_ENDIAN).asIntBuffer().get(pixels);
-        org.tensorflow.lite.Interpreter.nextOutput = Files.readAllBytes(Paths.get(args[5]));
+        org.tensorflow.lite.Interpreter.nextOutputs = new java.util.ArrayList<>();
+        for (String f : args[6].split(",")) org.tensorflow.lite.Interpreter.nextOutputs.add(Files.readAllBytes(Paths.get(f)));
         Context context = new Context() {
             public AssetManager getAssets() { return new AssetManager(assets); }
         };
-        Class<?> cls = Class.forName(args[0]);
-        Object classifier = cls.getConstructor(Context.class, int.class).newInstance(context, 2);
-        Object top = cls.getMethod("classify", Bitmap.class, int.class).invoke(classifier, new Bitmap(width, height, pixels), 3);
-        float[] scores = (float[]) cls.getMethod("scores", Bitmap.class).invoke(classifier, new Bitmap(width, height, pixels));
-        String used = (String) cls.getMethod("getDelegateUsed").invoke(classifier);
-        ((java.io.Closeable) classifier).close();
-        StringBuilder json = new StringBuilder("{\"delegate\": \"" + used + "\", \"model_bytes\": "
-            + org.tensorflow.lite.Interpreter.modelBytes + ", \"closed\": " + org.tensorflow.lite.Interpreter.closed + ", \"input\": [");
+        Class<?> cls = Class.forName(args[1]);
+        Object model = cls.getConstructor(Context.class, int.class).newInstance(context, 2);
+        Bitmap bitmap = new Bitmap(width, height, pixels);
+        StringBuilder json = new StringBuilder("{");
+        if (task.equals("classification")) {
+            Object top = cls.getMethod("classify", Bitmap.class, int.class).invoke(model, bitmap, 3);
+            float[] scores = (float[]) cls.getMethod("scores", Bitmap.class).invoke(model, bitmap);
+            json.append("\"top\": \"").append(top.toString().replace("\"", "'")).append("\", \"scores\": [");
+            for (int i = 0; i < scores.length; i++) json.append(i == 0 ? "" : ", ").append(scores[i]);
+            json.append("], ");
+        } else if (task.equals("detection")) {
+            Object found = cls.getMethod("detect", Bitmap.class, float.class).invoke(model, bitmap, 0.5f);
+            json.append("\"detections\": \"").append(found.toString().replace("\"", "'")).append("\", ");
+        } else {
+            Object seg = cls.getMethod("segment", Bitmap.class).invoke(model, bitmap);
+            int[] mask = (int[]) seg.getClass().getMethod("getMask").invoke(seg);
+            json.append("\"mask\": [");
+            for (int i = 0; i < mask.length; i++) json.append(i == 0 ? "" : ", ").append(mask[i]);
+            json.append("], ");
+        }
+        String used = (String) cls.getMethod("getDelegateUsed").invoke(model);
+        ((java.io.Closeable) model).close();
+        json.append("\"delegate\": \"" + used + "\", \"model_bytes\": " + org.tensorflow.lite.Interpreter.modelBytes
+            + ", \"closed\": " + org.tensorflow.lite.Interpreter.closed + ", \"input\": [");
         byte[] in = org.tensorflow.lite.Interpreter.lastInput;
         for (int i = 0; i < in.length; i++) json.append(i == 0 ? "" : ", ").append(in[i]);
-        json.append("], \"scores\": [");
-        for (int i = 0; i < scores.length; i++) json.append(i == 0 ? "" : ", ").append(scores[i]);
-        json.append("], \"top\": \"").append(top.toString().replace("\"", "'")).append("\"}");
+        json.append("]}");
         System.out.println(json);
     }
 }

@@ -18,7 +18,7 @@ import java.nio.MappedByteBuffer
 import java.nio.channels.FileChannel
 
 /**
- * %%{MODEL_TITLE}: classifies a [Bitmap] into %%{NUM_CLASSES} classes with the LiteRT interpreter.
+ * %%{MODEL_TITLE}: %%{TASK_SUMMARY} with the LiteRT interpreter.
  *
  * Tries the delegates in [DELEGATE_ORDER] and falls back to the CPU (XNNPACK); [delegateUsed] says which one runs
  * the model and the choice is logged under the tag "%%{CLASS_NAME}". Not thread-safe: use one instance per thread,
@@ -26,9 +26,7 @@ import java.nio.channels.FileChannel
  */
 class %%{CLASS_NAME}(context: Context, numThreads: Int = 4) : Closeable {
 
-    /** One class and its score (%%{SCORE_KIND}). */
-    data class Recognition(val label: String, val score: Float)
-
+%%{TYPES}
     companion object {
         private const val TAG = "%%{CLASS_NAME}"
         const val MODEL_ASSET = "%%{MODEL_FILE}"
@@ -36,7 +34,6 @@ class %%{CLASS_NAME}(context: Context, numThreads: Int = 4) : Closeable {
         const val INPUT_WIDTH = %%{INPUT_WIDTH}
         const val INPUT_CHANNELS = %%{INPUT_CHANNELS}
         const val INPUT_DTYPE = "%%{INPUT_DTYPE}"
-        const val OUTPUT_DTYPE = "%%{OUTPUT_DTYPE}"
         const val NUM_CLASSES = %%{NUM_CLASSES}
 
         /** A pixel value v in %%{RANGE_LOW}..%%{RANGE_HIGH} becomes the model's input (v - INPUT_MEAN) / INPUT_STD. */
@@ -47,10 +44,7 @@ class %%{CLASS_NAME}(context: Context, numThreads: Int = 4) : Closeable {
         const val INPUT_SCALE = %%{INPUT_SCALE}f
         const val INPUT_ZERO_POINT = %%{INPUT_ZERO_POINT}
 
-        /** Output quantization (x = (q - OUTPUT_ZERO_POINT) * OUTPUT_SCALE); 0 when the output is float. */
-        const val OUTPUT_SCALE = %%{OUTPUT_SCALE}f
-        const val OUTPUT_ZERO_POINT = %%{OUTPUT_ZERO_POINT}
-
+%%{CONSTANTS}
         /** Delegates to try, in order, before the CPU. */
         val DELEGATE_ORDER = listOf(%%{DELEGATE_ORDER})
 
@@ -66,7 +60,7 @@ class %%{CLASS_NAME}(context: Context, numThreads: Int = 4) : Closeable {
     private val delegates = mutableListOf<Delegate>()
     private val input: ByteBuffer = ByteBuffer.allocateDirect(INPUT_HEIGHT * INPUT_WIDTH * INPUT_CHANNELS * %%{INPUT_BYTES})
         .order(ByteOrder.nativeOrder())
-    private val output: ByteBuffer = ByteBuffer.allocateDirect(NUM_CLASSES * %%{OUTPUT_BYTES}).order(ByteOrder.nativeOrder())
+%%{FIELDS}
     private val pixels = IntArray(INPUT_HEIGHT * INPUT_WIDTH)
 
     init {
@@ -128,21 +122,7 @@ class %%{CLASS_NAME}(context: Context, numThreads: Int = 4) : Closeable {
         }
     }
 
-    /** The [topK] most likely classes for [bitmap], best first. */
-    fun classify(bitmap: Bitmap, topK: Int = 3): List<Recognition> {
-        val scores = scores(bitmap)
-        return scores.indices.sortedByDescending { scores[it] }.take(topK).map { Recognition(LABELS[it], scores[it]) }
-    }
-
-    /** Every class's score for [bitmap], in [LABELS] order. */
-    fun scores(bitmap: Bitmap): FloatArray {
-        preprocess(bitmap)
-        output.rewind()
-        interpreter.run(input, output)
-        output.rewind()
-        return FloatArray(NUM_CLASSES) { %%{READ_SCORE} }
-    }
-
+%%{METHODS}
     private fun preprocess(bitmap: Bitmap) {
         val scaled = if (bitmap.width == INPUT_WIDTH && bitmap.height == INPUT_HEIGHT) bitmap
         else Bitmap.createScaledBitmap(bitmap, INPUT_WIDTH, INPUT_HEIGHT, true)
