@@ -11,7 +11,7 @@ import re
 import shutil
 import string
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -162,7 +162,8 @@ def _float(value: float) -> str:
 def export_android(model_path: str | os.PathLike, package: str, out_dir: str | os.PathLike, *,
                    labels_path: str | os.PathLike | None = None, delegates: tuple[str, ...] = ("gpu",),
                    meta: MetadataSpec | None = None, force: bool = False) -> AndroidExport:
-    """Write the Android module for a classifier: assets, Kotlin, Gradle snippet, README.
+    """Write the Android module for a classifier, detector or segmenter (`meta.task`): assets, Kotlin, Gradle
+    snippet, README.
 
     The output folder is built beside its destination and moved into place at the end, so a failure leaves
     nothing behind (and, with `force`, the old folder is replaced only once the new one is complete).
@@ -193,8 +194,8 @@ def export_android(model_path: str | os.PathLike, package: str, out_dir: str | o
         raise MetadataError(f"edgert export android generates classifiers, detectors and segmenters; --task "
                             f"{meta.task} has no generated class (write its metadata with `edgert metadata write`)")
     if labels is not None:
-        meta = MetadataSpec(**{**meta.__dict__, "labels": labels, "labels_file_name": Path(labels_path).name,
-                               "labels_data": Path(labels_path).read_bytes()})
+        meta = replace(meta, labels=labels, labels_file_name=Path(labels_path).name,
+                       labels_data=Path(labels_path).read_bytes())
 
     data = read_model_bytes(model_path)
     info = describe(data, str(model_path), parse(data, str(model_path)))
