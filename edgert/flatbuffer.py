@@ -198,6 +198,8 @@ _OPTION_FIELDS: dict[int, tuple[tuple[str, int, str, int], ...]] = {
     93: (("cond_subgraph", 0, "i", 0), ("body_subgraph", 1, "i", 0)),                # WhileOptions
     103: (("init_subgraph", 0, "i", 0),),                                             # CallOnceOptions
 }
+# The most dimensions a TFLite kernel handles (e.g. BROADCAST_TO, the widest); XNNPACK stops at 6.
+MAX_RANK = 8
 _SUBGRAPH_OPTIONS = ("then_subgraph", "else_subgraph", "cond_subgraph", "body_subgraph", "init_subgraph")
 _FORMATS = {"i": _I32, "B": _U8}
 
@@ -302,6 +304,13 @@ def _check_operator(source, where, o, name, custom, options_type, inputs, output
     def refuse(why: str):
         raise ModelFormatError(f"{source}: {where} operator {o} ({name}) {why} (corrupt or hand-edited model?)")
 
+    if name == "RESHAPE" and len(inputs) > 1 and 0 <= inputs[1] < len(tensors):
+        # The shape input's length is the output's rank: a 32-element shape made the interpreter crash while
+        # loading (found by fuzzing). TFLite's kernels handle at most MAX_RANK dimensions.
+        target = tensors[inputs[1]].shape
+        if len(target) > 1 or (target and target[0] > MAX_RANK):
+            refuse(f"reshapes to rank {target[0] if len(target) == 1 else list(target)}; TFLite tensors have at "
+                   f"most {MAX_RANK} dimensions")
     for key in ("stride_w", "stride_h", "filter_w", "filter_h", "dilation_w", "dilation_h", "depth_multiplier"):
         if key in options and options[key] < 1:
             refuse(f"has {key} {options[key]}; it must be at least 1")
@@ -477,6 +486,9 @@ def _parse(data: bytes, source: str) -> FlatModel:
                 raise ModelFormatError(f"{source}: {where} tensor {t} has unknown type {type_code}")
             if any(d < 0 for d in shape):
                 raise ModelFormatError(f"{source}: {where} tensor {t} has a negative dimension {shape}")
+            if len(shape) > MAX_RANK:
+                raise ModelFormatError(f"{source}: {where} tensor {t} has {len(shape)} dimensions; TFLite tensors "
+                                       f"have at most {MAX_RANK}")
             if buffer >= len(buffer_sizes):
                 raise ModelFormatError(f"{source}: {where} tensor {t} refers to missing buffer {buffer}")
             dtype = TENSOR_TYPES[type_code]
