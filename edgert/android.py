@@ -201,9 +201,7 @@ def export_android(model_path: str | os.PathLike, package: str, out_dir: str | o
     info = describe(data, str(model_path), parse(data, str(model_path)))
     metadata_bytes, files = build_metadata(info, meta)  # checks task, labels and normalisation against the model
     spec_in = info.inputs[0]
-    if spec_in.dtype not in _PUT:
-        raise MetadataError(f"the model's input is {spec_in.dtype}; the generated class handles float32, int8 and "
-                            "uint8")
+    _check_dtype(spec_in, "input")
     _, height, width, channels = spec_in.shape
     task_values = _task_values(meta, info)
     with_metadata = embed(data, metadata_bytes, files)

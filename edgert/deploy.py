@@ -13,7 +13,7 @@ import re
 import shlex
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -199,8 +199,6 @@ class DeployResult:
     seconds: float
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
-
         return asdict(self)
 
 
@@ -213,8 +211,6 @@ class RollbackResult:
     remote_path: str
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
-
         return asdict(self)
 
 
@@ -246,8 +242,8 @@ def deploy(model: str, to: str | Target, device: str | None = None, *, remote_di
         ModelFormatError, DeviceProfileError, BundleError: the model or profile is unusable (nothing is sent).
     """
     started = time.monotonic()
-    target = to if isinstance(to, Target) else Target.parse(to)
-    ssh = Ssh(target, ssh_config, tuple(ssh_options))
+    ssh = _connect(to, ssh_config, ssh_options)
+    target = ssh.target
     data, manifest = build(model, device, name=name)
     progress(f"bundle {manifest.name} version {manifest.version}: {len(data) / 1024:.0f} KiB")
     board = probe(ssh, manifest.name, remote_dir, remote_python)
@@ -291,12 +287,25 @@ def _check_board(manifest: Manifest, board: BoardInfo, target: Target) -> None:
                           "another)")
 
 
-def remote_bench(ssh: Ssh, name: str, remote_dir: str, python: str, bench_args: tuple[str, ...]) -> dict:
-    """Run `edgert bench --json` on the active bundle on the board and return its first result."""
-    argv = ssh.agent_argv(python, "exec", remote_dir, name, "bench", "--json", *bench_args)
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+def _exec(ssh: Ssh, python: str, remote_dir: str, name: str, args: tuple[str, ...]) -> subprocess.CompletedProcess:
+    """Run the active bundle on the board with `args`; ssh's own failures and the agent's refusals (nothing
+    deployed) raise, the bundle's own output and exit status come back."""
+    done = subprocess.run(ssh.agent_argv(python, "exec", remote_dir, name, *args), capture_output=True, text=True,
+                          timeout=1800)
     if done.returncode == 255:
         raise _ssh_failure(ssh, done.stderr)
+    if done.stdout.startswith('{"') and '"ok": false' in done.stdout:
+        _parse_reply(ssh, done.stdout, done.stderr, done.returncode, python)
+    return done
+
+
+def _connect(to: str | Target, ssh_config: str | None, ssh_options: tuple[str, ...]) -> Ssh:
+    return Ssh(to if isinstance(to, Target) else Target.parse(to), ssh_config, tuple(ssh_options))
+
+
+def remote_bench(ssh: Ssh, name: str, remote_dir: str, python: str, bench_args: tuple[str, ...]) -> dict:
+    """Run `edgert bench --json` on the active bundle on the board and return its first result."""
+    done = _exec(ssh, python, remote_dir, name, ("bench", "--json", *bench_args))
     try:
         results = json.loads(done.stdout)
     except ValueError:
@@ -317,10 +326,9 @@ def rollback(to: str | Target, name: str, *, remote_dir: str = DEFAULT_REMOTE_DI
     Raises:
         DeployError: unreachable, nothing deployed, no previous version, or the previous version is damaged.
     """
-    target = to if isinstance(to, Target) else Target.parse(to)
-    ssh = Ssh(target, ssh_config, tuple(ssh_options))
+    ssh = _connect(to, ssh_config, ssh_options)
     reply = call_agent(ssh, remote_python, "rollback", remote_dir, name)
-    return RollbackResult(str(target), name, reply["version"], reply.get("replaced"), reply["path"])
+    return RollbackResult(str(ssh.target), name, reply["version"], reply.get("replaced"), reply["path"])
 
 
 def remote_run(to: str | Target, name: str, args: tuple[str, ...] = (), *, remote_dir: str = DEFAULT_REMOTE_DIR,
@@ -328,12 +336,4 @@ def remote_run(to: str | Target, name: str, args: tuple[str, ...] = (), *, remot
                remote_python: str = "python3") -> subprocess.CompletedProcess:
     """Run the active bundle on the board (`verify`, `run`, `bench`, `info` with their options); output comes back
     as text."""
-    target = to if isinstance(to, Target) else Target.parse(to)
-    ssh = Ssh(target, ssh_config, tuple(ssh_options))
-    done = subprocess.run(ssh.agent_argv(remote_python, "exec", remote_dir, name, *args), capture_output=True,
-                          text=True, timeout=1800)
-    if done.returncode == 255:
-        raise _ssh_failure(ssh, done.stderr)
-    if done.stdout.startswith('{"') and '"ok": false' in done.stdout:
-        _parse_reply(ssh, done.stdout, done.stderr, done.returncode, remote_python)
-    return done
+    return _exec(_connect(to, ssh_config, ssh_options), remote_python, remote_dir, name, tuple(args))
