@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import ClassVar, Mapping
+from typing import Callable, ClassVar, Mapping
 
 from edgert.errors import SensorError
 from edgert.plugins import Probe, Registry
@@ -33,10 +33,11 @@ class PowerSource:
     kind: ClassVar[str] = "power"  # "power": instantaneous mW; "energy": cumulative uJ counter
     label: str = ""
     min_interval_s: float = 0.0  # the meter's own update interval: sampling faster only repeats values
+    clock: Callable[[], int] = staticmethod(time.perf_counter_ns)  # when a reading is taken; tests inject one
 
     def read(self) -> Reading:
         """Raises SensorError when the meter is gone or gives garbage."""
-        t_ns = time.perf_counter_ns()
+        t_ns = self.clock()
         value, rails = self._read()
         return Reading(t_ns, value, rails)
 

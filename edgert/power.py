@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -141,8 +142,9 @@ class Monitor:
     """
 
     def __init__(self, source: PowerSource | None, power_hz: float = 100.0, thermal_hz: float = 4.0,
-                 thermal: bool = True):
+                 thermal: bool = True, clock: Callable[[], int] = time.perf_counter_ns):
         self.source = source
+        self._clock = clock  # the runs' clock; sources time their own readings (PowerSource.clock)
         self.power_hz = power_hz
         self._label = source.label if source is not None else ""
         self._kind = source.kind if source is not None else "power"
@@ -158,6 +160,7 @@ class Monitor:
         self._th_t: list[int] = []
         self._temps: list[dict[str, float]] = []
         self._freq: list[float] = []
+        self._ticks = 0
         self._stop = threading.Event()
         self._first = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edgert-monitor", daemon=True)
@@ -179,32 +182,37 @@ class Monitor:
                 self._v.append(r.value)
                 self._rails.append(dict(r.rails))
         except SensorError as exc:
-            self._errors.append((time.perf_counter_ns(), f"{source.label} stopped: {exc}"))
+            self._errors.append((self._clock(), f"{source.label} stopped: {exc}"))
             self.source = None
         except Exception as exc:  # a third-party sensor bug must not kill the benchmark
-            self._errors.append((time.perf_counter_ns(), f"{source.label} failed: {type(exc).__name__}: {exc}"))
+            self._errors.append((self._clock(), f"{source.label} failed: {type(exc).__name__}: {exc}"))
             self.source = None
 
     def _sample_thermal(self) -> None:
         if not (self.zones or self.freq_files):
             return
-        self._th_t.append(time.perf_counter_ns())
+        self._th_t.append(self._clock())
         self._temps.append(read_temps_c(self.zones))
         freqs = cpu_freqs_mhz(self.freq_files)
         self._freq.append(sum(freqs.values()) / len(freqs) if freqs else float("nan"))
 
+    def tick(self, final: bool = False) -> None:
+        """Take one round of samples: power every tick, temperatures and frequency every `thermal_every`-th tick
+        and on the final one (which waits for a meter that reports on its own schedule). The sampling thread
+        calls this; tests drive it directly on an injected clock."""
+        self._sample_power(FINAL_WAIT_S if final else 0.0)
+        if final or self._ticks % self.thermal_every == 0:
+            self._sample_thermal()
+        self._ticks += 1
+
     def _loop(self) -> None:
-        tick = 0
         next_s = time.perf_counter()
         while True:
             last = self._stop.is_set()
-            self._sample_power(FINAL_WAIT_S if last else 0.0)
-            if last or tick % self.thermal_every == 0:
-                self._sample_thermal()
+            self.tick(final=last)
             self._first.set()
             if last:
                 return
-            tick += 1
             next_s += self.interval_s
             now = time.perf_counter()
             if next_s < now:  # fell behind (a slow meter): carry on from now rather than bursting
@@ -212,10 +220,14 @@ class Monitor:
             self._stop.wait(next_s - now)
 
     def stop(self) -> tuple[PowerTrace | None, ThermalTrace | None]:
-        """Stop sampling (idempotent) and return what was recorded."""
+        """Stop sampling (idempotent) and return what was recorded (a monitor driven by `tick` has no thread)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10.0)
+        return self.traces()
+
+    def traces(self) -> tuple[PowerTrace | None, ThermalTrace | None]:
+        """What was recorded so far, as traces."""
         power = None
         if self._t or self._errors:
             power = build_trace(self._label, self._kind, self.power_hz, self._t, self._v, self._rails, self._errors)

@@ -78,8 +78,8 @@ class FakeSysfs:
 
 
 class Driver(threading.Thread):
-    """Applies `steps` [(seconds, value), ...] through `apply(value)` one after another and logs when each took
-    effect (perf_counter_ns), so a test can integrate the true signal exactly."""
+    """Applies `steps` [(seconds, value), ...] through `apply(value)` one after another in real time and logs
+    when each took effect (perf_counter_ns)."""
 
     def __init__(self, apply: Callable[[float], None], steps: list[tuple[float, float]]):
         super().__init__(daemon=True)
@@ -94,12 +94,3 @@ class Driver(threading.Thread):
             time.sleep(seconds)
         self.log.append((time.perf_counter_ns(), self.steps[-1][1]))
         self.done.set()
-
-    def energy_mj(self, start_ns: int, end_ns: int) -> float:
-        """The exact integral (mW x s) of the step signal over [start, end]."""
-        total = 0.0
-        for (t, value), (t_next, _) in zip(self.log, self.log[1:]):
-            a, b = max(t, start_ns), min(t_next, end_ns)
-            if b > a:
-                total += value * (b - a) / 1e9
-        return total

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from fakesys import Driver, FakeSysfs
+from fakesys import FakeSysfs
 
 import edgert
 from edgert.benchmark import LatencyStats, bench, timed_loop
@@ -141,46 +141,37 @@ def test_bench_a_real_model(int8_tflite, fake):
 
 
 def test_bench_energy_with_idle_baseline(int8_tflite, fake):
-    """An INA260 whose power a thread sets: 1000 mW idle, 3000 mW from the warm-up on (set by the run itself)."""
+    """Real time, an INA260 at 1000 mW idle and 3000 mW from the first warm-up run on (set by the run itself).
+
+    A smoke test: what is asserted holds however the OS schedules the sampler. The exact idle subtraction and
+    per-inference arithmetic are tested on synthetic traces (test_energy.py)."""
     base = fake.ina260(power_mw=1000.0)
     model = edgert.load(int8_tflite, threads=1)
     on_each_run(model, lambda n: n == 1 and fake.write(f"{base}/power1_input", 3_000_000))
     result = bench(model, duration_s=0.6, idle_s=0.4, power_hz=200)
     e = result.energy
     assert e is not None and not e.estimate and e.sensor.startswith("ina260")
-    assert e.idle_power_mw == pytest.approx(1000.0, rel=0.02)
-    assert e.avg_power_mw == pytest.approx(3000.0, rel=0.02) and e.peak_power_mw == pytest.approx(3000.0)
-    run_s = result.wall_s
-    assert e.energy_mj == pytest.approx(3000.0 * run_s, rel=0.02)
-    assert e.net_energy_mj == pytest.approx(2000.0 * run_s, rel=0.03)
+    assert 1000.0 <= e.idle_power_mw <= 3000.0 and 1000.0 <= e.avg_power_mw <= 3000.0
+    assert 1000.0 <= e.peak_power_mw <= 3000.0
+    assert e.energy_mj > 0 and e.net_energy_mj == pytest.approx(e.energy_mj - e.idle_power_mw * result.wall_s)
     assert e.energy_per_inference_mj == pytest.approx(e.net_energy_mj / result.latency.count)
     assert e.inferences_per_joule == pytest.approx(result.latency.count / (e.net_energy_mj / 1000))
     assert result.init_ms is None  # a loaded Model's load is not timed
-    assert result.power.sample_hz > 100 and result.idle_window_ns[1] <= result.run_window_ns[0]
+    assert result.power.samples >= 2 and result.idle_window_ns[1] <= result.run_window_ns[0]
 
 
-def test_bench_flags_throttling(int8_tflite, fake):
+def test_bench_reads_temperatures_and_frequency(int8_tflite, fake):
+    """Real time: the thermal trace comes from the fixture's zones and cpufreq; what throttling is is tested on
+    synthetic traces (test_energy.py), since here it would depend on when the sampler runs."""
     fake.cpufreq(2, 1_800_000)
     fake.thermal_zone(0, "cpu-thermal", 55000)
     model = edgert.load(int8_tflite, threads=1)
-    started = []
-
-    def heat(n):
-        if not started:
-            started.append(time.perf_counter())
-        elif time.perf_counter() - started[0] > 0.4 and len(started) == 1:
-            started.append(0)
-            fake.cpufreq(2, 1_200_000)  # the firmware caps the clock when the SoC gets hot
-            fake.write("/sys/class/thermal/thermal_zone0/temp", 82000)
-
-    on_each_run(model, heat)
-    result = bench(model, duration_s=1.2, warmup=1)
+    result = bench(model, duration_s=0.3, warmup=1)
     t = result.thermal_stats
-    assert t.throttled and "1800 to 1200 MHz" in t.reason
-    assert t.temps_c["cpu-thermal"][0] == pytest.approx(55.0) and t.temps_c["cpu-thermal"][1] == pytest.approx(82.0)
-    assert result.machine.governor == "ondemand" and result.machine.cpu_freq_mhz == pytest.approx(1200.0)
-    steady = bench(edgert.load(int8_tflite, threads=1), duration_s=0.5, warmup=1)
-    assert not steady.thermal_stats.throttled
+    assert t.temps_c["cpu-thermal"] == (55.0, 55.0, 55.0) and t.freq_start_mhz == 1800.0
+    assert not t.throttled
+    assert result.machine.governor == "ondemand" and result.machine.cpu_freq_mhz == pytest.approx(1800.0)
+    assert result.thermal.t_ns.size >= 2
 
 
 def test_sensor_vanishing_mid_bench_is_reported_not_fatal(int8_tflite, fake):

@@ -32,14 +32,23 @@ def fake(tmp_path, monkeypatch):
 
 
 def measure(source, driver: Driver, hz: float = 100.0):
-    """Sample while the driver plays its steps; compare over the middle of the run (as a benchmark window is)."""
+    """Sample in real time while the driver plays its steps. The exact arithmetic is tested on an injected clock
+    (test_energy.py); here only what cannot depend on thread scheduling is asserted (`smoke`)."""
     monitor = Monitor(source, power_hz=hz, thermal=False).start()
     driver.start()
-    driver.done.wait(10)
+    driver.done.wait(30)
     trace, _ = monitor.stop()
     source.close()
-    start, end = driver.log[0][0] + 50_000_000, driver.log[-1][0] - 50_000_000
-    return trace, trace.energy_between(start, end), driver.energy_mj(start, end)
+    return trace
+
+
+def smoke(trace, before_mw: float) -> None:
+    """Samples arrived, energy is positive and never decreases, and every reading lies in the driven range (the
+    steps, or the value before the driver started)."""
+    levels = [mw for _, mw in STEPS] + [before_mw]
+    assert trace.samples >= 2 and not trace.errors
+    assert trace.energy_mj[-1] > 0 and np.all(np.diff(trace.energy_mj) >= 0)
+    assert min(levels) - 1e-6 <= trace.power_mw.min() and trace.power_mw.max() <= max(levels) + 1e-6
 
 
 def test_ina260_energy_matches_the_known_answer(fake):
@@ -49,9 +58,9 @@ def test_ina260_energy_matches_the_known_answer(fake):
     assert sel.source is not None and sel.source.label.startswith("ina260")
     assert sel.source.min_interval_s == pytest.approx(0.002)
     driver = Driver(lambda mw: fake.write(f"{base}/power1_input", int(mw * 1000)), STEPS)
-    trace, measured, truth = measure(sel.source, driver)
-    assert trace.kind == "power" and trace.sample_hz > 50
-    assert measured == pytest.approx(truth, rel=0.02)
+    trace = measure(sel.source, driver)
+    assert trace.kind == "power"
+    smoke(trace, before_mw=1000.0)
 
 
 def test_ina219_power_from_bus_voltage_and_current(fake):
@@ -59,8 +68,7 @@ def test_ina219_power_from_bus_voltage_and_current(fake):
     source = sensors.get("ina2xx").find({})[0]
     assert source.read().value == pytest.approx(5000 * 200 / 1000)  # mV x mA -> mW
     driver = Driver(lambda mw: fake.write(f"{base}/curr1_input", int(mw / 5.0)), STEPS)
-    _, measured, truth = measure(source, driver)
-    assert measured == pytest.approx(truth, rel=0.02)
+    smoke(measure(source, driver), before_mw=1000.0)
 
 
 def test_ina3221_jetson_rails_total_is_vdd_in(fake):
@@ -72,8 +80,8 @@ def test_ina3221_jetson_rails_total_is_vdd_in(fake):
     reading = source.read()
     assert reading.value == pytest.approx(5000.0) and reading.rails["VDD_CPU_GPU_CV"] == pytest.approx(1500.0)
     driver = Driver(lambda mw: fake.write(f"{base}/curr1_input", int(mw / 5.0)), STEPS)
-    trace, measured, truth = measure(source, driver)
-    assert measured == pytest.approx(truth, rel=0.02)
+    trace = measure(source, driver)
+    smoke(trace, before_mw=5000.0)
     assert set(trace.rail_energy_mj) == {"VDD_IN", "VDD_CPU_GPU_CV"}
     mid = (trace.t_ns[0] + 10_000_000, trace.t_ns[-1] - 10_000_000)
     assert trace.mean_power_between(*mid, rail="VDD_CPU_GPU_CV") == pytest.approx(1500.0)
@@ -91,7 +99,9 @@ def test_ina3221_without_vdd_in_sums_rails(fake):
 
 
 def test_rapl_counter_wrapping_mid_run(fake):
-    max_range = 3_000_000  # uJ: wraps about once a second at these powers
+    """Real time, a counter thread wrapping about once a second: the unwrapped energy is positive and monotone and
+    its mean power lies in the driven range. (The exact unwrapping is tested on an injected clock.)"""
+    max_range = 3_000_000  # uJ
     start_uj = max_range - 400_000
     base = fake.rapl(energy_uj=start_uj, max_range_uj=max_range)
     changes = [(time.perf_counter_ns(), STEPS[0][1])]  # (when, mW): the CPU's true power, a step signal
@@ -117,13 +127,14 @@ def test_rapl_counter_wrapping_mid_run(fake):
     source = sensors.select("rapl").source
     assert source.kind == "energy" and "package-0" in source.label and "core" not in source.label
     driver = Driver(lambda mw: changes.append((time.perf_counter_ns(), mw)), STEPS)
-    trace, measured, _ = measure(source, driver)
+    trace = measure(source, driver)
     stop.set()
     thread.join()
-    start, end = driver.log[0][0] + 50_000_000, driver.log[-1][0] - 50_000_000
     assert wraps, "the fixture counter must wrap during the run"
-    assert measured == pytest.approx(true_energy_mj(end) - true_energy_mj(start), rel=0.02)
-    assert np.all(np.diff(trace.energy_mj) >= 0)
+    assert trace.samples >= 2 and not trace.errors
+    assert trace.energy_mj[-1] > 0 and np.all(np.diff(trace.energy_mj) >= 0)
+    mean_mw = trace.energy_mj[-1] / ((trace.t_ns[-1] - trace.t_ns[0]) / 1e9)
+    assert min(mw for _, mw in STEPS) <= mean_mw <= max(mw for _, mw in STEPS)
 
 
 @pytest.mark.parametrize("sign", [-1, 1], ids=["negative-discharge", "positive-discharge"])
@@ -132,8 +143,11 @@ def test_android_battery_both_sign_conventions(fake, sign):
     source = sensors.select("battery").source
     assert source.read().value == pytest.approx(500_000 * 3_900_000 / 1e9)
     driver = Driver(lambda mw: fake.write(f"{base}/current_now", int(sign * mw * 1e9 / 3_900_000)), STEPS)
-    _, measured, truth = measure(source, driver)
-    assert measured == pytest.approx(truth, rel=0.02)
+    trace = measure(source, driver)
+    assert trace.samples >= 2 and np.all(np.diff(trace.energy_mj) >= 0) and trace.energy_mj[-1] > 0
+    # current_now is rounded to the uA: each reading is within a milliwatt of a driven level
+    levels = np.array([mw for _, mw in STEPS] + [1950.0])
+    assert np.all(np.min(np.abs(trace.power_mw[:, None] - levels[None, :]), axis=1) < 1.0)
 
 
 def test_battery_while_charging_is_refused_with_the_reason(fake):
@@ -204,12 +218,20 @@ def py(code: str) -> str:
     return f"{sys.executable} -c \"{code}\""
 
 
+def wait_for(condition, timeout_s: float = 60.0, what: str = "the condition") -> None:
+    """Poll until `condition()` holds: a slow machine only makes this take longer, never fail."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} never happened within {timeout_s:g} s"
+        time.sleep(0.01)
+
+
 def test_streaming_command_meter(fake):
     cmd = py("import time,sys\nfor i in range(400): print(f'{1.5 + (i % 2)} W', flush=True); time.sleep(0.005)")
     sel = sensors.select(command=cmd)
     source = sel.source
     monitor = Monitor(source, power_hz=20, thermal=False).start()
-    time.sleep(0.5)
+    wait_for(lambda: monitor.traces()[0] is not None and monitor.traces()[0].samples > 40, what="41 readings")
     trace, _ = monitor.stop()
     source.close()
     assert source.mode == "stream"
@@ -219,8 +241,8 @@ def test_streaming_command_meter(fake):
 
 def test_polled_command_meter(fake):
     source = sensors.select(command="echo 2.5").source
-    time.sleep(0.3)
-    got = source.readings()
+    got = []
+    wait_for(lambda: got.extend(source.readings()) or len(got) >= 2, what="two polled readings")
     source.close()
     assert source.mode == "poll" and len(got) >= 2 and all(r.value == 2500.0 for r in got)
 
@@ -232,7 +254,8 @@ def test_polled_command_meter(fake):
     ("sleep 30", "printed no reading within 0.3 s"),
 ])
 def test_failing_command_meters(fake, monkeypatch, cmd, message):
-    monkeypatch.setattr("edgert.devices.command.START_TIMEOUT_S", 0.3)
+    if cmd.startswith("sleep"):  # only this case is about the timeout; the others fail on what they print
+        monkeypatch.setattr("edgert.devices.command.START_TIMEOUT_S", 0.3)
     sel = sensors.select(command=cmd)
     assert sel.source is None and sel.requested and message in sel.reason
 
@@ -241,7 +264,7 @@ def test_command_meter_turning_to_garbage_mid_run_stops_cleanly(fake):
     cmd = py("import time\nfor i in range(20): print(2.0, flush=True); time.sleep(0.01)\nprint('ERR', flush=True)")
     source = sensors.select(command=cmd).source
     monitor = Monitor(source, power_hz=100, thermal=False).start()
-    time.sleep(0.6)
+    wait_for(lambda: monitor.traces()[0] is not None and monitor.traces()[0].errors, what="the garbage line")
     trace, _ = monitor.stop()
     source.close()
     assert trace.samples >= 5 and trace.errors and "'ERR', not a power reading" in trace.errors[0][1]
