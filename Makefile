@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgert-installed
 
-.PHONY: demo test bench soak fuzz install clean
+.PHONY: demo test bench soak zoo fuzz install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/runtime_overhead.py
 	$(PY) benchmarks/convert_overhead.py
+	$(PY) benchmarks/keras3_convert.py
 	$(PY) benchmarks/bench_overhead.py
+
+# Every zoo architecture from every saved form to float32 and int8, beside the bare converter (an hour or so).
+zoo: $(STAMP)
+	$(PY) benchmarks/zoo.py --stages
 
 # Minutes, not seconds: kept out of `make bench`.
 soak: $(STAMP)

@@ -34,3 +34,30 @@ def import_tf():
         ) from None
     tf.get_logger().setLevel("ERROR")
     return tf, tf_keras
+
+
+def import_keras3():
+    """Return Keras 3 (`keras`) running on the TensorFlow backend, beside tf_keras in the same process.
+
+    Keras 3 reads the backend once, at import: `KERAS_BACKEND` is set to `tensorflow` before it loads, whatever the
+    user's `~/.keras/keras.json` says (a model saved under JAX or PyTorch loads and converts the same way).
+
+    Raises:
+        ConversionError: Keras 3 is not installed, or was already imported here with another backend.
+    """
+    import_tf()
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+    try:
+        with native_log_captured():
+            import keras
+    except ImportError as exc:
+        raise ConversionError(f"Keras 3 models need the keras package ({exc.name} is missing); run "
+                              "`pip install 'edgert[convert]'`") from None
+    if not keras.__version__.startswith("3."):
+        raise ConversionError(f"Keras 3 models need keras 3; keras {keras.__version__} is installed: run "
+                              "`pip install 'edgert[convert]'`")
+    if keras.backend.backend() != "tensorflow":
+        raise ConversionError(f"Keras was imported with the {keras.backend.backend()} backend before edgert; "
+                              "converting needs the tensorflow backend: set KERAS_BACKEND=tensorflow")
+    return keras

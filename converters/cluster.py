@@ -16,11 +16,19 @@ def cluster(model, config: ClusterConfig, train: LabelledData | None, val: Label
 
     from edgert.converters.training import compile_for_labels, fit
 
+    from tensorflow_model_optimization.python.core.clustering.keras import clusterable_layer, clustering_registry
+
+    from edgert.converters.training import wrap_supported_layers
+
     ck = tfmot.clustering.keras
-    notes = []
-    clustered = ck.cluster_weights(
-        model, number_of_clusters=config.clusters,
-        cluster_centroids_init=ck.CentroidInitialization.KMEANS_PLUS_PLUS, preserve_sparsity=preserve_sparsity)
+
+    def supported(layer):  # layers without weights have nothing to cluster and stay as they are
+        return bool(layer.trainable_weights) and (isinstance(layer, clusterable_layer.ClusterableLayer)
+                                                  or clustering_registry.ClusteringRegistry.supports(layer))
+
+    clustered, notes = wrap_supported_layers(model, supported, lambda layer: ck.cluster_weights(
+        layer, number_of_clusters=config.clusters, cluster_centroids_init=ck.CentroidInitialization.KMEANS_PLUS_PLUS,
+        preserve_sparsity=preserve_sparsity), "clustered")
     if train is not None:
         compile_for_labels(clustered, probabilities, training.learning_rate or DEFAULT_LEARNING_RATE)
         fit(clustered, train, val, training.epochs or DEFAULT_EPOCHS, training.batch_size, desc="clustering")

@@ -6,9 +6,6 @@ import dataclasses
 import gzip
 import json
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +23,14 @@ from edgert.converters.recipe import (
     RecipeError,
     TrainConfig,
 )
+from edgert.converters.agreement import Agreement
 from edgert.converters.sources import check_source, open_model
-from edgert.errors import ConversionError, InputDataError
+from edgert.errors import InputDataError
 from edgert.files import atomic_path, check_output_path, write_bytes_atomic
 from edgert.info import TensorSpec, describe
 
 FULL_INTEGER_HINT = ("weights only were quantized (dynamic range); full-integer models, as the Edge TPU and NNAPI "
                      "int8 need, require --calibration-data")
-EDGETPU_COMPILER = "edgetpu_compiler"
 
 
 @dataclass(frozen=True)
@@ -76,6 +73,9 @@ class ConversionResult:
     eval_samples: int = 0
     edgetpu_output: str | None = None
     notes: tuple[str, ...] = ()
+    source_format: str = ""  # what wrote the model, read from the file: "Keras 3.15.1 .keras", "SavedModel"
+    agreement: Agreement | None = None  # the .tflite against the model it was converted from
+    warnings: tuple[str, ...] = ()
 
     @property
     def size_ratio(self) -> float:
@@ -108,7 +108,9 @@ class ConversionResult:
             "accuracy_source": self.accuracy_source, "accuracy_tflite": self.accuracy_tflite,
             "accuracy_drop_points": None if self.accuracy_drop is None else round(self.accuracy_drop, 3),
             "eval_samples": self.eval_samples, "edgetpu_output": self.edgetpu_output, "notes": list(self.notes),
-            "recipe_path": self.recipe_path, "report_path": self.report_path,
+            "source_format": self.source_format,
+            "agreement": None if self.agreement is None else self.agreement.to_dict(),
+            "warnings": list(self.warnings), "recipe_path": self.recipe_path, "report_path": self.report_path,
         }
 
 
@@ -158,8 +160,10 @@ def convert(
     train_data: str | os.PathLike | None = None,
     val_data: str | os.PathLike | None = None,
     eval_data: str | os.PathLike | None = None,
+    custom_objects: str | os.PathLike | dict | None = None,
+    trust_model: bool = False,
 ) -> ConversionResult:
-    """Convert a Keras model (`.h5`, `.keras`) or a SavedModel directory to `.tflite`.
+    """Convert a Keras model (`.h5`, `.keras`, from tf_keras or Keras 3) or a SavedModel directory to `.tflite`.
 
     The simple form takes `int8`, `calibration_data` and `float_io`; `recipe` describes anything more (pruning,
     clustering, distillation, QAT, every post-training mode) and then replaces those three.
@@ -174,6 +178,13 @@ def convert(
             Training data drives fine-tuning; evaluation data measures the original and the final `.tflite`
             (run through the edgert runtime).
         force: overwrite the output (and its `.recipe.json` and `.report.json`) if they exist.
+        custom_objects: a Python file (or a dict by name) with the model's own layers; see
+            `custom_objects.load_custom_objects`.
+        trust_model: allow loading layers that run Python code stored in the model (Lambda).
+
+    After converting, the `.tflite` is run through the edgert runtime beside the model it came from on a few
+    samples (calibration data when given, else seeded random inputs); `agreement` reports how closely they agree
+    and `warnings` says when that is poorly.
 
     Raises:
         ModelFormatError, InputDataError, RecipeError, OutputExistsError, ConversionError: one-line messages.
@@ -185,7 +196,7 @@ def convert(
         recipe = ConvertRecipe(Quantization.INT8 if int8 else Quantization.FLOAT32, float_io=float_io,
                                calibration_samples=calibration_samples)
     run = _Run(recipe, model_path, output_path, calibration_data, train_data, val_data, eval_data, image_range,
-               force, started)
+               force, started, custom_objects, trust_model)
     try:
         return run.execute()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: say how far it got; nothing half-written is left
@@ -211,9 +222,10 @@ class _Run:
     """One conversion: checks everything cheap first, then the stages, then writes all outputs."""
 
     def __init__(self, recipe, model_path, output_path, calibration_data, train_data, val_data, eval_data,
-                 image_range, force, started):
+                 image_range, force, started, custom_objects=None, trust_model=False):
         self.recipe, self.model_path, self.image_range, self.force, self.started = (
             recipe, Path(model_path), image_range, force, started)
+        self.custom_objects, self.trust_model = custom_objects, trust_model
         self.paths = {"calibration": calibration_data, "train": train_data, "val": val_data, "eval": eval_data}
         self.notes: list[str] = []
         self.stages: list[StageReport] = []
@@ -232,7 +244,7 @@ class _Run:
 
     def execute(self) -> ConversionResult:
         recipe = self.recipe
-        check_source(self.model_path)
+        check_source(self.model_path, self.trust_model)
         out = self._check_outputs()
         missing = [o for o in recipe.needs_training_data if self.paths["train"] is None]
         if missing:
@@ -247,10 +259,14 @@ class _Run:
         if self.paths["val"] is not None and self.paths["train"] is None:
             raise InputDataError("--val-data is used while fine-tuning; add --train-data or drop it")
         if recipe.distill:
-            check_source(recipe.distill.teacher)
+            check_source(recipe.distill.teacher, self.trust_model)
 
         self.step = "loading the model"
-        source = open_model(self.model_path)
+        from edgert.converters.custom_objects import resolve_custom_objects
+
+        custom = self._custom = resolve_custom_objects(self.custom_objects)
+        source = open_model(self.model_path, custom, self.trust_model)
+        self.notes.extend(source.notes)
         has_stages = bool(recipe.prune or recipe.cluster or recipe.distill or recipe.qat)
         if has_stages and source.kind != "keras":
             raise InputDataError("pruning, clustering, distillation and QAT need a Keras model (.h5 or .keras); "
@@ -274,25 +290,34 @@ class _Run:
                 result_extra["accuracy_source"] = keras_accuracy(model, data["eval"])
             else:
                 self.notes.append("the original's accuracy is measured for Keras models only")
-        if model is not None:
+        if model is not None and has_stages:
             self._stage("original", 0.0, model)
+        reference = "the SavedModel" if model is None else "the Keras model"
         if has_stages:
             from edgert.converters.training import outputs_are_probabilities
 
+            if source.framework == "keras3":
+                model = self._rebuild(model, custom)
             if "train" in data:
                 probe = data["train"].x
             else:
                 probe = calibration[0] if calibration else np.zeros((2, *source.inputs[0].shape), np.float32)
             probabilities = outputs_are_probabilities(model, probe)
             model = self._run_stages(model, data, probabilities, tf)
+            reference = f"the Keras model after {self.stages[-1].stage}"
+
+        from edgert.converters.tflite import converter_for, to_tflite
 
         self.step = f"converting to TFLite ({self.mode.value})"
-        flatbuffer = self._to_tflite(tf, source, model, calibration)
+        converter = converter_for(tf, source, model, batch=1 if self.mode is Quantization.EDGETPU else None)
+        flatbuffer = to_tflite(tf, converter, self.mode, recipe, calibration, str(self.model_path), self.notes)
         info = describe(flatbuffer, str(out))  # never write a model the runtime could not read back
-        self.step = "measuring the .tflite's accuracy" if "eval" in data else "writing the outputs"
+        self.step = "checking the .tflite against the model"
         with atomic_path(out) as tmp:
             tmp.write_bytes(flatbuffer)
+            result_extra["agreement"] = self._agreement(tf, tmp, source, model, reference, calibration, data)
             if "eval" in data:
+                self.step = "measuring the .tflite's accuracy"
                 result_extra["accuracy_tflite"] = _tflite_accuracy(tmp, data["eval"])
         try:
             return self._finish(out, source, flatbuffer, info, calibration, result_extra)
@@ -303,19 +328,58 @@ class _Run:
             raise
 
     def _finish(self, out, source, flatbuffer, info, calibration, result_extra) -> ConversionResult:
+        from edgert.converters.tflite import edgetpu_compile
+
         recipe = self.recipe
         self.step = "compiling for the Edge TPU" if self.mode is Quantization.EDGETPU else "writing the outputs"
-        edgetpu_output = self._edgetpu_compile(out) if self.mode is Quantization.EDGETPU else None
+        edgetpu_output = edgetpu_compile(out, self.force, self.notes) if self.mode is Quantization.EDGETPU else None
+        agreement = result_extra.get("agreement")
+        warnings = [agreement.warning] if agreement is not None and agreement.warning else []
         result = ConversionResult(
             source_path=str(self.model_path), output_path=str(out), mode=self.mode,
             source_size_bytes=source.size_bytes, output_size_bytes=len(flatbuffer),
             output_gzip_bytes=len(gzip.compress(flatbuffer, 6)), inputs=info.inputs, outputs=info.outputs,
             calibration_samples=len(calibration[0]) if calibration else 0,
             duration_s=time.perf_counter() - self.started, recipe=recipe, stages=tuple(self.stages),
-            edgetpu_output=edgetpu_output, notes=tuple(self.notes), **result_extra)
+            edgetpu_output=edgetpu_output, notes=tuple(self.notes), source_format=source.label,
+            warnings=tuple(warnings), **result_extra)
         recipe.save(result.recipe_path)
         write_bytes_atomic(result.report_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
         return result
+
+    def _rebuild(self, model, custom):
+        """tfmot needs tf_keras: the Keras 3 model is rebuilt there and checked against itself."""
+        from edgert.converters.keras3 import rebuild_in_tf_keras
+
+        self.step = "rebuilding the Keras 3 model in tf_keras"
+        t0 = time.perf_counter()
+        rebuilt, report = rebuild_in_tf_keras(model, custom)
+        self._stage("rebuild", time.perf_counter() - t0, rebuilt, notes=(report.describe(),))
+        return rebuilt
+
+    def _agreement(self, tf, tflite_path, source, model, reference_name, calibration, data) -> Agreement:
+        from edgert.converters import agreement
+
+        n = agreement.SAMPLES
+        if calibration:
+            samples, what = [a[:n] for a in calibration], "calibration samples"
+        elif "eval" in data:
+            samples, what = [data["eval"].x[:n]], "evaluation samples"
+        else:
+            samples, what = _seeded_samples(source.inputs, n), "seeded random inputs"
+        if model is not None:
+            from edgert.converters.keras3 import call_model
+
+            def reference(xs):
+                return call_model(model, xs)
+        else:
+            signature = tf.saved_model.load(str(source.path)).signatures["serving_default"]
+
+            def reference(xs):
+                outputs = signature(**{spec.name: tf.constant(x) for spec, x in zip(source.inputs, xs)})
+                return [np.asarray(outputs[k]) for k in sorted(outputs)]
+        return agreement.measure(self.mode.value, str(tflite_path), reference, reference_name, samples, what,
+                                 [spec.name for spec in source.inputs])
 
     # -- data ------------------------------------------------------------------------------------------------
 
@@ -378,7 +442,9 @@ class _Run:
 
             self.step = "distilling"
             t0 = time.perf_counter()
-            teacher = open_teacher(recipe.distill.teacher).keras_model
+            teacher = open_teacher(recipe.distill.teacher, self._custom, self.trust_model).keras_model
+            if teacher is None:
+                raise InputDataError("--distill-from needs a Keras model (.h5 or .keras) as the teacher")
             model, notes = distill(model, teacher, recipe.distill, train, recipe.train, probabilities,
                                    outputs_are_probabilities(teacher, train.x))
             self._stage("distill", time.perf_counter() - t0, model, notes=notes)
@@ -409,100 +475,9 @@ class _Run:
                         notes=notes, clusters=recipe.cluster is not None)
         return model
 
-    # -- post-training ---------------------------------------------------------------------------------------
-
-    def _to_tflite(self, tf, source, model, calibration) -> bytes:
-        from edgert.native import native_log_captured
-
-        mode, recipe = self.mode, self.recipe
-        if mode is Quantization.EDGETPU:
-            if model is None:
-                raise InputDataError("--edgetpu needs a Keras model (.h5 or .keras) to fix its batch size to 1")
-            # The Edge TPU needs static shapes: trace the model with batch 1.
-            spec = tf.TensorSpec((1, *source.inputs[0].shape), tf.float32)
-            fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-            converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
-        elif model is not None:
-            converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        else:
-            converter = tf.lite.TFLiteConverter.from_saved_model(str(source.path))
-        if mode is not Quantization.FLOAT32 or recipe.qat:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if mode is Quantization.FLOAT16:
-            converter.target_spec.supported_types = [tf.float16]
-        progress_file = None
-        if calibration is not None:
-            from edgert.converters.training import progress_bar
-
-            n_samples = len(calibration[0])
-            # The converter's native chatter is captured below; the bar writes to the terminal's own descriptor.
-            progress_file = os.fdopen(os.dup(2), "w")
-
-            def representative_dataset():
-                with progress_bar(n_samples, "calibrating", file=progress_file) as bar:
-                    for i in range(n_samples):
-                        yield [a[i:i + 1] for a in calibration]
-                        bar.update(1)
-
-            converter.representative_dataset = representative_dataset
-        if mode in (Quantization.INT8, Quantization.EDGETPU):
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if not recipe.float_io:
-                converter.inference_input_type = tf.int8
-                converter.inference_output_type = tf.int8
-        elif mode is Quantization.INT16X8:
-            converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-            if not recipe.float_io:
-                converter.inference_input_type = tf.int16
-                converter.inference_output_type = tf.int16
-        try:
-            with native_log_captured():
-                if recipe.keep_float:
-                    if calibration is None:
-                        raise ConversionError("keep_float needs calibration data (--calibration-data or "
-                                              "--train-data)")
-                    # Selective quantization: TFLite's quantization debugger leaves the denylisted operators in
-                    # float and quantizes the rest (its inputs and outputs stay float).
-                    converter.inference_input_type = converter.inference_output_type = tf.float32
-                    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(recipe.keep_float))
-                    debugger = tf.lite.experimental.QuantizationDebugger(
-                        converter=converter, debug_dataset=converter.representative_dataset, debug_options=options)
-                    return debugger.get_nondebug_quantized_model()
-                return converter.convert()
-        except ConversionError:
-            raise
-        except Exception as exc:  # the MLIR converter raises ConverterError, ValueError and RuntimeError alike
-            message = " ".join(str(exc).split())
-            if mode.needs_calibration and ("TFLITE_BUILTINS_INT8" in message or "quantiz" in message.lower()):
-                raise ConversionError(f"full-integer conversion failed: {message[:300]}; an operator has no "
-                                      "integer kernel: try --dynamic or --float16") from None
-            raise ConversionError(f"conversion of {self.model_path} failed: {message[:300]}") from None
-        finally:
-            if progress_file is not None:
-                progress_file.close()
-
-    def _edgetpu_compile(self, out: Path) -> str | None:
-        compiler = shutil.which(EDGETPU_COMPILER)
-        if compiler is None:
-            self.notes.append(f"{EDGETPU_COMPILER} is not on PATH (Coral ships it for x86-64 Linux only); "
-                              f"{out} is ready for it: run `{EDGETPU_COMPILER} {out}` on such a machine")
-            return None
-        target = out.with_name(out.stem + "_edgetpu.tflite")
-        check_output_path(target, force=self.force)
-        with tempfile.TemporaryDirectory() as tmp:
-            run = subprocess.run([compiler, "-s", "-o", tmp, str(out)], capture_output=True, text=True)
-            produced = Path(tmp) / target.name
-            if run.returncode != 0 or not produced.exists():
-                tail = " ".join((run.stdout + run.stderr).split())[-300:]
-                self.notes.append(f"{EDGETPU_COMPILER} failed (exit {run.returncode}): {tail}")
-                return None
-            write_bytes_atomic(target, produced.read_bytes())
-        compiled = describe(target.read_bytes(), str(target))
-        on_tpu = dict(compiled.operators).get("edgetpu-custom-op", 0)
-        self.notes.append(f"compiled for the Edge TPU: {target} ({on_tpu} edgetpu-custom-op node(s), "
-                          f"{compiled.operator_count - on_tpu} op(s) left on the CPU)")
-        return str(target)
+def _seeded_samples(inputs, n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.random((n, *spec.shape), dtype=np.float32) for spec in inputs]
 
 
 def _tflite_accuracy(path, data) -> float:

@@ -125,7 +125,8 @@ def run_candidate(task: dict) -> dict:
     try:
         result = convert(task["model"], task["output"], recipe=recipe, train_data=task.get("train"),
                          eval_data=task["eval"], calibration_data=task.get("calibration"),
-                         image_range=tuple(task.get("image_range", (0.0, 255.0))), force=True)
+                         image_range=tuple(task.get("image_range", (0.0, 255.0))), force=True,
+                         custom_objects=task.get("custom_objects"), trust_model=task.get("trust_model", False))
     except EdgertError as exc:
         return {**record, "error": str(exc), "seconds": time.perf_counter() - started}
     data = Path(result.output_path).read_bytes()
@@ -226,16 +227,19 @@ def _choose(candidates: list[Candidate], objective: str) -> Candidate | None:
     return min(feasible, key=lambda c: (c.metric(objective), -c.accuracy, c.name), default=None)
 
 
-def sensitive_layers(model_path: str, calibration, limit: int = 3, scores: dict | None = None) -> list[str]:
+def sensitive_layers(model_path: str, calibration, limit: int = 3, scores: dict | None = None,
+                     custom_objects: dict | None = None, trust_model: bool = False) -> list[str]:
     """The int8 model's operators ranked by quantization error (RMSE over the scale, from TFLite's quantization
     debugger), most sensitive first: the ones to keep in float when full int8 loses too much accuracy."""
     from edgert.converters._tf import import_tf
     from edgert.converters.sources import open_model
     from edgert.native import native_log_captured
 
+    from edgert.converters.tflite import converter_for
+
     tf, _ = import_tf()
-    source = open_model(model_path)
-    converter = tf.lite.TFLiteConverter.from_keras_model(source.keras_model)
+    source = open_model(model_path, custom_objects, trust_model)
+    converter = converter_for(tf, source, source.keras_model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     samples = calibration[0][:64]
 
@@ -273,9 +277,12 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
              allow_local: bool = False, workers: int | None = None, ray_address: str | None = None,
              resume: str | os.PathLike | None = None, epochs: int | None = None, bench_runs: int = 200,
              image_range: tuple[float, float] = (0.0, 255.0), force: bool = False,
+             custom_objects: str | os.PathLike | None = None, trust_model: bool = False,
              progress: Callable[[str], None] = lambda _m: None) -> OptimizeResult:
     """Search recipes for `model` (a Keras `.h5`/`.keras`) and write the chosen `.tflite`, every candidate and
     `optimize.json` (rewritten after each candidate, so `resume` picks up where a killed run stopped).
+
+    `custom_objects` and `trust_model` are passed to every conversion (see `convert`).
 
     Raises:
         InputDataError: bad arguments, eval labels that do not match the model, a constraint the float model
@@ -324,7 +331,8 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
         return {"model": str(model), "recipe": recipe.to_dict(), "level": level,
                 "output": str(out / "candidates" / f"{recipe.name}.tflite"), "train": str(train_data),
                 "eval": str(eval_data), "calibration": str(calibration_data) if calibration_data else None,
-                "image_range": list(image_range), "seed": 0}
+                "image_range": list(image_range), "seed": 0,
+                "custom_objects": str(custom_objects) if custom_objects else None, "trust_model": trust_model}
 
     def finish(record: dict) -> Candidate:
         c = Candidate.from_dict(record)
@@ -401,8 +409,12 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
             int8 = next((c for c in candidates if c.name == "int8"), None)
             if level == "post-training" and int8 is not None and not int8.feasible and int8.error is None:
                 scores: dict[str, float] = {}
-                names = sensitive_layers(str(model), _calibration(model, calibration_data, train_data, image_range),
-                                         scores=scores)
+                from edgert.converters.custom_objects import resolve_custom_objects
+
+                custom = resolve_custom_objects(custom_objects)
+                names = sensitive_layers(str(model), _calibration(model, calibration_data, train_data, image_range,
+                                                                  custom, trust_model),
+                                         scores=scores, custom_objects=custom, trust_model=trust_model)
                 if names:
                     why = ", ".join(f"{n} ({scores[n]:.3g})" for n in names)
                     notes.append(f"full int8 lost {int8.accuracy_drop:.2f} points (more than {max_drop:g}); the "
@@ -435,12 +447,12 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
     return result
 
 
-def _calibration(model, calibration_data, train_data, image_range):
+def _calibration(model, calibration_data, train_data, image_range, custom_objects=None, trust_model=False):
     from edgert.converters.calibration import load_calibration_data
     from edgert.converters.data import load_labelled_data
     from edgert.converters.sources import open_model
 
-    source = open_model(model)
+    source = open_model(model, custom_objects, trust_model)
     if calibration_data:
         return load_calibration_data(calibration_data, source.inputs, 64, image_range)
     shape = source.keras_model.output_shape

@@ -8,7 +8,7 @@ import numpy as np
 
 from edgert.converters.data import LabelledData
 from edgert.converters.recipe import PruneConfig, PruneSchedule, TrainConfig
-from edgert.errors import ConversionError
+from edgert.errors import ConversionError, brief
 
 DEFAULT_EPOCHS = 8
 DEFAULT_LEARNING_RATE = 1e-3
@@ -46,14 +46,24 @@ def _wrap(model, config: PruneConfig, schedule, notes: list[str]):
     if config.m_by_n:
         kwargs["sparsity_m_by_n"] = config.m_by_n
     if config.policy != "xnnpack":
+        from edgert.converters.training import wrap_supported_layers
+        from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer, prune_registry
+
+        def supported(layer):
+            return (isinstance(layer, prunable_layer.PrunableLayer) or hasattr(layer, "get_prunable_weights")
+                    or prune_registry.PruneRegistry.supports(layer))
+
         try:
-            return sk.prune_low_magnitude(model, **kwargs)
+            wrapped, left = wrap_supported_layers(model, supported, lambda layer: sk.prune_low_magnitude(
+                layer, **kwargs), "pruned")
         except ValueError as exc:
-            raise ConversionError(f"--prune: tfmot cannot prune this model: {' '.join(str(exc).split())[:240]}")
+            raise ConversionError(f"--prune: tfmot cannot prune this model: {brief(exc, 240)}") from None
+        notes.extend(left)
+        return wrapped
     try:
         return sk.prune_low_magnitude(model, pruning_policy=sk.PruneForLatencyOnXNNPack(), **kwargs)
     except ValueError as exc:
-        reason = " ".join(str(exc).split())[:200]
+        reason = brief(exc, 200)
     # The model does not fit XNNPack's sparse inference as a whole; the 1x1 convolutions it can run sparse may
     # still be pruned one by one.
     from edgert.converters._tf import import_tf

@@ -1,18 +1,22 @@
-"""Opening Keras models (.h5, .keras, SavedModel directories) with checks that name what is wrong."""
+"""Opening Keras models (.h5, .keras, SavedModel directories) with the Keras that wrote them, with checks that name
+what is wrong: unknown layers, stored Python code, files from a newer Keras.
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
-import zipfile
+import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgert.errors import ModelFormatError
+from edgert.converters.keras_files import KERAS3, SAVED_MODEL, TF_KERAS, KerasFile, newer_than_installed, \
+    read_keras_file, version_tuple
+from edgert.errors import ModelFormatError, brief
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
+TRUST_HINT = "pass --trust-model if you trust where the file came from"
 
 
 @dataclass(frozen=True)
@@ -25,12 +29,19 @@ class InputShape:
 
 @dataclass
 class SourceModel:
-    """A loaded model ready for conversion: a tf_keras model, or the path of a SavedModel."""
+    """A loaded model ready for conversion.
+
+    `framework` says what runs it: `tf_keras` (a Keras 2 model object), `keras3` (a Keras 3 model on the TensorFlow
+    backend) or `saved_model` (converted from the directory; `keras_model` is None).
+    """
 
     path: Path
-    kind: str  # "keras" or "saved_model"
+    kind: str  # "keras" (a model object in keras_model) or "saved_model"
     inputs: tuple[InputShape, ...]
     keras_model: Any = None
+    framework: str = TF_KERAS
+    file: KerasFile | None = None
+    notes: tuple[str, ...] = ()  # how it was loaded, when that is worth knowing
 
     @property
     def size_bytes(self) -> int:
@@ -38,45 +49,30 @@ class SourceModel:
             return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         return self.path.stat().st_size
 
+    @property
+    def label(self) -> str:
+        """What wrote the model, from the file itself: `Keras 3.15.1 .keras`, `tf_keras 2.21.0 .h5`, `SavedModel`."""
+        return self.file.label if self.file else self.framework
 
-def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:240]
 
+def check_source(path: str | os.PathLike, trust_model: bool = False) -> KerasFile:
+    """Cheap checks of a model path before TensorFlow loads: format, writer, stored Python code.
 
-def _check_keras_file(p: Path) -> str:
-    """Cheap format checks before TensorFlow is asked to open the file; returns the saving Keras version."""
-    with p.open("rb") as f:
-        head = f.read(8)
-    if p.suffix in (".h5", ".hdf5"):
-        if head != HDF5_SIGNATURE:
-            raise ModelFormatError(f"{p} is not an HDF5 file; give a Keras model saved with model.save('x.h5')")
-        import h5py  # ships with TensorFlow, which converting needs anyway
-
-        try:
-            with h5py.File(p, "r") as f:
-                has_config = "model_config" in f.attrs
-        except OSError as exc:
-            raise ModelFormatError(f"{p} is a damaged HDF5 file ({_first_line(exc)})") from None
-        if not has_config:
-            raise ModelFormatError(f"{p} holds no model config (weights only, as save_weights() writes); save the "
-                                   "whole model with model.save('x.h5')")
-        return "2"
-    if not zipfile.is_zipfile(p):
-        raise ModelFormatError(f"{p} is not a .keras archive (not a zip file); re-save it with model.save('x.keras')")
-    with zipfile.ZipFile(p) as z:
-        names = set(z.namelist())
-        if "config.json" not in names:
-            raise ModelFormatError(f"{p} has no config.json; it is not a Keras model archive")
-        try:
-            version = str(json.loads(z.read("metadata.json")).get("keras_version", ""))
-        except (KeyError, ValueError):
-            version = ""
-    return version
+    Raises:
+        ModelFormatError: missing path, unsupported format, a damaged file, or (without `trust_model`) layers that
+            would run Python code stored in the file.
+    """
+    found = read_keras_file(path)
+    code = found.code_layers
+    if code and not trust_model:
+        more = f" and {len(code) - 1} more" if len(code) > 1 else ""
+        raise ModelFormatError(f"{found.path}: layer {code[0]}{more} holds Python code that loading the model would "
+                               f"run; {TRUST_HINT}")
+    return found
 
 
 def _keras_inputs(model) -> tuple[InputShape, ...]:
-    return tuple(InputShape(t.name.split(":")[0], tuple(t.shape[1:])) for t in model.inputs)
+    return tuple(InputShape(str(t.name).split(":")[0], tuple(t.shape[1:])) for t in model.inputs)
 
 
 def _saved_model_inputs(tf, path: Path) -> tuple[InputShape, ...]:
@@ -88,48 +84,106 @@ def _saved_model_inputs(tf, path: Path) -> tuple[InputShape, ...]:
     return tuple(InputShape(name, tuple(spec.shape[1:])) for name, spec in sorted(specs.items()))
 
 
-def check_source(path: str | os.PathLike) -> str:
-    """Cheap checks of a model path before TensorFlow loads; returns "keras", "keras3" or "saved_model".
+_UNKNOWN = (re.compile(r"Unknown (?:layer|object|activation|loss|metric|initializer|regularizer|constraint)"
+                       r"(?: type)?:? '?([\w.>]+)'?"),
+            re.compile(r"Could not locate (?:class|function) '([\w.>]+)'"),
+            re.compile(r"Could not deserialize class '([\w.>]+)'"))
+
+
+def _load_error(found: KerasFile, installed: str, exc: Exception) -> ModelFormatError:
+    """One line for a loader's exception: an unknown class, stored code, a newer Keras, or the loader's words."""
+    p, text = found.path, " ".join(str(exc).split())
+    keras = "tf_keras" if found.writer == TF_KERAS else "Keras"
+    if newer_than_installed(found.keras_version, installed):
+        return ModelFormatError(f"{p} was saved by {keras} {found.keras_version}, newer than the {keras} {installed} "
+                                f"installed here, which cannot read it ({brief(exc, 120)}); upgrade it (pip install -U "
+                                f"{'tf-keras' if found.writer == TF_KERAS else 'keras'}) or re-save the model with "
+                                f"{keras} {installed}")
+    if "safe_mode" in text or "lambda" in text.lower() and "deserializ" in text.lower():
+        return ModelFormatError(f"{p} stores Python code (a lambda) that loading would run; {TRUST_HINT}")
+    for pattern in _UNKNOWN:
+        match = pattern.search(text)
+        if match:
+            name = match.group(1).split(">")[-1]
+            return ModelFormatError(f"{p}: {keras} does not know the class '{name}' used in the model; give its "
+                                    f"definition with --custom-objects FILE.py (a file that defines it and registers "
+                                    f"it with @keras.saving.register_keras_serializable())")
+    return ModelFormatError(f"{p}: cannot load the model with {keras} {installed} ({brief(exc, 240)})")
+
+
+@contextlib.contextmanager
+def _loadable(found: KerasFile):
+    """The file under a name whose suffix says what it holds: both loaders choose their reader by the suffix, and
+    edgert decides by the contents (a .keras archive renamed .h5 still loads)."""
+    wanted = {"h5": (".h5", ".hdf5"), "keras": (".keras",)}.get(found.format)
+    if wanted is None or found.path.suffix.lower() in wanted:
+        yield str(found.path)
+        return
+    with tempfile.TemporaryDirectory(prefix="edgert-model-") as tmp:
+        link = Path(tmp) / f"{found.path.stem or 'model'}{wanted[0]}"
+        os.symlink(found.path.resolve(), link)
+        yield str(link)
+
+
+def open_model(path: str | os.PathLike, custom_objects: dict[str, object] | None = None,
+               trust_model: bool = False) -> SourceModel:
+    """Load a Keras model or SavedModel for conversion, with the Keras that wrote it.
+
+    Files written by tf_keras (Keras 2) load in tf_keras; files written by Keras 3 load in Keras 3 on the TensorFlow
+    backend (whichever backend they were trained on); SavedModel directories are converted as they are. Layers that
+    Keras's own applications define (ConvNeXt's `LayerScale`) are known without being registered.
+
+    Args:
+        custom_objects: the user's layers and functions by name (see `custom_objects.load_custom_objects`).
+        trust_model: allow layers that run Python code stored in the file (Lambda; `safe_mode=False`).
 
     Raises:
-        ModelFormatError: missing path, unsupported format, or a file whose header is not what its suffix says.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise ModelFormatError(f"{p}: no such file or directory")
-    if p.is_dir():
-        if not (p / "saved_model.pb").exists():
-            raise ModelFormatError(f"{p} is a directory without saved_model.pb; give a SavedModel directory, "
-                                   "a .h5 or a .keras file")
-        return "saved_model"
-    if p.suffix.lower() == ".tflite":
-        raise ModelFormatError(f"{p} is already a TFLite model; convert the Keras model it came from")
-    if p.suffix.lower() not in KERAS_SUFFIXES:
-        raise ModelFormatError(f"{p}: unsupported model format {p.suffix or '(no suffix)'}; "
-                               "edgert converts .h5, .keras and SavedModel directories")
-    return "keras3" if _check_keras_file(p).startswith("3") else "keras"
-
-
-def open_model(path: str | os.PathLike) -> SourceModel:
-    """Load a Keras model or SavedModel for conversion.
-
-    Raises:
-        ModelFormatError: missing path, unsupported format, unreadable file, or an input shape with unknown
+        ModelFormatError: missing path, unsupported format, unreadable file, a class the loader does not know,
+            stored code without `trust_model`, a file from a newer Keras, or an input shape with unknown
             dimensions other than the batch dimension.
     """
-    from edgert.converters._tf import import_tf
+    from edgert.converters._tf import import_keras3, import_tf
 
-    p = Path(path)
-    kind = check_source(p)
+    found = check_source(path, trust_model)
+    p = found.path
     tf, tf_keras = import_tf()
+    user = dict(custom_objects or {})
+    notes: tuple[str, ...] = ()
+    if found.writer == KERAS3:
+        keras = import_keras3()
+        installed = keras.__version__
+        if version_tuple(found.keras_version)[:1] > version_tuple(installed)[:1]:
+            raise ModelFormatError(f"{p} was saved by Keras {found.keras_version}; this is Keras {installed}, which "
+                                   "cannot read another major version: upgrade keras or re-save the model with Keras "
+                                   f"{installed}")
+    else:
+        installed = tf_keras.__version__
     try:
-        if kind == "keras3":
-            from edgert.converters.keras3 import rebuild_in_tf_keras
+        if found.writer == KERAS3:
+            from edgert.converters.custom_objects import keras3_application_layers
 
-            model = rebuild_in_tf_keras(p)
-            inputs, kind = _keras_inputs(model), "keras"
-        elif kind == "keras":
-            model = tf_keras.models.load_model(str(p), compile=False)
+            known = {**keras3_application_layers(), **user}
+            try:
+                with _loadable(found) as loadable:
+                    model = keras.saving.load_model(loadable, compile=False, safe_mode=not trust_model,
+                                                    custom_objects=known)
+            except (TypeError, ValueError) as first:
+                if found.format != "h5":
+                    raise
+                from edgert.converters.keras3 import load_repaired_h5
+
+                try:
+                    model, note = load_repaired_h5(p, known, not trust_model)
+                except Exception:
+                    raise first from None
+                notes = (note,)
+            inputs = _keras_inputs(model)
+        elif found.writer == TF_KERAS:
+            from edgert.converters.custom_objects import tf_keras_application_layers
+
+            with _loadable(found) as loadable:
+                model = tf_keras.models.load_model(loadable, compile=False, safe_mode=not trust_model,
+                                                   custom_objects={**tf_keras_application_layers(), **user})
             inputs = _keras_inputs(model)
         else:
             model = None
@@ -137,7 +191,7 @@ def open_model(path: str | os.PathLike) -> SourceModel:
     except ModelFormatError:
         raise
     except Exception as exc:  # h5py, zip, deserialisation and graph errors all mean "cannot read this model"
-        raise ModelFormatError(f"{p}: cannot load the model ({_first_line(exc)})") from None
+        raise _load_error(found, installed, exc) from None
 
     for spec in inputs:
         if any(d is None or d < 0 for d in spec.shape):
@@ -145,4 +199,5 @@ def open_model(path: str | os.PathLike) -> SourceModel:
             raise ModelFormatError(
                 f"{p}: input '{spec.name}' has shape {shape} with unknown dimensions besides the batch; "
                 "rebuild the model with a fixed input shape (e.g. Input(shape=(224, 224, 3))) and save it again")
-    return SourceModel(p, kind, inputs, model)
+    kind = "saved_model" if found.writer == SAVED_MODEL else "keras"
+    return SourceModel(p, kind, inputs, model, found.writer, found, notes)

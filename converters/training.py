@@ -36,6 +36,33 @@ def fit(model, train: LabelledData, val: LabelledData | None, epochs: int, batch
               validation_data=(val.x, val.y) if val is not None else None)
 
 
+def wrap_supported_layers(model, supported, wrap, what: str) -> tuple[object, list[str]]:
+    """Clone `model` with `wrap(layer)` for every layer `supported(layer)` says tfmot handles.
+
+    tfmot refuses a whole model for one layer it has no rule for (an application's `LayerScale`, a `Normalization`,
+    a Keras 3 operation); here such a layer is kept as it is instead, and the ones that hold weights are named in the
+    returned notes (`what` says what they missed: "pruned", "clustered").
+    """
+    from edgert.converters._tf import import_tf
+
+    _, keras = import_tf()
+    left: list[str] = []
+
+    def clone(layer):
+        if supported(layer):
+            return wrap(layer)
+        if layer.weights:
+            left.append(f"{layer.name} ({type(layer).__name__})")
+        return layer
+
+    wrapped = keras.models.clone_model(model, clone_function=clone)
+    notes = []
+    if left:
+        shown = ", ".join(left[:6]) + (f" and {len(left) - 6} more" if len(left) > 6 else "")
+        notes.append(f"tfmot has no rule for {len(left)} layer(s) with weights, which were not {what}: {shown}")
+    return wrapped, notes
+
+
 def keras_accuracy(model, data: LabelledData) -> float:
     return float((np.asarray(model.predict(data.x, verbose=0)).argmax(axis=1) == data.y).mean())
 

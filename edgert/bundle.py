@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgert.errors import BundleError, EdgertError

@@ -112,11 +112,15 @@ def _parse_range(_ctx, _param, value: str) -> tuple[float, float]:
      "prune50_2of4_int8", "qat_int8", "prune75_qat_int8", "cluster16_int8", "prune50_cluster16_qat_int8"]) + ".")
 @click.option("--image-range", default="0,255", show_default=True, callback=_parse_range,
               help="Value range images are scaled to, LOW,HIGH.")
+@click.option("--custom-objects", type=click.Path(path_type=Path), metavar="FILE.py",
+              help="A Python file defining (and registering) the model's own layers.")
+@click.option("--trust-model", is_flag=True,
+              help="Allow layers that run Python code stored in the model (Lambda); only for files you trust.")
 @click.option("--force", is_flag=True, help="Overwrite the output (and its .recipe.json/.report.json).")
 @click.option("json_", "--json", is_flag=True, help="Print the result as JSON.")
 @_fail_cleanly
 def convert(model, output, calibration_data, train_data, val_data, eval_data, recipe_path, preset, image_range,
-            force, json_, **options):
+            custom_objects, trust_model, force, json_, **options):
     """Convert a Keras model (.h5, .keras) or SavedModel directory to TFLite, optionally pruning, clustering,
     distilling and training for quantization on the way."""
     from edgert.converters import ConvertRecipe, RecipeError, recipe_from_options  # TensorFlow loads later
@@ -142,7 +146,8 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
     try:
         result = convert_model(model, output, recipe=recipe, calibration_data=calibration_data,
                                train_data=train_data, val_data=val_data, eval_data=eval_data,
-                               image_range=image_range, force=force)
+                               image_range=image_range, force=force, custom_objects=custom_objects,
+                               trust_model=trust_model)
     except ConversionInterrupted as stopped:
         click.echo(stopped.describe(), err=True)
         raise click.exceptions.Exit(130) from None
@@ -150,6 +155,7 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
     click.echo(f"wrote {result.output_path}")
+    click.echo(f"  from        {result.source_format}")
     click.echo(f"  recipe      {result.recipe.name}  ({result.recipe_path})")
     click.echo(f"  mode        {result.mode.value}"
                + (f" (calibrated on {result.calibration_samples} samples)" if result.calibration_samples else ""))
@@ -159,6 +165,8 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
         src = "-" if result.accuracy_source is None else f"{result.accuracy_source:.2%}"
         drop = "" if result.accuracy_drop is None else f", drop {result.accuracy_drop:+.2f} points"
         click.echo(f"  accuracy    {src} -> {result.accuracy_tflite:.2%} on {result.eval_samples} samples{drop}")
+    if result.agreement is not None:
+        click.echo(f"  agreement   {result.agreement.describe()}")
     click.echo(f"  time        {result.duration_s:.1f} s")
     if len(result.stages) > 1:
         click.echo("stages")
@@ -176,6 +184,8 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
     click.echo("\n".join(_spec_rows(result.outputs)))
     for note in result.notes:
         click.echo(f"note: {note}")
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 # -- delegates ------------------------------------------------------------------------------------------------
@@ -965,11 +975,16 @@ def export_android_command(model, package, delegates, name, description, version
               help="Output folder [default: <stem>_optimize beside the model].")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also draw accuracy against latency (point size = model size): .png, .svg or .pdf.")
+@click.option("--custom-objects", type=click.Path(path_type=Path), metavar="FILE.py",
+              help="A Python file defining (and registering) the model's own layers.")
+@click.option("--trust-model", is_flag=True,
+              help="Allow layers that run Python code stored in the model (Lambda); only for files you trust.")
 @click.option("--force", is_flag=True, help="Start again over an earlier run's folder, and overwrite --plot.")
 @click.option("json_", "--json", is_flag=True, help="Print the result as JSON.")
 @_fail_cleanly
 def optimize(model, train_data, eval_data, calibration_data, device, to, allow_local, max_drop, min_accuracy,
-             objective, budget_minutes, workers, ray_address, epochs, resume, output, plot_path, force, json_):
+             objective, budget_minutes, workers, ray_address, epochs, resume, output, plot_path, custom_objects,
+             trust_model, force, json_):
     """Search recipes (post-training, int8 with sensitive layers in float, pruning, QAT) for the smallest or
     fastest model within --max-drop accuracy points of the float one; prints the Pareto front."""
     from edgert.converters.optimize import format_table, optimize as run_optimize, plot_pareto
@@ -984,7 +999,7 @@ def optimize(model, train_data, eval_data, calibration_data, device, to, allow_l
                               out_dir=output, max_drop=max_drop, min_accuracy=min_accuracy, objective=objective,
                               budget_minutes=budget_minutes, device=device, to=to, allow_local=allow_local,
                               workers=workers, ray_address=ray_address, resume=resume, epochs=epochs, force=force,
-                              progress=progress)
+                              custom_objects=custom_objects, trust_model=trust_model, progress=progress)
     except KeyboardInterrupt:
         click.echo("interrupted: finished candidates are in the record; continue with --resume "
                    f"{(output or model.with_name(model.stem + '_optimize')) / 'optimize.json'}", err=True)

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from edgert.errors import DelegateError, DelegateUnavailableError, EdgertError, InputDataError
+from edgert.errors import DelegateError, DelegateUnavailableError, EdgertError, InputDataError, brief
 from edgert.flatbuffer import FlatModel
 from edgert.native import native_log_captured
 
@@ -364,7 +364,7 @@ def _native_reason(exc: Exception, lines: list[str]) -> str:
                if re.search(r"(?i)\b(error|couldn't|cannot|failed|no adapters|not found)\b", ln)]
     detail = telling[0] if telling else ""
     text = message if not detail or detail in message else f"{detail} ({message})" if message else detail
-    return text[:300]
+    return brief(text, 300)
 
 
 _GPU_HEADER = "operations are not supported by GPU delegate"

@@ -75,3 +75,40 @@ class DeployError(EdgertError):
 class MetadataError(EdgertError):
     """TFLite metadata does not fit the model (task, labels, normalisation), or an Android export was asked for
     wrongly (package name, task, output folder)."""
+
+
+def brief(text: object, limit: int = 300) -> str:
+    """`text` (or an exception's message) as one line of at most `limit` characters, cut only between words.
+
+    Whitespace is collapsed; quoted configurations (`{...}` blobs of a serialized layer or model, which can run to
+    pages) are replaced by `{...}` first, so the message keeps its meaning; what is still too long ends in `...`
+    after the last whole word that fits.
+    """
+    line = " ".join(str(text).split()) or type(text).__name__
+    if len(line) > limit:
+        line = _drop_quoted_configs(line)
+    if len(line) <= limit:
+        return line
+    cut = line[:max(1, limit - 4)]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:(") + " ..."
+
+
+def _drop_quoted_configs(line: str, keep: int = 40) -> str:
+    """Replace every balanced `{...}` longer than `keep` characters with `{...}`."""
+    out, depth, start = [], 0, 0
+    pieces_from = 0
+    for i, ch in enumerate(line):
+        if ch == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+            if depth == 0 and i - start > keep:
+                out.append(line[pieces_from:start] + "{...}")
+                pieces_from = i + 1
+    out.append(line[pieces_from:])
+    return "".join(out)

@@ -52,6 +52,8 @@ def _size_text(n: int) -> str:
 
 _U8, _U16, _I32, _U32, _I64, _U64 = (struct.Struct(f) for f in ("<B", "<H", "<i", "<I", "<q", "<Q"))
 ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
+SAME, VALID = 0, 1  # schema.fbs Padding
+POINTER_BYTES = 8
 
 
 class _Reader:
@@ -181,12 +183,12 @@ class OperatorInfo:
 # Builtin option tables whose fields decide delegate support: union type -> ((name, field index, format, default)).
 # Field numbers follow schema.fbs (Conv2DOptions, DepthwiseConv2DOptions, Pool2DOptions, ...).
 _OPTION_FIELDS: dict[int, tuple[tuple[str, int, str, int], ...]] = {
-    1: (("stride_w", 1, "i", 0), ("stride_h", 2, "i", 0), ("activation", 3, "B", 0),
+    1: (("padding", 0, "B", 0), ("stride_w", 1, "i", 0), ("stride_h", 2, "i", 0), ("activation", 3, "B", 0),
         ("dilation_w", 4, "i", 1), ("dilation_h", 5, "i", 1)),                       # Conv2DOptions
-    2: (("stride_w", 1, "i", 0), ("stride_h", 2, "i", 0), ("depth_multiplier", 3, "i", 0),
+    2: (("padding", 0, "B", 0), ("stride_w", 1, "i", 0), ("stride_h", 2, "i", 0), ("depth_multiplier", 3, "i", 0),
         ("activation", 4, "B", 0), ("dilation_w", 5, "i", 1), ("dilation_h", 6, "i", 1)),  # DepthwiseConv2DOptions
-    5: (("stride_w", 1, "i", 0), ("stride_h", 2, "i", 0), ("filter_w", 3, "i", 0), ("filter_h", 4, "i", 0),
-        ("activation", 5, "B", 0)),                                                   # Pool2DOptions
+    5: (("padding", 0, "B", 0), ("stride_w", 1, "i", 0), ("stride_h", 2, "i", 0), ("filter_w", 3, "i", 0),
+        ("filter_h", 4, "i", 0), ("activation", 5, "B", 0)),                          # Pool2DOptions
     8: (("activation", 0, "B", 0), ("weights_format", 1, "B", 0), ("keep_num_dims", 2, "B", 0)),  # FullyConnected
     10: (("axis", 0, "i", 0), ("activation", 1, "B", 0)),                             # ConcatenationOptions
     11: (("activation", 0, "B", 0),),  # AddOptions
@@ -315,13 +317,7 @@ def _check_operator(source, where, o, name, custom, options_type, inputs, output
         if key in options and options[key] < 1:
             refuse(f"has {key} {options[key]}; it must be at least 1")
     if "filter_h" in options and inputs and 0 <= inputs[0] < len(tensors):
-        # A pooling window larger than its input does nothing useful, and delegates size buffers by it: a window
-        # of 134 million rows made XNNPACK take 8 GB while loading (found by fuzzing).
-        shape, signature = tensors[inputs[0]].shape, tensors[inputs[0]].shape_signature
-        if len(shape) == 4 and all(d > 0 for d in signature[1:3]):
-            if options["filter_h"] > shape[1] or options["filter_w"] > shape[2]:
-                refuse(f"pools a {options['filter_h']}x{options['filter_w']} window over a {shape[1]}x{shape[2]} "
-                       "input")
+        _check_pool_window(refuse, options, tensors[inputs[0]])
 
     arity = None if custom else _ARITY.get(name)
     if arity is not None:
@@ -342,6 +338,32 @@ def _check_operator(source, where, o, name, custom, options_type, inputs, output
             refuse(f"reads input {position} (tensor {t.index}, {t.dtype}) as {'/'.join(sorted(allowed))}")
         if _CONSTANT_PARAMS.get(name) == position and buffer_sizes[t.buffer] == 0:
             refuse(f"takes its axis from computed tensor {t.index}; edgert needs a constant axis")
+
+
+def _check_pool_window(refuse, options: dict, tensor: TensorInfo) -> None:
+    """Pooling windows as the kernels see them. With SAME padding any window is valid (InceptionV3's 3x3 average
+    pool over a 1x1 map): the padding keeps every output position on at least one input element. Without padding
+    (VALID) a window larger than its input leaves no output. What remains to refuse is size: delegates such as
+    XNNPACK build an indirection buffer of one pointer per output position and window element while loading (a
+    window of 134 million rows made XNNPACK take 8 GB, found by fuzzing), so that buffer must stay within the
+    tensor limit."""
+    shape, signature = tensor.shape, tensor.shape_signature
+    if len(shape) != 4 or not all(d > 0 for d in signature[1:3]):
+        return
+    filter_h, filter_w = options["filter_h"], options["filter_w"]
+    if options.get("padding") == VALID:
+        if filter_h > shape[1] or filter_w > shape[2]:
+            refuse(f"pools a {filter_h}x{filter_w} window over a {shape[1]}x{shape[2]} input without padding "
+                   "(VALID), which leaves no output")
+        out_h = (shape[1] - filter_h) // options["stride_h"] + 1
+        out_w = (shape[2] - filter_w) // options["stride_w"] + 1
+    else:
+        out_h, out_w = -(-shape[1] // options["stride_h"]), -(-shape[2] // options["stride_w"])
+    indirection = out_h * out_w * filter_h * filter_w * POINTER_BYTES
+    limit = max_tensor_bytes()
+    if indirection > limit:
+        refuse(f"pools a {filter_h}x{filter_w} window over a {shape[1]}x{shape[2]} input, which needs "
+               f"{_size_text(indirection)} of window pointers while loading, over the limit of {_size_text(limit)}")
 
 
 def _check_dataflow(source: str, where: str, sg: SubgraphInfo, buffer_sizes, variables: set[int]) -> None:

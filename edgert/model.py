@@ -11,7 +11,7 @@ import numpy as np
 
 from edgert.backend import Backend, get_backend
 from edgert.delegation import DelegateRequest, DelegationReport, open_model, parse_request
-from edgert.errors import InferenceError, InputDataError, ModelFormatError, UnsupportedOperatorError
+from edgert.errors import InferenceError, InputDataError, ModelFormatError, UnsupportedOperatorError, brief
 from edgert.flatbuffer import check_batch, parse
 from edgert.info import ModelInfo, TensorSpec, describe, read_model_bytes
 
@@ -102,7 +102,7 @@ class Model:
                 f"{self.path} uses custom operator(s) {names} that {self.backend.name} does not know; "
                 "register them (or load the delegate that provides them) or convert without custom ops",
                 tuple(custom))
-        return ModelFormatError(f"{self.path}: the interpreter rejected the model: {native[:300]}")
+        return ModelFormatError(f"{self.path}: the interpreter rejected the model: {brief(native, 300)}")
 
     def _refresh_slots(self) -> None:
         it = self._interpreter
@@ -152,7 +152,7 @@ class Model:
                 it.invoke()
                 outputs = [it.get_tensor(s.spec.index) for s in self._out]
             except (RuntimeError, ValueError) as exc:  # ValueError: an output with no data (found by fuzzing)
-                raise InferenceError(f"{self.path}: inference failed: {' '.join(str(exc).split())[:300]}") from None
+                raise InferenceError(f"{self.path}: inference failed: {brief(exc, 300)}") from None
         if raw:
             return outputs
         return [(o.astype(np.float32) - s.zero_point) * np.float32(s.scale) if s.quantized else o
@@ -181,8 +181,7 @@ class Model:
                     it.invoke()
                     return [it.get_tensor(i) for i in out_indices]
                 except (RuntimeError, ValueError) as exc:
-                    raise InferenceError(
-                        f"{self.path}: inference failed: {' '.join(str(exc).split())[:300]}") from None
+                    raise InferenceError(f"{self.path}: inference failed: {brief(exc, 300)}") from None
 
         return run_prepared
 
@@ -243,7 +242,7 @@ class Model:
             self._interpreter.resize_tensor_input(spec.index, list(expected), strict=False)
             self._interpreter.allocate_tensors()
             planned = str(exc).partition(": tensor ")[2]
-            why = f"tensor {planned}" if planned else " ".join(str(exc).split())[:200]
+            why = f"tensor {planned}" if planned else brief(exc, 200)
             raise InputDataError(
                 f"input '{spec.name}' cannot be resized from {expected} to {tuple(shape)}: {why}") from None
         self._refresh_slots()

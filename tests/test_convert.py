@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
@@ -135,35 +133,6 @@ def test_keras_zip_without_config(workdir):
 def test_directory_that_is_not_a_saved_model(workdir):
     with pytest.raises(ModelFormatError, match="without saved_model.pb"):
         convert(workdir)
-
-
-def _keras3_save(code: str, path) -> None:
-    """Run `code` (which defines `m`) under Keras 3, as a user without TF_USE_LEGACY_KERAS would, and save m."""
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    script = f"import keras, numpy as np\n{code}\nm.save({str(path)!r})\n"
-    subprocess.run([sys.executable, "-c", script], check=True, env=env, capture_output=True)
-
-
-def test_keras3_file_converts(workdir, digits):
-    code = ("i = keras.Input((8, 8, 1)); x = keras.layers.Rescaling(0.5)(i)\n"
-            "x = keras.layers.Conv2D(4, 3, activation='relu')(x); x = keras.layers.BatchNormalization()(x)\n"
-            "o = keras.layers.Dense(10, activation='softmax')(keras.layers.Flatten()(x)); m = keras.Model(i, o)\n"
-            f"np.save({str(workdir / 'expected.npy')!r}, m.predict(np.load({str(workdir / 'x.npy')!r}), verbose=0))")
-    np.save(workdir / "x.npy", digits.x_test[:8])
-    _keras3_save(code, workdir / "k3.keras")
-    result = convert(workdir / "k3.keras")
-    got = edgert.load(result.output_path).run(digits.x_test[:8])[0]
-    np.testing.assert_allclose(got, np.load(workdir / "expected.npy"), atol=1e-5)
-
-
-def test_keras3_unknown_layer_is_named(workdir):
-    code = ("@keras.saving.register_keras_serializable()\n"
-            "class MyScale(keras.layers.Layer):\n    def call(self, x):\n        return x * 2\n"
-            "m = keras.Sequential([keras.Input((4,)), MyScale(name='scaler'), keras.layers.Dense(2)])")
-    _keras3_save(code, workdir / "k3.keras")
-    with pytest.raises(ModelFormatError, match=r"cannot rebuild: scaler \(MyScale\)"):
-        convert(workdir / "k3.keras")
-    _assert_nothing_written(workdir, ["k3.keras"])
 
 
 def test_unknown_non_batch_dimensions(workdir):
