@@ -20,10 +20,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/digits_demo.py
 
+RUNTIME_TESTS := tests/test_model.py tests/test_flatbuffer.py tests/test_fuzz_regressions.py tests/test_bad_inputs.py
+
 # Some tests need system tools (an SSH server, kotlinc, libusb): installed when possible, else those tests skip.
 test: $(STAMP)
 	@sh tests/ensure_tools.sh
 	$(PY) -m pytest
+	@echo "the runtime tests again on TensorFlow's interpreter, as on a machine without ai_edge_litert:"
+	EDGERT_TEST_HIDE=ai_edge_litert $(PY) -m pytest -q $(RUNTIME_TESTS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/runtime_overhead.py

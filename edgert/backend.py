@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -15,7 +16,9 @@ BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 _MODULES = {
     "ai_edge_litert": ("ai_edge_litert.interpreter", "ai-edge-litert"),
     "tflite_runtime": ("tflite_runtime.interpreter", "tflite-runtime"),
-    "tensorflow": ("tensorflow.lite", "tensorflow"),
+    # The implementation module: `tensorflow.lite` names the API module or an internal package depending on how
+    # TensorFlow was first imported in the process.
+    "tensorflow": ("tensorflow.lite.python.interpreter", "tensorflow"),
 }
 
 
@@ -34,11 +37,11 @@ class Backend:
 
 def _import(name: str) -> Backend:
     module_name, dist = _MODULES[name]
+    if name == "tensorflow" and "tensorflow" not in sys.modules:
+        # The converters need Keras 2 behind tf.keras, which TensorFlow reads at import: keep them usable here.
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     module = importlib.import_module(module_name)
-    if name == "tensorflow":
-        interpreter_class, load_delegate = module.Interpreter, module.experimental.load_delegate
-    else:
-        interpreter_class, load_delegate = module.Interpreter, module.load_delegate
+    interpreter_class, load_delegate = module.Interpreter, module.load_delegate
     from importlib.metadata import PackageNotFoundError, version
 
     try:

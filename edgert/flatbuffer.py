@@ -233,10 +233,8 @@ class FlatModel:
 
 
 def _builtin_names() -> dict[int, str]:
-    try:
-        from ai_edge_litert.schema_py_generated import BuiltinOperator
-    except ImportError:  # other backends do not ship the schema; numbers are still exact
-        return {}
+    from edgert._builtin_operators import BuiltinOperator  # carried with edgert: no interpreter package needed
+
     return {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
 
 

@@ -352,11 +352,15 @@ def build_metadata(info, meta: MetadataSpec) -> tuple[bytes, dict[str, bytes]]:
 
 
 def _schema():
+    """The model schema's generated object API, from whichever package ships it (the same flatc output)."""
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:
-        raise MetadataError("writing metadata needs ai-edge-litert's model schema: pip install ai-edge-litert") \
-            from None
+        try:
+            from tensorflow.lite.python import schema_py_generated as schema
+        except ImportError:
+            raise MetadataError("writing metadata needs the TFLite model schema, which ai-edge-litert ships: "
+                                "pip install ai-edge-litert") from None
     return schema
 
 

@@ -137,9 +137,9 @@ def test_backend_can_be_forced(monkeypatch):
     try:
         with pytest.raises(edgert.BackendUnavailableError, match="not a backend"):
             backend.get_backend()
-        monkeypatch.setenv("EDGERT_BACKEND", "ai_edge_litert")
+        monkeypatch.setenv("EDGERT_BACKEND", "tensorflow")
         backend.get_backend.cache_clear()
-        assert backend.get_backend().name == "ai_edge_litert"
+        assert backend.get_backend().name == "tensorflow"
     finally:
         backend.get_backend.cache_clear()
 
