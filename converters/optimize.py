@@ -22,7 +22,7 @@ from typing import Callable
 
 from edgert.converters.recipe import ConvertRecipe, PruneConfig, Quantization
 from edgert.errors import EdgertError, InputDataError, OutputExistsError
-from edgert.files import write_bytes_atomic
+from edgert.files import make_output_dir, write_bytes_atomic
 
 RECORD_VERSION = 1
 OBJECTIVES = ("size", "latency", "energy")
@@ -321,7 +321,7 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
     elif record_path.exists() and not force:
         raise OutputExistsError(f"{record_path} exists from an earlier run; pass --resume {record_path} to continue "
                                 "it or --force to start again")
-    (out / "candidates").mkdir(parents=True, exist_ok=True)
+    make_output_dir(out / "candidates")
     started = time.monotonic()
     deadline = started + budget_minutes * 60 if budget_minutes else None
     notes: list[str] = []

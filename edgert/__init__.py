@@ -18,6 +18,7 @@ from edgert.errors import (
     MetadataError,
     ModelFormatError,
     OutputExistsError,
+    OutputNotWritableError,
     SensorError,
     UnsupportedOperatorError,
 )
@@ -33,6 +34,6 @@ __all__ = [
     "BackendUnavailableError", "BenchError", "BenchResult", "BundleError", "ConversionError", "DelegateCheck",
     "DelegateError", "DelegateUnavailableError", "DelegationReport", "DeployError", "DeviceProfileError",
     "EdgertError", "EnergyStats", "InferenceError", "InputDataError", "LatencyStats", "MetadataError", "Model",
-    "ModelFormatError", "ModelInfo", "OutputExistsError", "PowerTrace", "SensorError", "TensorSpec",
+    "ModelFormatError", "ModelInfo", "OutputExistsError", "OutputNotWritableError", "PowerTrace", "SensorError", "TensorSpec",
     "UnsupportedOperatorError", "bench", "check", "inspect_model", "load", "__version__",
 ]

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from edgert.errors import MetadataError, OutputExistsError
+from edgert.files import check_writable_dir
 from edgert.metadata import (
     MetadataSpec, ModelMetadata, build_metadata, decode_metadata, detection_roles, embed, read_labels)
 
@@ -188,6 +189,7 @@ def export_android(model_path: str | os.PathLike, package: str, out_dir: str | o
         raise OutputExistsError(f"{out} exists; pass --force to replace it or choose another -o folder")
     if not out.parent.is_dir():
         raise OutputExistsError(f"the folder {out.parent} does not exist; create it or choose another -o")
+    check_writable_dir(out.parent)
     labels = read_labels(labels_path) if labels_path else None
     meta = meta or MetadataSpec(name=model_path.stem)
     if meta.task not in TASK_CLASSES:

@@ -27,6 +27,10 @@ class OutputExistsError(EdgertError):
     """An output path exists already and overwriting was not asked for."""
 
 
+class OutputNotWritableError(EdgertError):
+    """An output cannot be written where it was asked for: a read-only filesystem, no permission, a full disk."""
+
+
 class ConversionError(EdgertError):
     """A Keras model could not be converted to TFLite."""
 
