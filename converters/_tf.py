@@ -9,6 +9,14 @@ from edgert.errors import ConversionError
 from edgert.native import native_log_captured
 
 
+CONVERT_EXTRA = "conversion needs the [convert] extra: pip install 'edgert[convert]'"
+
+
+def missing_extra(exc: ImportError) -> ConversionError:
+    """The one line for a converter dependency that is not installed (a runtime-only install)."""
+    return ConversionError(f"{CONVERT_EXTRA} ({exc.name or 'a module'} is not installed)")
+
+
 def import_tf():
     """Return `(tensorflow, tf_keras)`, making `tf.keras` the Keras 2 API that tfmot and the converter need.
 
@@ -29,9 +37,7 @@ def import_tf():
 
             tf.config.list_physical_devices()  # device discovery logs its CUDA probe here, not mid-conversion
     except ImportError as exc:
-        raise ConversionError(
-            f"conversion needs the [convert] extra ({exc.name} is missing); run `pip install 'edgert[convert]'`"
-        ) from None
+        raise missing_extra(exc) from None
     tf.get_logger().setLevel("ERROR")
     return tf, tf_keras
 
@@ -52,8 +58,7 @@ def import_keras3():
         with native_log_captured():
             import keras
     except ImportError as exc:
-        raise ConversionError(f"Keras 3 models need the keras package ({exc.name} is missing); run "
-                              "`pip install 'edgert[convert]'`") from None
+        raise missing_extra(exc) from None
     if not keras.__version__.startswith("3."):
         raise ConversionError(f"Keras 3 models need keras 3; keras {keras.__version__} is installed: run "
                               "`pip install 'edgert[convert]'`")

@@ -201,6 +201,10 @@ def convert(
         return run.execute()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: say how far it got; nothing half-written is left
         raise ConversionInterrupted(run.step, tuple(run.stages)) from None
+    except ImportError as exc:  # a converter dependency missing on a runtime-only install
+        from edgert.converters._tf import missing_extra
+
+        raise missing_extra(exc) from None
 
 
 class ConversionInterrupted(KeyboardInterrupt):

@@ -124,7 +124,12 @@ def _text(value) -> str | None:
 
 
 def _read_h5(p: Path) -> KerasFile:
-    import h5py  # ships with TensorFlow, which converting needs anyway
+    try:
+        import h5py  # ships with TensorFlow, which converting needs anyway
+    except ImportError as exc:
+        from edgert.converters._tf import missing_extra
+
+        raise missing_extra(exc) from None
 
     try:
         with h5py.File(p, "r") as f:

@@ -303,6 +303,11 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
     model = Path(model)
     if not model.exists():
         raise InputDataError(f"{model} does not exist")
+    from edgert.converters._tf import import_tf
+    from edgert.converters.sources import check_source
+
+    check_source(model, trust_model)  # a .tflite, a damaged file or stored code: said before anything starts
+    import_tf()  # and a runtime-only install says which extra it needs
     if objective == "energy" and not to:
         from edgert.devices import power
 
