@@ -36,10 +36,14 @@ def decode_images(files: Sequence[Path], spec: InputShape, value_range: tuple[fl
     return np.stack(out)
 
 
-def _images(folder: Path, spec: InputShape, value_range: tuple[float, float]) -> np.ndarray:
+def _images(folder: Path, spec: InputShape, value_range: tuple[float, float] | None) -> np.ndarray:
     files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise InputDataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    if value_range is None:
+        from edgert.converters.ranges import image_range_needed
+
+        raise image_range_needed(folder, "--calibration-data")
     return decode_images(files, spec, value_range)
 
 
@@ -62,13 +66,14 @@ def load_calibration_data(
     path: str | os.PathLike,
     inputs: Sequence[InputShape],
     max_samples: int = 200,
-    value_range: tuple[float, float] = (0.0, 255.0),
-) -> list[list[np.ndarray]]:
+    value_range: tuple[float, float] | None = None,
+) -> list[np.ndarray]:
     """Load calibration samples: all of them, or a seeded random subset of `max_samples`.
 
     Args:
         path: a `.npy` (single-input models), an `.npz` (`x`, or one array per input name) or a folder of images,
-            which are decoded, resized to the input's height and width and scaled to `value_range`.
+            which are decoded, resized to the input's height and width and scaled to `value_range` (required for a
+            folder: see `ranges.declared_range`).
         inputs: the model's inputs, shapes without the batch dimension.
         max_samples: upper bound on the samples used.
 
@@ -76,8 +81,15 @@ def load_calibration_data(
         One float32 array per input, each of shape (n_samples, *input_shape).
 
     Raises:
-        InputDataError: unreadable file, wrong shapes, non-numeric or non-finite values, too few samples.
+        InputDataError: unreadable file, wrong shapes, non-numeric or non-finite values, too few samples, or an
+            image folder without a value range.
     """
+    return load_calibration_arrays(path, inputs, max_samples, value_range)[0]
+
+
+def load_calibration_arrays(path, inputs, max_samples: int = 200, value_range=None
+                            ) -> tuple[list[np.ndarray], list[str]]:
+    """`load_calibration_data`, with the dtypes the file stored (images: `image`), for range checks."""
     p = Path(path)
     if max_samples < 1:
         raise InputDataError(f"--calibration-samples must be at least 1, got {max_samples}")
@@ -87,8 +99,10 @@ def load_calibration_data(
         if len(inputs) != 1:
             raise InputDataError("an image folder can calibrate a model with one input only; use an .npz")
         arrays = [_images(p, inputs[0], value_range)]
+        dtypes = ["images scaled to %g..%g" % value_range]
     elif p.suffix in (".npy", ".npz"):
         arrays = _pick(load_arrays(p), inputs, p)
+        dtypes = [str(a.dtype) for a in arrays]
     else:
         raise InputDataError(f"calibration data {p}: use a .npy, an .npz or a folder of images")
 
@@ -111,4 +125,4 @@ def load_calibration_data(
     if n > max_samples:
         chosen = np.sort(np.random.default_rng(0).choice(n, size=max_samples, replace=False))
         out = [a[chosen] for a in out]
-    return out
+    return out, dtypes

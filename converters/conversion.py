@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgert.converters.calibration import load_calibration_data
 from edgert.converters.recipe import (
     ClusterConfig,
     ConvertRecipe,
@@ -29,6 +28,7 @@ from edgert.errors import InputDataError
 from edgert.files import atomic_path, check_output_path, write_bytes_atomic
 from edgert.info import TensorSpec, describe
 
+DROP_WARNING = 5.0  # accuracy points lost that earn a warning line
 FULL_INTEGER_HINT = ("weights only were quantized (dynamic range); full-integer models, as the Edge TPU and NNAPI "
                      "int8 need, require --calibration-data")
 
@@ -154,7 +154,7 @@ def convert(
     calibration_data: str | os.PathLike | None = None,
     calibration_samples: int = 200,
     float_io: bool = False,
-    image_range: tuple[float, float] = (0.0, 255.0),
+    image_range: tuple[float, float] | None = None,
     force: bool = False,
     recipe: ConvertRecipe | None = None,
     train_data: str | os.PathLike | None = None,
@@ -162,6 +162,7 @@ def convert(
     eval_data: str | os.PathLike | None = None,
     custom_objects: str | os.PathLike | dict | None = None,
     trust_model: bool = False,
+    force_range: bool = False,
 ) -> ConversionResult:
     """Convert a Keras model (`.h5`, `.keras`, from tf_keras or Keras 3) or a SavedModel directory to `.tflite`.
 
@@ -181,6 +182,10 @@ def convert(
         custom_objects: a Python file (or a dict by name) with the model's own layers; see
             `custom_objects.load_custom_objects`.
         trust_model: allow loading layers that run Python code stored in the model (Lambda).
+        image_range: the range image folders are scaled to; by default the range the model states through a
+            leading Rescaling or Normalization layer (an image folder for a model that states none is refused).
+        force_range: accept calibration arrays whose range disagrees with the training or evaluation data or the
+            range the model states (refused otherwise: int8 silently loses the model's accuracy).
 
     After converting, the `.tflite` is run through the edgert runtime beside the model it came from on a few
     samples (calibration data when given, else seeded random inputs); `agreement` reports how closely they agree
@@ -196,7 +201,7 @@ def convert(
         recipe = ConvertRecipe(Quantization.INT8 if int8 else Quantization.FLOAT32, float_io=float_io,
                                calibration_samples=calibration_samples)
     run = _Run(recipe, model_path, output_path, calibration_data, train_data, val_data, eval_data, image_range,
-               force, started, custom_objects, trust_model)
+               force, started, custom_objects, trust_model, force_range)
     try:
         return run.execute()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: say how far it got; nothing half-written is left
@@ -226,10 +231,11 @@ class _Run:
     """One conversion: checks everything cheap first, then the stages, then writes all outputs."""
 
     def __init__(self, recipe, model_path, output_path, calibration_data, train_data, val_data, eval_data,
-                 image_range, force, started, custom_objects=None, trust_model=False):
+                 image_range, force, started, custom_objects=None, trust_model=False, force_range=False):
         self.recipe, self.model_path, self.image_range, self.force, self.started = (
             recipe, Path(model_path), image_range, force, started)
-        self.custom_objects, self.trust_model = custom_objects, trust_model
+        self.custom_objects, self.trust_model, self.force_range = custom_objects, trust_model, force_range
+        self.declared = None  # the input range the model states (ranges.Declared), once it is loaded
         self.paths = {"calibration": calibration_data, "train": train_data, "val": val_data, "eval": eval_data}
         self.notes: list[str] = []
         self.stages: list[StageReport] = []
@@ -275,9 +281,14 @@ class _Run:
         if has_stages and source.kind != "keras":
             raise InputDataError("pruning, clustering, distillation and QAT need a Keras model (.h5 or .keras); "
                                  "a SavedModel directory supports post-training quantization only")
+        from edgert.converters.ranges import declared_range
+
+        self.declared = declared_range(source.keras_model)
+        if self.image_range is None and self.declared is not None:
+            self.image_range = self.declared.value_range
         self.step = "loading the data"
         data = self._load_data(source)
-        calibration = self._calibration(source, data.get("train"))
+        calibration = self._calibration(source, data)
 
         from edgert.converters._tf import import_tf
 
@@ -339,6 +350,13 @@ class _Run:
         edgetpu_output = edgetpu_compile(out, self.force, self.notes) if self.mode is Quantization.EDGETPU else None
         agreement = result_extra.get("agreement")
         warnings = [agreement.warning] if agreement is not None and agreement.warning else []
+        source_acc, tflite_acc = result_extra.get("accuracy_source"), result_extra.get("accuracy_tflite")
+        if source_acc is not None and tflite_acc is not None and (source_acc - tflite_acc) * 100 > DROP_WARNING:
+            suspect = ("the calibration data's range first (it must be the range the model saw in training: "
+                       "--image-range for image folders)" if calibration is not None else
+                       "the recipe's stages (more fine-tuning epochs, or a milder sparsity)")
+            warnings.append(f"the .tflite is {(source_acc - tflite_acc) * 100:.1f} points less accurate than the "
+                            f"original ({source_acc:.2%} -> {tflite_acc:.2%}); check {suspect}")
         result = ConversionResult(
             source_path=str(self.model_path), output_path=str(out), mode=self.mode,
             source_size_bytes=source.size_bytes, output_size_bytes=len(flatbuffer),
@@ -414,12 +432,22 @@ class _Run:
                                  f"the model outputs {shape}")
         return int(shape[1])
 
-    def _calibration(self, source, train) -> list[np.ndarray] | None:
+    def _calibration(self, source, data) -> list[np.ndarray] | None:
         if not self.mode.needs_calibration and not (self.recipe.qat and self.mode is Quantization.INT8):
             return None
         n = self.recipe.calibration_samples
+        train = data.get("train")
         if self.paths["calibration"] is not None:
-            return load_calibration_data(self.paths["calibration"], source.inputs, n, self.image_range)
+            from edgert.converters.calibration import load_calibration_arrays
+            from edgert.converters.ranges import Span, check_calibration_range, declared_span
+
+            arrays, dtypes = load_calibration_arrays(self.paths["calibration"], source.inputs, n, self.image_range)
+            if not self.force_range:
+                references = [Span.of(f"the {'training' if k == 'train' else 'evaluation'} data", d.x, d.stored_dtype)
+                              for k, d in data.items() if k in ("train", "eval")] + declared_span(self.declared)
+                check_calibration_range(arrays, dtypes[0] if dtypes else None, references,
+                                        str(self.paths["calibration"]))
+            return arrays
         if train is not None:
             chosen = np.random.default_rng(0).permutation(len(train))[:n]
             self.notes.append(f"calibrated on {len(chosen)} training samples (no --calibration-data given)")

@@ -19,13 +19,14 @@ class LabelledData:
     x: np.ndarray  # float32, (N, *input_shape)
     y: np.ndarray  # int64 class indices, (N,)
     source: str
+    stored_dtype: str = "float32"  # what the file held before the float32 cast (for range checks)
 
     def __len__(self) -> int:
         return len(self.x)
 
 
 def load_labelled_data(path: str | os.PathLike, spec: InputShape, num_classes: int, option: str,
-                       value_range: tuple[float, float] = (0.0, 255.0)) -> LabelledData:
+                       value_range: tuple[float, float] | None = None) -> LabelledData:
     """Load and check labelled data against the model's single input and its number of output classes.
 
     Labels may be class indices (N,) or one-hot rows (N, num_classes).
@@ -45,6 +46,10 @@ def load_labelled_data(path: str | os.PathLike, spec: InputShape, num_classes: i
             labels += [label] * len(found)
         if not files:
             raise InputDataError(f"{option} {p}: the class folders hold no images")
+        if value_range is None:
+            from edgert.converters.ranges import image_range_needed
+
+            raise image_range_needed(p, option)
         x, y = decode_images(files, spec, value_range), np.array(labels, np.int64)
         if len(classes) != num_classes:
             raise InputDataError(f"{option} {p} has {len(classes)} class folders; the model outputs {num_classes} "
@@ -70,7 +75,8 @@ def load_labelled_data(path: str | os.PathLike, spec: InputShape, num_classes: i
     if y.min() < 0 or y.max() >= num_classes:
         raise InputDataError(f"{option}: labels run from {y.min()} to {y.max()}, but the model outputs "
                              f"{num_classes} classes (0..{num_classes - 1})")
+    stored = "images scaled to %g..%g" % value_range if p.is_dir() else str(x.dtype)
     x = x.astype(np.float32, copy=False)
     if not np.isfinite(x).all():
         raise InputDataError(f"{option}: x contains NaN or infinite values")
-    return LabelledData(x, y, str(p))
+    return LabelledData(x, y, str(p), stored)

@@ -125,7 +125,7 @@ def run_candidate(task: dict) -> dict:
     try:
         result = convert(task["model"], task["output"], recipe=recipe, train_data=task.get("train"),
                          eval_data=task["eval"], calibration_data=task.get("calibration"),
-                         image_range=tuple(task.get("image_range", (0.0, 255.0))), force=True,
+                         image_range=tuple(task["image_range"]) if task.get("image_range") else None, force=True,
                          custom_objects=task.get("custom_objects"), trust_model=task.get("trust_model", False))
     except EdgertError as exc:
         return {**record, "error": str(exc), "seconds": time.perf_counter() - started}
@@ -276,7 +276,7 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
              budget_minutes: float | None = None, device: str | None = None, to: str | None = None,
              allow_local: bool = False, workers: int | None = None, ray_address: str | None = None,
              resume: str | os.PathLike | None = None, epochs: int | None = None, bench_runs: int = 200,
-             image_range: tuple[float, float] = (0.0, 255.0), force: bool = False,
+             image_range: tuple[float, float] | None = None, force: bool = False,
              custom_objects: str | os.PathLike | None = None, trust_model: bool = False,
              progress: Callable[[str], None] = lambda _m: None) -> OptimizeResult:
     """Search recipes for `model` (a Keras `.h5`/`.keras`) and write the chosen `.tflite`, every candidate and
@@ -336,7 +336,7 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
         return {"model": str(model), "recipe": recipe.to_dict(), "level": level,
                 "output": str(out / "candidates" / f"{recipe.name}.tflite"), "train": str(train_data),
                 "eval": str(eval_data), "calibration": str(calibration_data) if calibration_data else None,
-                "image_range": list(image_range), "seed": 0,
+                "image_range": list(image_range) if image_range else None, "seed": 0,
                 "custom_objects": str(custom_objects) if custom_objects else None, "trust_model": trust_model}
 
     def finish(record: dict) -> Candidate:
@@ -457,7 +457,11 @@ def _calibration(model, calibration_data, train_data, image_range, custom_object
     from edgert.converters.data import load_labelled_data
     from edgert.converters.sources import open_model
 
+    from edgert.converters.ranges import declared_range
+
     source = open_model(model, custom_objects, trust_model)
+    declared = declared_range(source.keras_model)
+    image_range = image_range or (declared.value_range if declared else None)
     if calibration_data:
         return load_calibration_data(calibration_data, source.inputs, 64, image_range)
     shape = source.keras_model.output_shape

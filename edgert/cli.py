@@ -64,7 +64,9 @@ def _spec_rows(specs) -> list[str]:
 # -- convert --------------------------------------------------------------------------------------------------
 
 
-def _parse_range(_ctx, _param, value: str) -> tuple[float, float]:
+def _parse_range(_ctx, _param, value: str | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
     try:
         low, high = (float(v) for v in value.split(","))
     except ValueError:
@@ -110,8 +112,11 @@ def _parse_range(_ctx, _param, value: str) -> tuple[float, float]:
 @click.option("--preset", help="Run a named recipe: " + ", ".join(
     ["float32", "dynamic", "float16", "int8", "int16x8", "edgetpu", "prune50_int8", "prune75_int8",
      "prune50_2of4_int8", "qat_int8", "prune75_qat_int8", "cluster16_int8", "prune50_cluster16_qat_int8"]) + ".")
-@click.option("--image-range", default="0,255", show_default=True, callback=_parse_range,
-              help="Value range images are scaled to, LOW,HIGH.")
+@click.option("--image-range", callback=_parse_range, metavar="LOW,HIGH",
+              help="Value range image folders are scaled to (0,1 / -1,1 / 0,255) [default: the range the model "
+                   "states with a leading Rescaling or Normalization layer].")
+@click.option("--force-range", is_flag=True,
+              help="Accept calibration data whose range disagrees with the training/eval data or the model's.")
 @click.option("--custom-objects", type=click.Path(path_type=Path), metavar="FILE.py",
               help="A Python file defining (and registering) the model's own layers.")
 @click.option("--trust-model", is_flag=True,
@@ -120,7 +125,7 @@ def _parse_range(_ctx, _param, value: str) -> tuple[float, float]:
 @click.option("json_", "--json", is_flag=True, help="Print the result as JSON.")
 @_fail_cleanly
 def convert(model, output, calibration_data, train_data, val_data, eval_data, recipe_path, preset, image_range,
-            custom_objects, trust_model, force, json_, **options):
+            force_range, custom_objects, trust_model, force, json_, **options):
     """Convert a Keras model (.h5, .keras) or SavedModel directory to TFLite, optionally pruning, clustering,
     distilling and training for quantization on the way."""
     from edgert.converters import ConvertRecipe, RecipeError, recipe_from_options  # TensorFlow loads later
@@ -147,7 +152,7 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
         result = convert_model(model, output, recipe=recipe, calibration_data=calibration_data,
                                train_data=train_data, val_data=val_data, eval_data=eval_data,
                                image_range=image_range, force=force, custom_objects=custom_objects,
-                               trust_model=trust_model)
+                               trust_model=trust_model, force_range=force_range)
     except ConversionInterrupted as stopped:
         click.echo(stopped.describe(), err=True)
         raise click.exceptions.Exit(130) from None
