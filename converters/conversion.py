@@ -124,7 +124,7 @@ def recipe_from_options(*, int8=False, dynamic=False, float16=False, int16x8=Fal
                         prune=None, prune_schedule=None, prune_structure=None,
                         prune_policy=None, cluster=None, distill_from=None, distill_temperature=4.0,
                         distill_alpha=0.1, qat=False, float_io=False, calibration_samples=200, epochs=None,
-                        batch_size=32, learning_rate=None) -> ConvertRecipe:
+                        batch_size=32, learning_rate=None, seed=0) -> ConvertRecipe:
     """The recipe that command-line style options describe; conflicting options are named in the error."""
     chosen = [name for name, on in (("--dynamic", dynamic), ("--float16", float16), ("--int8", int8),
                                     ("--int16x8", int16x8), ("--edgetpu", edgetpu)) if on]
@@ -143,7 +143,7 @@ def recipe_from_options(*, int8=False, dynamic=False, float16=False, int16x8=Fal
         cluster=ClusterConfig(cluster) if cluster is not None else None,
         distill=DistillConfig(str(distill_from), distill_temperature, distill_alpha) if distill_from else None,
         qat=qat, float_io=float_io, calibration_samples=calibration_samples,
-        train=TrainConfig(epochs, batch_size, learning_rate))
+        train=TrainConfig(epochs, batch_size, learning_rate), seed=seed)
 
 
 def convert(
@@ -309,8 +309,9 @@ class _Run:
             self._stage("original", 0.0, model)
         reference = "the SavedModel" if model is None else "the Keras model"
         if has_stages:
-            from edgert.converters.training import outputs_are_probabilities
+            from edgert.converters.training import outputs_are_probabilities, seed_everything
 
+            seed_everything(recipe.seed)
             if source.framework == "keras3":
                 model = self._rebuild(model, custom)
             if "train" in data:
@@ -478,14 +479,14 @@ class _Run:
             if teacher is None:
                 raise InputDataError("--distill-from needs a Keras model (.h5 or .keras) as the teacher")
             model, notes = distill(model, teacher, recipe.distill, train, recipe.train, probabilities,
-                                   outputs_are_probabilities(teacher, train.x))
+                                   outputs_are_probabilities(teacher, train.x), recipe.seed)
             self._stage("distill", time.perf_counter() - t0, model, notes=notes)
         if recipe.prune:
             from edgert.converters.prune import prune
 
             self.step = "pruning"
             t0 = time.perf_counter()
-            model, notes = prune(model, recipe.prune, train, val, recipe.train, probabilities)
+            model, notes = prune(model, recipe.prune, train, val, recipe.train, probabilities, recipe.seed)
             self._stage("prune", time.perf_counter() - t0, model, notes=notes)
         if recipe.cluster:
             from edgert.converters.cluster import cluster

@@ -13,7 +13,7 @@ DEFAULT_LEARNING_RATE = 3e-3
 
 
 def distill(student, teacher, config: DistillConfig, train: LabelledData, training: TrainConfig,
-            student_probabilities: bool, teacher_probabilities: bool) -> tuple[object, list[str]]:
+            student_probabilities: bool, teacher_probabilities: bool, seed: int = 0) -> tuple[object, list[str]]:
     """Train `student` in place with loss alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T).
 
     Models that end in a softmax are handled through log-probabilities, which give the same softened
@@ -49,12 +49,14 @@ def distill(student, teacher, config: DistillConfig, train: LabelledData, traini
         optimizer.apply_gradients(zip(grads, student.trainable_variables))
         return loss
 
-    from edgert.converters.training import progress_bar
+    from edgert.converters.training import progress_bar, terminal
+    from edgert.native import native_log_captured
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     batch = training.batch_size
     epochs = training.epochs or DEFAULT_EPOCHS
-    with progress_bar(epochs * -(-len(train) // batch), "distilling") as bar:
+    with terminal() as term, native_log_captured(), progress_bar(epochs * -(-len(train) // batch), "distilling",
+                                                                 file=term) as bar:
         for _epoch in range(epochs):
             order = rng.permutation(len(train))
             for start in range(0, len(order), batch):

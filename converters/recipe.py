@@ -128,6 +128,9 @@ class ConvertRecipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     # Full int8 with these operators (their output tensor names) left in float: selective quantization.
     keep_float: tuple[str, ...] = ()
+    # Seeds Python, NumPy and TensorFlow, with TensorFlow's op determinism, for every stage that trains: the same
+    # recipe, data and seed give the same .tflite, byte for byte (on the same machine and versions).
+    seed: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "quantization", _enum(Quantization, self.quantization, "quantization"))
@@ -145,6 +148,8 @@ class ConvertRecipe:
             raise RecipeError(f"--float-io applies to --int8 and --int16x8 models, not {q.value}")
         if not isinstance(self.calibration_samples, int) or self.calibration_samples < 1:
             raise RecipeError(f"--calibration-samples must be at least 1, got {self.calibration_samples!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
+            raise RecipeError(f"--seed must be a whole number from 0 to 2**32 - 1, got {self.seed!r}")
 
     @property
     def needs_training_data(self) -> list[str]:
@@ -199,7 +204,7 @@ class ConvertRecipe:
                 if not isinstance(kwargs[key], dict):
                     raise RecipeError(f"recipe key '{key}' must be an object, got {type(kwargs[key]).__name__}")
                 kwargs[key] = sub(**_check_keys(sub, kwargs[key], key))
-        for key, kind in (("qat", bool), ("float_io", bool), ("calibration_samples", int)):
+        for key, kind in (("qat", bool), ("float_io", bool), ("calibration_samples", int), ("seed", int)):
             if key in kwargs and not isinstance(kwargs[key], kind):
                 raise RecipeError(f"recipe key '{key}' must be {kind.__name__}, got {kwargs[key]!r}")
         try:

@@ -4,7 +4,6 @@ the quantization mode, run with the native log captured; and `edgetpu_compiler` 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -58,19 +57,23 @@ def to_tflite(tf, converter, mode: Quantization, recipe: ConvertRecipe, calibrat
     Raises:
         ConversionError: the converter failed (one line; an operator without an integer kernel says so).
     """
+    from edgert.converters.training import terminal
+
+    with terminal() as term:  # the converter's native chatter is captured; the progress bar writes here
+        return _convert(tf, converter, mode, recipe, calibration, what, notes, float_fallback, term)
+
+
+def _convert(tf, converter, mode, recipe, calibration, what, notes, float_fallback, progress_file) -> bytes:
     from edgert.native import native_log_captured
 
     if mode is not Quantization.FLOAT32 or recipe.qat:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode is Quantization.FLOAT16:
         converter.target_spec.supported_types = [tf.float16]
-    progress_file = None
     if calibration is not None:
         from edgert.converters.training import progress_bar
 
         n_samples = len(calibration[0])
-        # The converter's native chatter is captured below; the bar writes to the terminal's own descriptor.
-        progress_file = os.fdopen(os.dup(2), "w")
 
         def representative_dataset():
             with progress_bar(n_samples, "calibrating", file=progress_file) as bar:
@@ -113,14 +116,11 @@ def to_tflite(tf, converter, mode: Quantization, recipe: ConvertRecipe, calibrat
             if notes is not None:
                 notes.append(f"int16x8 has no kernel for {unsupported.group(1)} (and perhaps other operators): "
                              "those run in float, the rest in int16x8")
-            return to_tflite(tf, converter, mode, recipe, calibration, what, notes, float_fallback=True)
+            return _convert(tf, converter, mode, recipe, calibration, what, notes, True, progress_file)
         if mode.needs_calibration and ("TFLITE_BUILTINS_INT8" in message or "quantiz" in message.lower()):
             raise ConversionError(f"full-integer conversion failed: {message}; an operator has no integer kernel: "
                                   "try --dynamic or --float16") from None
         raise ConversionError(f"conversion of {what} failed: {message}") from None
-    finally:
-        if progress_file is not None:
-            progress_file.close()
 
 
 def edgetpu_compile(out: Path, force: bool, notes: list[str]) -> str | None:

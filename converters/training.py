@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import tempfile
@@ -13,13 +14,29 @@ import numpy as np
 from edgert.converters.data import LabelledData
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow (tf_keras and Keras 3 alike) and make TensorFlow's ops deterministic, so
+    that training stages give the same weights on every run. Op determinism stays on for the rest of the process
+    (TensorFlow has no way back); it costs some speed on GPUs, nothing measurable on these CPU kernels."""
+    import sys
+
+    from edgert.converters._tf import import_tf
+
+    tf, keras = import_tf()
+    keras.utils.set_random_seed(seed)
+    if "keras" in sys.modules:
+        sys.modules["keras"].utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
 def outputs_are_probabilities(model, x: np.ndarray) -> bool:
     """True when the model already ends in a softmax (rows in [0, 1] summing to 1), so losses take no logits."""
     p = np.asarray(model(x[:16], training=False))
     return bool(np.all(p >= -1e-6) and np.all(p <= 1 + 1e-6) and np.allclose(p.sum(axis=-1), 1, atol=1e-3))
 
 
-def compile_for_labels(model, probabilities: bool, learning_rate: float) -> None:
+def compile_for_labels(model, probabilities: bool, learning_rate) -> None:
+    """Adam on sparse categorical cross-entropy; `learning_rate` is a number or a Keras schedule."""
     from edgert.converters._tf import import_tf
 
     _, keras = import_tf()
@@ -30,10 +47,24 @@ def compile_for_labels(model, probabilities: bool, learning_rate: float) -> None
 
 def fit(model, train: LabelledData, val: LabelledData | None, epochs: int, batch_size: int, callbacks=(),
         desc: str = "fine-tuning"):
+    """`model.fit` with a progress bar on the terminal and TensorFlow's native log lines kept off it."""
+    from edgert.native import native_log_captured
+
     steps = -(-len(train) // batch_size)
-    model.fit(train.x, train.y, epochs=epochs, batch_size=batch_size, verbose=0,
-              callbacks=[*callbacks, progress_callback(desc, epochs, steps)],
-              validation_data=(val.x, val.y) if val is not None else None)
+    with terminal() as term, native_log_captured():
+        model.fit(train.x, train.y, epochs=epochs, batch_size=batch_size, verbose=0,
+                  callbacks=[*callbacks, progress_callback(desc, epochs, steps, file=term)],
+                  validation_data=(val.x, val.y) if val is not None else None)
+
+
+@contextlib.contextmanager
+def terminal():
+    """A file on the terminal's own descriptor, for progress bars drawn while fd 2 is being captured."""
+    stream = os.fdopen(os.dup(2), "w")
+    try:
+        yield stream
+    finally:
+        stream.close()
 
 
 def wrap_supported_layers(model, supported, wrap, what: str) -> tuple[object, list[str]]:
@@ -115,7 +146,7 @@ def progress_bar(total: int, desc: str, file=None):
     return tqdm(total=total, desc=desc, unit="step", leave=False, disable=None, file=file, dynamic_ncols=True)
 
 
-def progress_callback(desc: str, epochs: int, steps_per_epoch: int):
+def progress_callback(desc: str, epochs: int, steps_per_epoch: int, file=None):
     """A Keras callback driving one tqdm bar over all of a fit's steps (Keras' own bar stays off: verbose=0)."""
     from edgert.converters._tf import import_tf
 
@@ -123,7 +154,7 @@ def progress_callback(desc: str, epochs: int, steps_per_epoch: int):
 
     class Progress(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self.bar = progress_bar(epochs * steps_per_epoch, desc)
+            self.bar = progress_bar(epochs * steps_per_epoch, desc, file=file)
 
         def on_train_batch_end(self, batch, logs=None):
             self.bar.update(1)

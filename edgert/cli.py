@@ -108,6 +108,8 @@ def _parse_range(_ctx, _param, value: str | None) -> tuple[float, float] | None:
 @click.option("--epochs", type=int, help="Fine-tuning epochs [default: per stage].")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--learning-rate", type=float, help="Fine-tuning learning rate [default: per stage].")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Seed of every training stage, with deterministic "
+              "ops: the same recipe, data and seed give the same .tflite [default: 0, or the --recipe's].")
 @click.option("--recipe", "recipe_path", type=click.Path(path_type=Path), help="Run a saved recipe JSON.")
 @click.option("--preset", help="Run a named recipe: " + ", ".join(
     ["float32", "dynamic", "float16", "int8", "int16x8", "edgetpu", "prune50_int8", "prune75_int8",
@@ -125,7 +127,7 @@ def _parse_range(_ctx, _param, value: str | None) -> tuple[float, float] | None:
 @click.option("json_", "--json", is_flag=True, help="Print the result as JSON.")
 @_fail_cleanly
 def convert(model, output, calibration_data, train_data, val_data, eval_data, recipe_path, preset, image_range,
-            force_range, custom_objects, trust_model, force, json_, **options):
+            force_range, custom_objects, trust_model, seed, force, json_, **options):
     """Convert a Keras model (.h5, .keras) or SavedModel directory to TFLite, optionally pruning, clustering,
     distilling and training for quantization on the way."""
     from edgert.converters import ConvertRecipe, RecipeError, recipe_from_options  # TensorFlow loads later
@@ -146,6 +148,10 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
         recipe = named_preset(preset)
     else:
         recipe = recipe_from_options(**options)
+    if seed is not None:
+        import dataclasses
+
+        recipe = dataclasses.replace(recipe, seed=seed)
     from edgert.converters import ConversionInterrupted
 
     try:
