@@ -112,13 +112,21 @@ def compare(mode: str, reference_name: str, inputs_name: str, reference: list[np
                                        float(diff.max()) / peak if peak > 0 else float(diff.max(initial=0.0)),
                                        float(cos.mean()), float(cos.min()), sqnr, top1))
     agreement = Agreement(mode, reference_name, inputs_name, len(reference[0]) if reference else 0, tuple(outputs))
-    return _with_warning(agreement, len(reference), len(converted))
+    bad_reference = sum(int(np.size(r) - np.isfinite(r).sum()) for r in reference)
+    bad_converted = sum(int(np.size(c) - np.isfinite(c).sum()) for c in converted)
+    return _with_warning(agreement, len(reference), len(converted), bad_reference, bad_converted)
 
 
-def _with_warning(a: Agreement, n_reference: int, n_converted: int) -> Agreement:
+def _with_warning(a: Agreement, n_reference: int, n_converted: int, bad_reference: int = 0,
+                  bad_converted: int = 0) -> Agreement:
     from dataclasses import replace
 
-    if len(a.outputs) != n_reference or n_reference != n_converted:
+    if bad_reference:
+        why = (f"{a.reference} itself outputs NaN or infinity ({bad_reference} values on these {a.samples} "
+               f"{a.inputs}), so agreement cannot be judged: check the model's weights and the inputs' range")
+    elif bad_converted:
+        why = f"the .tflite outputs NaN or infinity ({bad_converted} values) where {a.reference} does not"
+    elif len(a.outputs) != n_reference or n_reference != n_converted:
         why = (f"the .tflite has {n_converted} output(s) and {a.reference} {n_reference}; {len(a.outputs)} could be "
                "matched by shape")
     elif a.mode == "float32":

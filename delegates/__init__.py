@@ -12,6 +12,14 @@ from edgert.errors import DelegateError
 from edgert.plugins import Registry
 
 ENTRY_POINT_GROUP = "edgert.delegates"
+# What pyproject.toml registers for the built-ins (tests/test_delegates.py keeps the two equal).
+BUILTINS = {
+    "xnnpack": "edgert.delegates.xnnpack:XnnpackDelegate",
+    "gpu": "edgert.delegates.gpu:GpuDelegate",
+    "nnapi": "edgert.delegates.nnapi:NnapiDelegate",
+    "edgetpu": "edgert.delegates.edgetpu:EdgeTpuDelegate",
+    "external": "edgert.delegates.external:ExternalDelegate",
+}
 
 
 class BrokenPlugin(DelegatePlugin):
@@ -28,7 +36,7 @@ class BrokenPlugin(DelegatePlugin):
 
 _registry: Registry[DelegatePlugin] = Registry(
     ENTRY_POINT_GROUP, "EDGERT_DELEGATES", DelegatePlugin, "delegate", BrokenPlugin, DelegateError,
-    "edgert delegates", extra_names=("auto",))
+    "edgert delegates", extra_names=("auto",), builtins=BUILTINS)
 
 plugins = _registry.plugins
 register = _registry.register

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from edgert.errors import InputDataError
 from edgert.files import atomic_path
+
+if TYPE_CHECKING:
+    from edgert.info import TensorSpec
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -65,3 +69,22 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
                 np.save(f, array, allow_pickle=False)
             else:
                 np.savez(f, **arrays)
+
+
+def random_inputs(specs: Sequence[TensorSpec], seed: int = 0) -> list[np.ndarray]:
+    """Seeded inputs in each input's own dtype (int8 models get int8, not floats to quantize on every run)."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for spec in specs:
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            arrays.append(rng.uniform(-1.0, 1.0, spec.shape).astype(dtype))
+        elif dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            low, high = max(info.min, -(2**31)), min(info.max, 2**31 - 1)
+            arrays.append(rng.integers(low, high, spec.shape, endpoint=True).astype(dtype))
+        elif dtype.kind == "b":
+            arrays.append(rng.integers(0, 2, spec.shape).astype(bool))
+        else:
+            raise InputDataError(f"input '{spec.name}' is {dtype.name}: pass real inputs with --input")
+    return arrays

@@ -42,13 +42,27 @@ def _import(name: str) -> Backend:
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     module = importlib.import_module(module_name)
     interpreter_class, load_delegate = module.Interpreter, module.load_delegate
+    return Backend(name, _dist_version(dist), interpreter_class, load_delegate)
+
+
+def _dist_version(dist: str) -> str:
+    """The installed version of `dist` from its `.dist-info` folder name: importlib.metadata would cost tens of
+    milliseconds of imports on every command, which a board feels."""
+    prefix = dist.replace("-", "_").lower() + "-"
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.lower().startswith(prefix) and name.endswith(".dist-info"):
+                return name[len(prefix):-len(".dist-info")]
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        ver = version(dist)
+        return version(dist)
     except PackageNotFoundError:
-        ver = "unknown"
-    return Backend(name, ver, interpreter_class, load_delegate)
+        return "unknown"
 
 
 @functools.cache

@@ -17,12 +17,11 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from edgert.arrays import load_arrays, match_inputs
+from edgert.arrays import load_arrays, match_inputs, random_inputs
 from edgert.delegation import DelegationReport
 from edgert.devices.machine import MachineInfo, machine_info
 from edgert.devices.power import select
 from edgert.errors import BenchError
-from edgert.info import TensorSpec
 from edgert.model import Inputs, Model
 from edgert.power import Monitor, PowerTrace, ThermalTrace
 
@@ -279,25 +278,6 @@ def timed_loop(run: Callable[[], object], *, runs: int | None, duration_s: float
 
 
 # -- inputs, memory -------------------------------------------------------------------------------------------
-
-
-def random_inputs(specs: Sequence[TensorSpec], seed: int = 0) -> list[np.ndarray]:
-    """Seeded inputs in each input's own dtype (int8 models get int8, not floats to quantize on every run)."""
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for spec in specs:
-        dtype = np.dtype(spec.dtype)
-        if dtype.kind == "f":
-            arrays.append(rng.uniform(-1.0, 1.0, spec.shape).astype(dtype))
-        elif dtype.kind in "iu":
-            info = np.iinfo(dtype)
-            low, high = max(info.min, -(2**31)), min(info.max, 2**31 - 1)
-            arrays.append(rng.integers(low, high, spec.shape, endpoint=True).astype(dtype))
-        elif dtype.kind == "b":
-            arrays.append(rng.integers(0, 2, spec.shape).astype(bool))
-        else:
-            raise BenchError(f"input '{spec.name}' is {dtype.name}: pass real inputs with --input")
-    return arrays
 
 
 def _status_mb() -> dict[str, float]:

@@ -361,7 +361,7 @@ def run(model, input_path, output, raw, threads, force, json_, delegate, delegat
             raise InputDataError(f"--output {output}: use a .npy or .npz path")
     m = _load(model, threads, delegate, delegate_lib, delegate_options, strict)
     if input_path is None:
-        from edgert.benchmark import random_inputs
+        from edgert.arrays import random_inputs
 
         inputs = random_inputs(m.inputs)
     else:

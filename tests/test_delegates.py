@@ -147,3 +147,14 @@ def test_xnnpack_preflight_matches_what_xnnpack_really_took(fixture, request):
     (predicted,) = edgert.check(path, "xnnpack")
     report = edgert.load(path).delegation
     assert {v.label for v in predicted.rejected} == set(report.cpu_ops), report.describe()
+
+
+def test_the_builtin_table_is_what_pyproject_registers():
+    """`get` loads a built-in without scanning entry points; the table it uses must be pyproject.toml's."""
+    import tomllib
+    from pathlib import Path
+
+    from edgert.delegates import BUILTINS
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert project["project"]["entry-points"]["edgert.delegates"] == BUILTINS

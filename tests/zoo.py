@@ -54,18 +54,20 @@ def skip_reason(arch: str, fmt: str) -> str | None:
 
 
 def _randomize_batch_norm(layers, seed: int) -> None:
+    """Random statistics and scales, by each variable's own name (a BatchNormalization with scale=False, as
+    InceptionV3's, has no gamma)."""
     rng = np.random.default_rng(seed)
     for layer in layers:
-        if type(layer).__name__ == "BatchNormalization":
-            gamma_beta_mean_var = layer.get_weights()
-            new = []
-            for i, w in enumerate(gamma_beta_mean_var):
-                role = ["gamma", "beta", "mean", "variance"][i] if len(gamma_beta_mean_var) == 4 else "other"
-                if role in ("gamma", "variance"):
-                    new.append(rng.uniform(0.5, 1.5, w.shape).astype(w.dtype))
-                else:
-                    new.append(rng.normal(0.0, 0.1, w.shape).astype(w.dtype))
-            layer.set_weights(new)
+        if type(layer).__name__ != "BatchNormalization":
+            continue
+        new = []
+        for variable, value in zip(layer.weights, layer.get_weights()):
+            role = variable.name.split("/")[-1].split(":")[0]
+            if role in ("gamma", "moving_variance"):
+                new.append(rng.uniform(0.5, 1.5, value.shape).astype(value.dtype))
+            else:  # beta, moving_mean
+                new.append(rng.normal(0.0, 0.1, value.shape).astype(value.dtype))
+        layer.set_weights(new)
 
 
 def build(arch: str, fmt: str, directory: str | os.PathLike, seed: int = 0) -> Path:

@@ -1,0 +1,93 @@
+"""Start-up time, as fresh processes (what a user waits for on every command, seconds on a Raspberry Pi).
+
+Two comparisons, each interleaved (anchor, contender, anchor, ...) over `--rounds` runs, medians:
+- `import edgert` against `import ai_edge_litert.interpreter` (target <= 1.2x);
+- `edgert run model.tflite --input x.npy` against a bare script that loads the interpreter, sets the input, invokes
+  once and prints the output (target <= 1.3x), on the int8 digits CNN.
+Run: `python benchmarks/startup.py [--rounds 20]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+WORK = Path("build/bench")
+BARE = """
+import sys
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+it = Interpreter(model_path=sys.argv[1])
+it.allocate_tensors()
+detail = it.get_input_details()[0]
+x = np.load(sys.argv[2])
+scale, zero = detail["quantization"]
+it.set_tensor(detail["index"], np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8))
+it.invoke()
+out = it.get_output_details()[0]
+print(it.get_tensor(out["index"]))
+"""
+
+
+def prepare() -> tuple[Path, Path]:
+    model, x = WORK / "digits_int8.tflite", WORK / "digits_sample.npy"
+    WORK.mkdir(parents=True, exist_ok=True)
+    if not model.exists() or not x.exists():
+        from edgert.converters import convert
+        from edgert.converters.digits import digits_split, train_digits_cnn
+
+        split = digits_split()
+        train_digits_cnn(split).save(WORK / "digits.h5")
+        np.save(WORK / "digits_calibration.npy", split.x_train[:200])
+        convert(WORK / "digits.h5", model, int8=True, calibration_data=WORK / "digits_calibration.npy", force=True)
+        np.save(x, split.x_test[:1])
+    return model, x
+
+
+def timed(cmd: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def compare(title: str, anchor: tuple[str, list[str]], contender: tuple[str, list[str]], rounds: int,
+            target: float) -> None:
+    times: dict[str, list[float]] = {anchor[0]: [], contender[0]: []}
+    for cmd in (anchor[1], contender[1]):  # one untimed run each: the page cache holds both afterwards
+        timed(cmd)
+    for _ in range(rounds):
+        for name, cmd in (anchor, contender):
+            times[name].append(timed(cmd))
+    base = statistics.median(times[anchor[0]])
+    print(f"\n{title} ({rounds} interleaved process runs each)")
+    print(f"{'contender':<44} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'ratio':>7}")
+    for name, values in times.items():
+        deciles = statistics.quantiles(values, n=10)
+        print(f"{name:<44} {statistics.median(values) * 1000:>10.1f} {deciles[0] * 1000:>8.1f} "
+              f"{deciles[-1] * 1000:>8.1f} {statistics.median(values) / base:>7.3f}")
+    ratio = statistics.median(times[contender[0]]) / base
+    print(f"target <= {target}: {'met' if ratio <= target else 'MISSED'} ({ratio:.3f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    args = parser.parse_args()
+    model, x = prepare()
+    py = sys.executable
+    compare("import time", ("import ai_edge_litert.interpreter (anchor)", [py, "-c", "import ai_edge_litert.interpreter"]),
+            ("import edgert", [py, "-c", "import edgert"]), args.rounds, 1.2)
+    edgert_cmd = str(Path(py).parent / "edgert")
+    compare("one inference from the command line",
+            ("bare interpreter script (anchor)", [py, "-c", BARE, str(model), str(x)]),
+            ("edgert run MODEL --input x.npy", [edgert_cmd, "run", str(model), "--input", str(x)]), args.rounds, 1.3)
+
+
+if __name__ == "__main__":
+    main()
