@@ -82,17 +82,18 @@ class Manifest:
 
     @property
     def version(self) -> str:
-        """A content id: the same files make the same version, wherever and whenever the bundle was made."""
-        digest = hashlib.sha256()
-        for f in sorted(self.files, key=lambda f: f.path):
-            digest.update(f"{f.path}\0{f.sha256}\n".encode())
-        return digest.hexdigest()[:16]
+        """A content id over the whole manifest (every file's checksum, the device, delegates, requirements...): the
+        same bundle makes the same version wherever and whenever it was made, and any difference makes another."""
+        content = json.dumps(self._content(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(content.encode()).hexdigest()[:16]
 
-    def to_dict(self) -> dict:
+    def _content(self) -> dict:
         d = asdict(self)
         d["files"] = {f.path: {"sha256": f.sha256, "size": f.size} for f in self.files}
-        d["version"] = self.version
         return d
+
+    def to_dict(self) -> dict:
+        return {**self._content(), "version": self.version}
 
     @classmethod
     def from_dict(cls, data: dict) -> Manifest:

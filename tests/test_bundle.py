@@ -60,7 +60,7 @@ def test_the_same_inputs_make_the_same_bytes(model, tmp_path):
     b = bundle.make_bundle(model, "rpi5", tmp_path / "b.edgert")
     assert a.sha256 == b.sha256 and a.manifest.version == b.manifest.version
     c = bundle.make_bundle(model, "coral-devboard", tmp_path / "c.edgert")
-    assert c.manifest.version == a.manifest.version  # the version is the files; the device is in the manifest
+    assert c.manifest.version != a.manifest.version  # the version covers the whole manifest, the device included
     assert c.sha256 != a.sha256 and c.manifest.delegates == ("edgetpu:pci", "xnnpack")
 
 
@@ -159,3 +159,12 @@ def test_cli_bundle(model, tmp_path):
     assert again.exit_code == 1 and again.output.count("\n") == 1 and "--force" in again.output
     data = json.loads(runner.invoke(cli, ["bundle", str(model), "-o", str(out), "--force", "--json"]).output)
     assert data["manifest"]["delegates"] == ["auto"] and data["size_bytes"] == out.stat().st_size
+
+
+def test_the_version_covers_the_whole_manifest(int8_tflite, tmp_path):
+    """Two bundles of the same files for different boards differ in their manifests, so in their versions."""
+    generic = bundle.make_bundle(int8_tflite, None, tmp_path / "generic.edgert")
+    pi = bundle.make_bundle(int8_tflite, "rpi5", tmp_path / "pi.edgert")
+    assert generic.manifest.version != pi.manifest.version
+    again = bundle.make_bundle(int8_tflite, "rpi5", tmp_path / "again.edgert")
+    assert again.manifest.version == pi.manifest.version and again.sha256 == pi.sha256
