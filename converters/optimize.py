@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Callable
 
 from edgert.converters.recipe import ConvertRecipe, PruneConfig, Quantization
 from edgert.errors import EdgertError, InputDataError, OutputExistsError
-from edgert.files import make_output_dir, write_bytes_atomic
+from edgert.files import check_output_path, make_output_dir, shown, write_bytes_atomic
 
 RECORD_VERSION = 1
 OBJECTIVES = ("size", "latency", "energy")
@@ -315,18 +314,17 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
             raise InputDataError("--objective energy needs a power sensor and none was found here (`edgert sensors` "
                                  "says why); use --objective latency or size, or measure on a board with --to")
 
-    out = Path(out_dir) if out_dir else model.with_name(f"{model.stem}_optimize")
-    record_path = out / "optimize.json"
+    record_path, candidates_dir, chosen_target = output_layout(model, out_dir, resume)
     previous: dict[str, Candidate] = {}
     model_sha = hashlib.sha256(model.read_bytes()).hexdigest() if model.is_file() else None
     if resume:
         previous = _load_resume(Path(resume), model_sha)
-        record_path = Path(resume)
-        out = record_path.parent
     elif record_path.exists() and not force:
-        raise OutputExistsError(f"{record_path} exists from an earlier run; pass --resume {record_path} to continue "
-                                "it or --force to start again")
-    make_output_dir(out / "candidates")
+        raise OutputExistsError(f"{record_path} exists from an earlier run; pass --resume {shown(record_path)} to "
+                                "continue it or --force to start again")
+    if out_dir is not None and Path(out_dir).suffix == ".tflite" and not resume:
+        check_output_path(chosen_target, force=force)  # the chosen model's own path: before any work
+    make_output_dir(candidates_dir)
     started = time.monotonic()
     deadline = started + budget_minutes * 60 if budget_minutes else None
     notes: list[str] = []
@@ -334,7 +332,7 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
 
     def task(recipe: ConvertRecipe, level: str) -> dict:
         return {"model": str(model), "recipe": recipe.to_dict(), "level": level,
-                "output": str(out / "candidates" / f"{recipe.name}.tflite"), "train": str(train_data),
+                "output": str(candidates_dir / f"{recipe.name}.tflite"), "train": str(train_data),
                 "eval": str(eval_data), "calibration": str(calibration_data) if calibration_data else None,
                 "image_range": list(image_range) if image_range else None, "seed": 0,
                 "custom_objects": str(custom_objects) if custom_objects else None, "trust_model": trust_model}
@@ -438,18 +436,33 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
     chosen = _choose(candidates, objective)
     chosen_path = None
     if chosen is not None:
-        target = out / f"{model.stem}_optimized.tflite"
-        shutil.copyfile(chosen.path, target)
-        for side in (".recipe.json", ".report.json"):
+        for side in (".recipe.json", ".report.json", ""):  # the model last: a set is whole or the model absent
             if Path(chosen.path + side).exists():
-                shutil.copyfile(chosen.path + side, str(target) + side)
-        chosen_path = str(target)
+                write_bytes_atomic(str(chosen_target) + side, Path(chosen.path + side).read_bytes())
+        chosen_path = str(chosen_target)
     else:
         notes.append(f"no candidate stays within {max_drop:g} points of the float model's {float_c.accuracy:.2%}")
     save(candidates, chosen, stopped)
     result = OptimizeResult(str(model), objective, max_drop, float_c, tuple(candidates), chosen, chosen_path,
                             str(record_path), stopped, tuple(reused), tuple(notes))
     return result
+
+
+def output_layout(model: Path, out: str | os.PathLike | None, resume) -> tuple[Path, Path, Path]:
+    """(record, candidates folder, chosen model) for `-o`: a `.tflite` path is where the chosen model goes, with its
+    record `<path>.optimize.json` and the candidates in `<path>.candidates/` beside it; a folder (default
+    `<stem>_optimize`) holds `optimize.json`, `candidates/` and `<stem>_optimized.tflite`. `--resume` takes the
+    layout of the record it names."""
+    if resume:
+        record = Path(resume)
+        if record.name.endswith(".tflite.optimize.json"):
+            chosen = record.with_name(record.name[:-len(".optimize.json")])
+            return record, Path(f"{chosen}.candidates"), chosen
+        return record, record.parent / "candidates", record.parent / f"{model.stem}_optimized.tflite"
+    target = Path(out) if out else model.with_name(f"{model.stem}_optimize")
+    if target.suffix == ".tflite":
+        return Path(f"{target}.optimize.json"), Path(f"{target}.candidates"), target
+    return target / "optimize.json", target / "candidates", target / f"{model.stem}_optimized.tflite"
 
 
 def _calibration(model, calibration_data, train_data, image_range, custom_objects=None, trust_model=False):

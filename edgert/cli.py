@@ -982,8 +982,9 @@ def export_android_command(model, package, delegates, name, description, version
 @click.option("--epochs", type=click.IntRange(min=1), help="Fine-tuning epochs for pruning and QAT.")
 @click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), help="Continue the run recorded in "
               "this optimize.json; finished candidates are not redone.")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder [default: <stem>_optimize beside the model].")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="A .tflite path for the chosen model (its record beside it: PATH.optimize.json), or a folder "
+                   "[default: <stem>_optimize beside the model].")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also draw accuracy against latency (point size = model size): .png, .svg or .pdf.")
 @click.option("--custom-objects", type=click.Path(path_type=Path), metavar="FILE.py",
@@ -1012,8 +1013,12 @@ def optimize(model, train_data, eval_data, calibration_data, device, to, allow_l
                               workers=workers, ray_address=ray_address, resume=resume, epochs=epochs, force=force,
                               custom_objects=custom_objects, trust_model=trust_model, progress=progress)
     except KeyboardInterrupt:
-        click.echo("interrupted: finished candidates are in the record; continue with --resume "
-                   f"{(output or model.with_name(model.stem + '_optimize')) / 'optimize.json'}", err=True)
+        from edgert.converters.optimize import output_layout
+        from edgert.files import shown
+
+        record = output_layout(model, output, resume)[0]
+        click.echo(f"interrupted: finished candidates are in the record; continue with --resume {shown(record)}",
+                   err=True)
         raise click.exceptions.Exit(130) from None
     if plot_path is not None:
         plot_pareto(result, plot_path, force=True)

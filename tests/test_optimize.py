@@ -51,14 +51,15 @@ def test_pareto_and_feasibility():
 @pytest.mark.slow
 def test_acceptance_on_digits_size_objective(h5_path, data, tmp_path):
     """--max-drop 1.0 --objective size: at least 6x smaller gzipped than the float .tflite, within the drop, and a
-    table of at least 5 candidates."""
-    out = tmp_path / "opt"
+    table of at least 5 candidates. `-o best.tflite` is where the chosen model goes, its record beside it."""
+    optimized = tmp_path / "best.tflite"
     plot = tmp_path / "pareto.png"
     result = CliRunner().invoke(cli, ["optimize", str(h5_path), "--train-data", str(data[0]), "--eval-data",
-                                      str(data[1]), "--max-drop", "1.0", "--objective", "size", "-o", str(out),
+                                      str(data[1]), "--max-drop", "1.0", "--objective", "size", "-o", str(optimized),
                                       "--plot", str(plot)])
     assert result.exit_code == 0, result.output
-    record = json.loads((out / "optimize.json").read_text())
+    assert optimized.is_file() and (tmp_path / "best.tflite.candidates").is_dir()
+    record = json.loads((tmp_path / "best.tflite.optimize.json").read_text())
     float_gzip = record["float"]["gzip_bytes"]
     chosen = next(c for c in record["candidates"] if c["name"] == record["chosen"])
     assert float_gzip / chosen["gzip_bytes"] >= 6.0, record["chosen"]
@@ -66,7 +67,6 @@ def test_acceptance_on_digits_size_objective(h5_path, data, tmp_path):
     rows = [line for line in result.output.splitlines() if line.startswith("  ") and "%" in line]
     assert len(rows) >= 6 and sum(1 for c in record["candidates"] if c["error"] is None) >= 5
     assert any(line.startswith("  >*") for line in rows)
-    optimized = out / "digits_optimized.tflite"
     assert gzip.compress(optimized.read_bytes(), 6).__len__() == pytest.approx(chosen["gzip_bytes"], abs=64)
     assert json.loads(Path(str(optimized) + ".recipe.json").read_text())["name"] == record["chosen"]
     model = edgert.load(optimized)
@@ -181,6 +181,19 @@ def test_constraints_the_float_model_misses_and_tiny_budgets(h5_path, data, tmp_
     with pytest.raises(DeployError, match="cannot reach"):
         optimize(h5_path, train_data=data[0], eval_data=data[1], to="nobody@nohost.invalid", out_dir=tmp_path / "d",
                  budget_minutes=0.2)
+
+
+def test_output_layouts(tmp_path):
+    from edgert.converters.optimize import output_layout
+
+    model = tmp_path / "digits.h5"
+    assert output_layout(model, None, None) == (tmp_path / "digits_optimize" / "optimize.json",
+                                                tmp_path / "digits_optimize" / "candidates",
+                                                tmp_path / "digits_optimize" / "digits_optimized.tflite")
+    assert output_layout(model, tmp_path / "best.tflite", None) == (
+        tmp_path / "best.tflite.optimize.json", tmp_path / "best.tflite.candidates", tmp_path / "best.tflite")
+    assert output_layout(model, None, tmp_path / "best.tflite.optimize.json")[2] == tmp_path / "best.tflite"
+    assert output_layout(model, None, tmp_path / "run" / "optimize.json")[1] == tmp_path / "run" / "candidates"
 
 
 def test_sensitive_layers_become_a_level_after_post_training():
