@@ -27,8 +27,8 @@ from edgert.errors import (
 # errors.py, and a command that only runs a model never imports the benchmark or power code.
 _LAZY = {
     "BenchResult": "edgert.benchmark", "EnergyStats": "edgert.benchmark", "LatencyStats": "edgert.benchmark",
-    "bench": "edgert.benchmark", "DelegateCheck": "edgert.delegation", "DelegationReport": "edgert.delegation",
-    "check": "edgert.delegation", "ModelInfo": "edgert.info", "TensorSpec": "edgert.info",
+    "bench": "edgert.benchmark", "DelegateCheck": "edgert.preflight", "DelegationReport": "edgert.delegation",
+    "check": "edgert.preflight", "ModelInfo": "edgert.info", "TensorSpec": "edgert.info",
     "inspect_model": "edgert.info", "Model": "edgert.model", "load": "edgert.model", "PowerTrace": "edgert.power",
 }
 

@@ -126,6 +126,11 @@ class AndroidExport:
         return {"classification": "classify", "detection": "detect", "segmentation": "segment"}[self.task] + \
             "(bitmap)"
 
+    def to_dict(self) -> dict:
+        return {"out_dir": self.out_dir, "model_asset": self.model_asset, "kotlin_source": self.kotlin_source,
+                "gradle_snippet": self.gradle_snippet, "readme": self.readme, "class_name": self.class_name,
+                "task": self.task, "call": self.call, "metadata": self.metadata.to_dict()}
+
 
 def check_package(name: str) -> str:
     """A valid Java/Kotlin package name (`com.example.app`).

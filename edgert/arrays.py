@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -27,6 +26,8 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise InputDataError(f"{p}: no such file")
     if p.suffix not in (".npy", ".npz"):
         raise InputDataError(f"{p}: use a .npy or .npz file (numpy.save / numpy.savez)")
+    import zipfile  # only here: its import (shutil, bz2, lzma) costs a board's start-up
+
     try:
         if p.suffix == ".npy":
             return {"x": np.load(p, allow_pickle=False)}

@@ -138,7 +138,8 @@ def _runtime_files() -> dict[str, bytes]:
     for module, prefix, data_globs in ((edgert, "edgert", ()), (edgert.delegates, "edgert/delegates", ()),
                                        (edgert.devices, "edgert/devices", ("profiles/*.toml",))):
         folder = Path(module.__file__).parent
-        for path in sorted(folder.glob("*.py")) + [p for g in data_globs for p in sorted(folder.glob(g))]:
+        code = [p for p in sorted(folder.rglob("*.py")) if "__pycache__" not in p.parts]  # subpackages (cli) too
+        for path in code + [p for g in data_globs for p in sorted(folder.glob(g))]:
             files[f"{prefix}/{path.relative_to(folder).as_posix()}"] = path.read_bytes()
     dist = importlib.metadata.distribution("edgert")
     info = f"edgert-{dist.version}.dist-info"

@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shlex
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -22,6 +20,8 @@ _WHILE_WRITING = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 def shown(path: str | os.PathLike) -> str:
     """A path as a user can paste it back into a shell (quoted when it holds spaces or other specials)."""
+    import shlex
+
     return shlex.quote(str(path))
 
 
@@ -37,6 +37,8 @@ def check_writable_dir(directory: str | os.PathLike) -> Path:
     Raises:
         OutputNotWritableError: the directory cannot take a file (read-only, no permission, full disk).
     """
+    import tempfile
+
     d = Path(directory) if str(directory) else Path(".")
     try:
         fd, probe = tempfile.mkstemp(prefix=".edgert-write-test-", dir=d)
@@ -92,6 +94,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     An exception or Ctrl-C inside the block removes the temporary file, so no half-written output remains.
     """
+    import tempfile
+
     p = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent if str(p.parent) else ".")

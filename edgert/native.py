@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -33,7 +32,7 @@ def native_log_captured() -> Iterator[NativeLog]:
         return
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
+    with _sink() as sink, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         os.dup2(sink.fileno(), 2)
         try:
@@ -45,3 +44,16 @@ def native_log_captured() -> Iterator[NativeLog]:
             sink.seek(0)
             log.text = sink.read().decode("utf-8", "replace")
             log.lines = log.text.splitlines()
+
+
+def _sink():
+    """An anonymous file for the captured text: in memory on Linux (no tempfile import at start-up, which a board
+    pays on every command), a temporary file elsewhere."""
+    if hasattr(os, "memfd_create"):
+        try:
+            return os.fdopen(os.memfd_create("edgert-native-log", getattr(os, "MFD_CLOEXEC", 0)), "w+b")
+        except OSError:  # a kernel or seccomp policy without memfd
+            pass
+    import tempfile
+
+    return tempfile.TemporaryFile()

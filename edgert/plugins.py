@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import threading
@@ -131,6 +130,8 @@ class Registry(Generic[P]):
         for plugin in known.values():
             if key in getattr(plugin, "aliases", ()):
                 return plugin
+        import difflib
+
         names = sorted({*known, *(a for p in known.values() for a in getattr(p, "aliases", ())), *self._extra})
         close = difflib.get_close_matches(key, names, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""

@@ -273,7 +273,6 @@ def test_cli_power_cmd_energy(int8_tflite, fake):
     (("--runs", 0), "--runs must be at least 1, got 0"),
     (("--duration", -3), "--duration must be a positive number, got -3"),
     (("--rate", -30), "--rate must be a positive number, got -30"),
-    (("--threads", 0), "--threads must be at least 1"),
     (("--power", "nope"), "unknown power sensor 'nope'"),
     (("--plot", "out.txt"), "use a .png, .svg, .pdf path"),
 ])
@@ -281,6 +280,14 @@ def test_cli_bad_input_is_one_line(int8_tflite, fake, args, message):
     out = invoke(int8_tflite, *args)
     assert out.exit_code == 1 and message in out.output
     assert out.output.count("\n") == 1 and "Traceback" not in out.output
+
+
+def test_threads_zero_is_the_same_usage_error_in_run_and_bench(int8_tflite):
+    outs = [CliRunner().invoke(cli, [command, str(int8_tflite), "--threads", "0"]) for command in ("run", "bench")]
+    for out in outs:
+        assert out.exit_code == 2 and out.output.count("\n") == 1, out.output
+        assert "Invalid value for '--threads': 0 is not in the range x>=1" in out.output
+    assert outs[0].output.replace("run", "X") == outs[1].output.replace("bench", "X")
 
 
 def test_cli_missing_model_and_wrong_input(int8_tflite, tmp_path, fake):

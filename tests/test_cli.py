@@ -231,3 +231,58 @@ def test_sigint_and_sigterm_during_a_real_conversion(h5_path, tmp_path, digits):
         assert proc.returncode == 130, stderr[-500:]
         assert "interrupted while" in stderr and "nothing was written" in stderr and "Traceback" not in stderr
         assert not list(tmp_path.glob(f"{sig.name}.tflite*")) and not list(tmp_path.glob(f".{sig.name}*"))
+
+
+def _all_commands():
+    from edgert.cli import COMMANDS
+
+    for name in COMMANDS:
+        command = cli.get_command(None, name)
+        yield [name], command
+        for sub in getattr(command, "commands", {}):
+            yield [name, sub], command.commands[sub]
+
+
+@pytest.mark.parametrize("path", [p for p, _ in _all_commands()], ids=lambda p: " ".join(p))
+def test_every_command_help_ends_with_examples(path):
+    out = CliRunner().invoke(cli, [*path, "--help"])
+    assert out.exit_code == 0, out.output
+    tail = out.output.rstrip("\n").split("Examples:")[-1].splitlines()
+    examples = [line.strip() for line in tail if line.strip()]
+    assert "Examples:" in out.output and 1 <= len(examples) <= 3, out.output
+    assert all(e.split()[0] in ("edgert", "python3") or "edgert" in e for e in examples)
+
+
+def test_top_level_summaries_are_whole_in_80_columns():
+    out = CliRunner().invoke(cli, ["--help"], terminal_width=80)
+    lines = out.output.split("Commands:")[1].splitlines()
+    from edgert.cli import COMMANDS
+
+    for name, (_, _, summary) in COMMANDS.items():
+        assert any(line.strip() == f"{name}{line.strip()[len(name):]}" and summary in line for line in lines), name
+    assert all(len(line) <= 80 for line in lines)
+
+
+@pytest.mark.parametrize("args", [["run", "--frobnicate"], ["convert"], ["bench"], ["nosuchcommand"],
+                                  ["devices", "show"]])
+def test_usage_errors_are_one_line(args):
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 2 and out.output.count("\n") == 1, out.output
+    assert out.output.startswith("Error: ") and "--help` lists the options" in out.output
+
+
+def test_name_means_one_thing(int8_tflite, tmp_path):
+    """--name is a model's name on a board (bundle, deploy); the metadata's is --display-name."""
+    out = CliRunner().invoke(cli, ["metadata", "write", str(int8_tflite), "--display-name", "Digits", "-o",
+                                   str(tmp_path / "m.tflite"), "--json"])
+    assert out.exit_code == 0, out.output and json.loads(out.output)["metadata"]["name"] == "Digits"
+    assert CliRunner().invoke(cli, ["metadata", "write", str(int8_tflite), "--name", "x"]).exit_code == 2
+
+
+def test_export_android_has_json(int8_tflite, tmp_path):
+    out = CliRunner().invoke(cli, ["export", "android", str(int8_tflite), "--package", "com.example.digits", "-o",
+                                   str(tmp_path / "android"), "--json"])
+    assert out.exit_code == 0, out.output
+    done = json.loads(out.output)
+    assert done["class_name"] == "DigitsInt8Classifier" and done["call"] == "classify(bitmap)"
+    assert (tmp_path / "android" / done["kotlin_source"]).is_file()

@@ -1,0 +1,136 @@
+"""`edgert convert`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgert.cli._common import examples, fail_cleanly, kib, parse_range, spec_rows
+
+
+@click.command(epilog=examples(
+    "edgert convert model.keras --int8 --calibration-data calibration.npy",
+    "edgert convert model.h5 --prune 0.75 --qat --train-data train.npz --eval-data test.npz",
+    "edgert convert saved_model_dir/ --float16 -o model_fp16.tflite"))
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Output .tflite path [default: <stem>.tflite, <stem>_int8.tflite, ... beside the model].")
+@click.option("--int8", is_flag=True, help="Full-integer int8 (calibrated); weights only without any data.")
+@click.option("--dynamic", is_flag=True, help="Dynamic range: int8 weights, float activations.")
+@click.option("--float16", is_flag=True, help="float16 weights.")
+@click.option("--int16x8", is_flag=True, help="int16 activations, int8 weights (calibrated).")
+@click.option("--edgetpu", is_flag=True, help="Full int8 for the Edge TPU, then edgetpu_compiler if on PATH.")
+@click.option("--calibration-data", type=click.Path(path_type=Path),
+              help="Representative inputs: .npy, .npz (x or one array per input) or a folder of images.")
+@click.option("--calibration-samples", type=int, default=200, show_default=True,
+              help="Use at most this many calibration samples.")
+@click.option("--float-io", is_flag=True, help="Full-integer model with float32 inputs and outputs.")
+@click.option("--prune", type=float, metavar="SPARSITY", help="Magnitude pruning to this sparsity, in (0, 1).")
+@click.option("--prune-schedule", type=click.Choice(["polynomial", "constant"]),
+              help="Pruning schedule while fine-tuning [default: polynomial].")
+@click.option("--prune-structure", metavar="M:N", help="M-by-N structured sparsity, e.g. 2:4.")
+@click.option("--prune-policy", type=click.Choice(["xnnpack"]), help="Prune only what XNNPack runs sparse.")
+@click.option("--cluster", type=int, metavar="N", help="Weight clustering into N centroids per layer.")
+@click.option("--distill-from", type=click.Path(path_type=Path), help="Teacher model for knowledge distillation.")
+@click.option("--distill-temperature", type=float, default=4.0, show_default=True)
+@click.option("--distill-alpha", type=float, default=0.1, show_default=True,
+              help="Weight of the hard-label loss (the rest matches the teacher).")
+@click.option("--qat", is_flag=True, help="Quantization-aware training (int8).")
+@click.option("--train-data", type=click.Path(path_type=Path), help="Fine-tuning data: .npz (x, y) or class folders.")
+@click.option("--val-data", type=click.Path(path_type=Path), help="Validation data while fine-tuning.")
+@click.option("--eval-data", type=click.Path(path_type=Path),
+              help="Measure accuracy of the original and of the final .tflite (through the edgert runtime).")
+@click.option("--epochs", type=int, help="Fine-tuning epochs [default: per stage].")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--learning-rate", type=float, help="Fine-tuning learning rate [default: per stage].")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Seed of every training stage, with deterministic "
+              "ops: the same recipe, data and seed give the same .tflite [default: 0, or the --recipe's].")
+@click.option("--recipe", "recipe_path", type=click.Path(path_type=Path), help="Run a saved recipe JSON.")
+@click.option("--preset", help="Run a named recipe: " + ", ".join(
+    ["float32", "dynamic", "float16", "int8", "int16x8", "edgetpu", "prune50_int8", "prune75_int8",
+     "prune50_2of4_int8", "qat_int8", "prune75_qat_int8", "cluster16_int8", "prune50_cluster16_qat_int8"]) + ".")
+@click.option("--image-range", callback=parse_range, metavar="LOW,HIGH",
+              help="Value range image folders are scaled to (0,1 / -1,1 / 0,255) [default: the range the model "
+                   "states with a leading Rescaling or Normalization layer].")
+@click.option("--force-range", is_flag=True,
+              help="Accept calibration data whose range disagrees with the training/eval data or the model's.")
+@click.option("--custom-objects", type=click.Path(path_type=Path), metavar="FILE.py",
+              help="A Python file defining (and registering) the model's own layers.")
+@click.option("--trust-model", is_flag=True,
+              help="Allow layers that run Python code stored in the model (Lambda); only for files you trust.")
+@click.option("--force", is_flag=True, help="Overwrite the output (and its .recipe.json/.report.json).")
+@click.option("json_", "--json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def convert(model, output, calibration_data, train_data, val_data, eval_data, recipe_path, preset, image_range,
+            force_range, custom_objects, trust_model, seed, force, json_, **options):
+    """Convert a Keras model (.h5, .keras) or SavedModel directory to TFLite, optionally pruning, clustering,
+    distilling and training for quantization on the way."""
+    from edgert.converters import ConvertRecipe, RecipeError, recipe_from_options  # TensorFlow loads later
+    from edgert.converters import convert as convert_model
+    from edgert.converters import preset as named_preset
+
+    given = {k: v for k, v in options.items() if v not in (None, False) and
+             (k, v) not in {("calibration_samples", 200), ("batch_size", 32), ("distill_temperature", 4.0),
+                            ("distill_alpha", 0.1)}}
+    if recipe_path and preset:
+        raise RecipeError("--recipe and --preset conflict: choose one")
+    if (recipe_path or preset) and given:
+        raise RecipeError(f"--{'recipe' if recipe_path else 'preset'} already sets the options; drop "
+                          + ", ".join("--" + k.replace("_", "-") for k in sorted(given)))
+    if recipe_path:
+        recipe = ConvertRecipe.load(recipe_path)
+    elif preset:
+        recipe = named_preset(preset)
+    else:
+        recipe = recipe_from_options(**options)
+    if seed is not None:
+        import dataclasses
+
+        recipe = dataclasses.replace(recipe, seed=seed)
+    from edgert.converters import ConversionInterrupted
+
+    try:
+        result = convert_model(model, output, recipe=recipe, calibration_data=calibration_data,
+                               train_data=train_data, val_data=val_data, eval_data=eval_data,
+                               image_range=image_range, force=force, custom_objects=custom_objects,
+                               trust_model=trust_model, force_range=force_range)
+    except ConversionInterrupted as stopped:
+        click.echo(stopped.describe(), err=True)
+        raise click.exceptions.Exit(130) from None
+    if json_:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    click.echo(f"wrote {result.output_path}")
+    click.echo(f"  from        {result.source_format}")
+    click.echo(f"  recipe      {result.recipe.name}  ({result.recipe_path})")
+    click.echo(f"  mode        {result.mode.value}"
+               + (f" (calibrated on {result.calibration_samples} samples)" if result.calibration_samples else ""))
+    click.echo(f"  size        {kib(result.source_size_bytes)} -> {kib(result.output_size_bytes)} "
+               f"({result.size_ratio:.1f}x smaller; {kib(result.output_gzip_bytes)} gzipped)")
+    if result.accuracy_tflite is not None:
+        src = "-" if result.accuracy_source is None else f"{result.accuracy_source:.2%}"
+        drop = "" if result.accuracy_drop is None else f", drop {result.accuracy_drop:+.2f} points"
+        click.echo(f"  accuracy    {src} -> {result.accuracy_tflite:.2%} on {result.eval_samples} samples{drop}")
+    if result.agreement is not None:
+        click.echo(f"  agreement   {result.agreement.describe()}")
+    click.echo(f"  time        {result.duration_s:.1f} s")
+    if len(result.stages) > 1:
+        click.echo("stages")
+        click.echo(f"  {'stage':<10} {'params':>8} {'size':>11} {'gzip':>11} {'sparsity':>9} {'clusters':>9} "
+                   f"{'float layers':>13} {'time':>7}")
+        for st in result.stages:
+            sparsity = max(st.sparsity.values(), default=0.0)
+            clusters = min(st.clusters.values(), default=0)
+            click.echo(f"  {st.stage:<10} {st.params:>8} {kib(st.size_bytes):>11} {kib(st.gzip_bytes):>11} "
+                       f"{sparsity:>9.2f} {clusters or '-':>9} {len(st.float_layers) or '-':>13} "
+                       f"{st.seconds:>6.1f}s")
+    click.echo("inputs")
+    click.echo("\n".join(spec_rows(result.inputs)))
+    click.echo("outputs")
+    click.echo("\n".join(spec_rows(result.outputs)))
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)

@@ -1,0 +1,195 @@
+"""`edgert delegates`, `check`, `inspect` and `run`: the runtime on one model."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+import edgert
+from edgert.cli._common import delegate_options, examples, fail_cleanly, kib, load_model, spec_rows
+from edgert.errors import InputDataError
+
+
+@click.command(epilog=examples(
+    "edgert delegates",
+    "edgert delegates --json",
+    "EDGERT_DELEGATES=xnnpack,gpu edgert delegates"))
+@click.option("json_", "--json", is_flag=True, help="Print the list as JSON.")
+@fail_cleanly
+def delegates(json_):
+    """List the delegate plugins, whether each is usable here, and why not."""
+    from edgert import delegates as registry
+    from edgert.delegates.base import current_platform
+
+    rows = []
+    for name, plugin in sorted(registry.plugins().items()):
+        probe = plugin.usable_here()
+        rows.append({"name": name, "aliases": list(plugin.aliases), "usable": probe.usable, "reason": probe.reason,
+                     "library": probe.library, "platforms": list(plugin.platforms), "summary": plugin.summary,
+                     "options": dict(plugin.options),
+                     "module": type(plugin).__module__})
+    if json_:
+        click.echo(json.dumps({"platform": str(current_platform()), "delegates": rows}, indent=2))
+        return
+    click.echo(f"platform {current_platform()}")
+    for r in rows:
+        state = "usable" if r["usable"] else "unusable"
+        click.echo(f"  {r['name']:<10} {state:<9} {r['summary']}")
+        if r["reason"]:
+            click.echo(f"  {'':<10} {'':<9} {r['reason']}")
+
+
+@click.command(epilog=examples(
+    "edgert check model.tflite",
+    "edgert check model.tflite --delegate gpu,edgetpu --strict",
+    "edgert check model.tflite --json"))
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--delegate", "delegate_names", default="all", show_default=True, metavar="NAME[,NAME...]",
+              help="Delegates to check: xnnpack, gpu, nnapi, edgetpu, or all.")
+@click.option("--strict", is_flag=True, help="Exit 1 if any operator would fall back to the CPU.")
+@click.option("json_", "--json", is_flag=True, help="Print the verdicts as JSON.")
+@fail_cleanly
+def check(model, delegate_names, strict, json_):
+    """Pre-flight: which operators each delegate will accept, read from the model file alone (no hardware)."""
+    from edgert.preflight import check as check_model
+
+    results = check_model(model, delegate_names)
+    if json_:
+        click.echo(json.dumps({"model": str(model), "delegates": [r.to_dict() for r in results]}, indent=2))
+    else:
+        for r in results:
+            click.echo(f"{r.delegate}: {r.accepted}/{len(r.verdicts)} operators accepted"
+                       + ("" if r.clean else ", the rest stay on the CPU" if not r.note else ""))
+            if r.note:
+                click.echo(f"  note: {r.note}")
+            for v in r.rejected:
+                click.echo(f"  {v.label:<24} {v.reason}")
+            click.echo(f"  (table: {r.source})")
+    if strict and not all(r.clean for r in results):
+        raise click.exceptions.Exit(1)
+
+
+# -- inspect --------------------------------------------------------------------------------------------------
+
+
+@click.command(epilog=examples(
+    "edgert inspect model.tflite",
+    "edgert inspect model.tflite --delegate gpu,xnnpack",
+    "edgert inspect model.tflite --json"))
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("json_", "--json", is_flag=True, help="Print the description as JSON.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: the backend's].")
+@delegate_options
+@fail_cleanly
+def inspect(model, json_, threads, delegate, delegate_lib, delegate_options, strict):
+    """Describe a .tflite model: inputs, outputs, quantization, operators, custom ops, delegation."""
+    info = edgert.inspect_model(model)
+    backend = str(edgert.backend.get_backend())
+    try:
+        delegation = load_model(model, threads, delegate, delegate_lib, delegate_options, strict).delegation
+        delegation_text, delegation_dict = delegation.describe(), delegation.to_dict()
+    except edgert.UnsupportedOperatorError as exc:  # still worth describing: the file itself is fine
+        if strict:
+            raise
+        delegation_text, delegation_dict = f"not loadable here: {exc}", None
+    if json_:
+        click.echo(json.dumps({**info.to_dict(), "backend": backend, "delegation": delegation_dict}, indent=2))
+        return
+    click.echo(f"model         {info.path}")
+    click.echo(f"size          {kib(info.size_bytes)} ({info.size_bytes} bytes)")
+    click.echo(f"quantization  {info.quantization}")
+    click.echo(f"structure     schema v{info.schema_version}, {info.subgraph_count} subgraph(s), "
+               f"{info.tensor_count} tensors, {info.operator_count} operators")
+    click.echo(f"backend       {backend}")
+    if info.metadata:
+        click.echo(f"metadata      {', '.join(info.metadata)}")
+    click.echo("inputs")
+    click.echo("\n".join(spec_rows(info.inputs)))
+    click.echo("outputs")
+    click.echo("\n".join(spec_rows(info.outputs)))
+    click.echo("operators")
+    for name, count in info.operators:
+        click.echo(f"  {name:<28} {count:>4}")
+    click.echo("custom operators: " + (", ".join(info.custom_operators) or "none"))
+    click.echo(f"delegation    {delegation_text}")
+
+
+# -- run ------------------------------------------------------------------------------------------------------
+
+
+def _load_inputs(path: Path, model: edgert.Model):
+    from edgert.arrays import load_arrays, match_inputs
+
+    return match_inputs(load_arrays(path), [s.name for s in model.inputs], path)
+
+
+def _summary(name: str, a: np.ndarray) -> str:
+    text = f"{name}: shape {a.shape} {a.dtype}"
+    if a.size and a.dtype.kind in "fiub":
+        text += f"  min {a.min():.4g} max {a.max():.4g} mean {a.mean():.4g}"
+    if a.ndim == 2 and a.shape[1] > 1:
+        top = a.argmax(axis=1)[:10].tolist()
+        text += f"\n  argmax per row: {top}" + (" ..." if a.shape[0] > 10 else "")
+    elif a.size <= 16:
+        text += f"\n  values: {np.array2string(a.ravel(), precision=4, separator=', ')}"
+    return text
+
+
+@click.command(epilog=examples(
+    "edgert run model.tflite --input x.npy",
+    "edgert run model.tflite --input x.npz -o y.npz --raw",
+    "edgert run model.tflite --delegate edgetpu:usb,xnnpack --json"))
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-i", "--input", "input_path", type=click.Path(path_type=Path),
+              help="Input data: .npy (one input) or .npz (one array per input name) [default: seeded random inputs "
+                   "in the model's dtypes, a smoke test].")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Save outputs: .npy (single output) or .npz (one array per output name).")
+@click.option("--raw", is_flag=True, help="Return quantized outputs as stored, not dequantized to float.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: the backend's].")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+@click.option("json_", "--json", is_flag=True, help="Print outputs as JSON.")
+@delegate_options
+@fail_cleanly
+def run(model, input_path, output, raw, threads, force, json_, delegate, delegate_lib, delegate_options, strict):
+    """Run a .tflite model on inputs from a file (or, without --input, on seeded random inputs)."""
+    from edgert.arrays import save_arrays
+    from edgert.files import check_output_path
+
+    if output is not None:
+        check_output_path(output, force=force)
+        if output.suffix not in (".npy", ".npz"):
+            raise InputDataError(f"--output {output}: use a .npy or .npz path")
+    m = load_model(model, threads, delegate, delegate_lib, delegate_options, strict)
+    if input_path is None:
+        from edgert.arrays import random_inputs
+
+        inputs = random_inputs(m.inputs)
+    else:
+        inputs = _load_inputs(input_path, m)
+    started = time.perf_counter_ns()
+    outputs = m.run(inputs, raw=raw)
+    latency_ms = (time.perf_counter_ns() - started) / 1e6
+    names = [s.name for s in m.outputs]
+    if output is not None:
+        if output.suffix == ".npy" and len(outputs) != 1:
+            raise InputDataError(f"the model has {len(outputs)} outputs; save them to an .npz, not {output}")
+        save_arrays(output, dict(zip(names, outputs)))
+    if json_:
+        click.echo(json.dumps({
+            "model": str(model), "backend": str(m.backend), "latency_ms": round(latency_ms, 3),
+            "inputs": str(input_path) if input_path else "seeded random",
+            "delegation": m.delegation.to_dict(),
+            "outputs": {n: {"shape": list(o.shape), "dtype": o.dtype.name, "values": o.tolist()}
+                        for n, o in zip(names, outputs)},
+            "saved_to": str(output) if output else None}, indent=2))
+        return
+    for n, o in zip(names, outputs):
+        click.echo(_summary(n, o))
+    click.echo(f"ran in {latency_ms:.2f} ms on {m.backend}" + ("" if input_path else " (seeded random inputs)")
+               + (f"; saved to {output}" if output else ""))
+    click.echo(f"delegation: {m.delegation.describe()}")
