@@ -2,7 +2,8 @@
 
 The order of a run: load (timed: `init_ms`), measure the idle power baseline, warm up (the first run is timed on its
 own: `first_inference_ms`), then the timed runs, back to back or at a fixed rate. A sampling thread records power,
-temperatures and CPU frequency throughout on the same clock as the runs (`time.perf_counter_ns`).
+temperatures and CPU frequency throughout on the same clock as the runs (`time.perf_counter_ns`). With `isolate`,
+all of it happens in a fresh process, so a row's memory is its own.
 """
 
 from __future__ import annotations
@@ -11,208 +12,32 @@ import math
 import os
 import time
 from array import array
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from edgert.arrays import load_arrays, match_inputs, random_inputs
-from edgert.delegation import DelegationReport
-from edgert.devices.machine import MachineInfo, machine_info
+from edgert.bench_results import (
+    BenchResult,
+    EnergyStats,
+    LatencyStats,
+    MemoryStats,
+    RateStats,
+    ThermalStats,
+    empty_power_trace,
+    empty_thermal_trace,
+    energy_stats,
+    thermal_stats,
+)
+from edgert.devices.machine import machine_info
 from edgert.devices.power import select
 from edgert.errors import BenchError
 from edgert.model import Inputs, Model
-from edgert.power import Monitor, PowerTrace, ThermalTrace
+from edgert.power import Monitor, PowerTrace
 
 DEFAULT_RUNS = 50
 DEFAULT_MIN_DURATION_S = 1.0
-THROTTLE_DROP = 0.10  # a sustained fall of the CPU frequency by more than this during the run is flagged
-
-
-@dataclass(frozen=True, eq=False)
-class LatencyStats:
-    """Latency of the timed runs in milliseconds; `samples_ms` keeps every run in order."""
-
-    samples_ms: np.ndarray
-    count: int
-    min_ms: float
-    mean_ms: float
-    std_ms: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-
-    @classmethod
-    def from_ns(cls, samples_ns: Sequence[int] | np.ndarray) -> LatencyStats:
-        ms = np.array(samples_ns, dtype=np.float64)
-        ms /= 1e6  # in place: a 200,000-run soak makes one array here, not two
-        if ms.size == 0:
-            raise BenchError("no timed run finished; nothing to report")
-        p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-        return cls(ms, int(ms.size), float(ms.min()), float(ms.mean()), float(ms.std()), float(p50), float(p90),
-                   float(p99), float(ms.max()))
-
-    def to_dict(self) -> dict:
-        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items() if k != "samples_ms"}
-
-
-@dataclass(frozen=True)
-class RateStats:
-    """Fixed-rate mode: frames start on a `1/target_fps` grid; a frame that ends after its slot misses its deadline,
-    and grid slots that pass while an earlier frame still runs are dropped (never run late in a burst)."""
-
-    target_fps: float
-    frames: int
-    missed_deadlines: int
-    dropped_frames: int
-    achieved_fps: float
-
-    @property
-    def missed_fraction(self) -> float:
-        return self.missed_deadlines / self.frames if self.frames else 0.0
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "missed_fraction": round(self.missed_fraction, 4)}
-
-
-@dataclass(frozen=True)
-class MemoryStats:
-    """Resident memory of this process in MiB; `peak_rss_mb` is since the model load when the kernel allowed
-    resetting the high-water mark (`peak_since_load`), else since the process started."""
-
-    rss_before_load_mb: float
-    rss_after_load_mb: float
-    rss_after_runs_mb: float
-    peak_rss_mb: float
-    peak_since_load: bool
-
-    def to_dict(self) -> dict:
-        return {k: round(v, 2) if isinstance(v, float) else v for k, v in asdict(self).items()}
-
-
-@dataclass(frozen=True)
-class EnergyStats:
-    """Power and energy over the timed runs, from a real sensor.
-
-    `energy_per_inference_mj` has the idle baseline taken off (what the inferences cost on top of the idle
-    machine); `gross_energy_per_inference_mj` is everything the sensor saw divided by the runs. Without an idle
-    measurement the two are the same and `idle_power_mw` is None.
-    """
-
-    sensor: str
-    kind: str
-    sample_hz: float
-    samples: int
-    idle_power_mw: float | None
-    avg_power_mw: float
-    peak_power_mw: float
-    energy_mj: float
-    net_energy_mj: float
-    inferences: int
-    rail_avg_power_mw: dict[str, float] = field(default_factory=dict)
-    estimate: bool = False  # always False here: edgert reports measured energy only
-
-    @property
-    def energy_per_inference_mj(self) -> float:
-        return self.net_energy_mj / self.inferences
-
-    @property
-    def gross_energy_per_inference_mj(self) -> float:
-        return self.energy_mj / self.inferences
-
-    @property
-    def inferences_per_joule(self) -> float | None:
-        return self.inferences / (self.net_energy_mj / 1000.0) if self.net_energy_mj > 0 else None
-
-    def to_dict(self) -> dict:
-        out = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
-        out["rail_avg_power_mw"] = {k: round(v, 3) for k, v in self.rail_avg_power_mw.items()}
-        out["energy_per_inference_mj"] = round(self.energy_per_inference_mj, 6)
-        out["gross_energy_per_inference_mj"] = round(self.gross_energy_per_inference_mj, 6)
-        ipj = self.inferences_per_joule
-        out["inferences_per_joule"] = None if ipj is None else round(ipj, 2)
-        return out
-
-
-@dataclass(frozen=True)
-class ThermalStats:
-    """Temperatures (start, max, end of the timed runs, degrees C) and CPU frequency, with throttling flagged."""
-
-    temps_c: dict[str, tuple[float, float, float]]
-    freq_start_mhz: float | None
-    freq_min_mhz: float | None
-    freq_end_mhz: float | None
-    throttled: bool
-    reason: str = ""
-
-    def to_dict(self) -> dict:
-        return {"temps_c": {k: list(v) for k, v in self.temps_c.items()}, "freq_start_mhz": self.freq_start_mhz,
-                "freq_min_mhz": self.freq_min_mhz, "freq_end_mhz": self.freq_end_mhz, "throttled": self.throttled,
-                "reason": self.reason}
-
-
-@dataclass(frozen=True, eq=False)
-class BenchResult:
-    """Everything one `bench` call measured. `power`/`thermal` keep the raw traces; `energy` is None with the reason
-    in `power_note` when no sensor measured the run (no number is ever made up)."""
-
-    model: str
-    delegation: DelegationReport
-    machine: MachineInfo
-    inputs: str
-    init_ms: float | None
-    first_inference_ms: float
-    warmup_runs: int
-    latency: LatencyStats
-    wall_s: float
-    memory: MemoryStats
-    run_starts_ns: np.ndarray
-    run_window_ns: tuple[int, int]
-    idle_window_ns: tuple[int, int] | None = None
-    rate: RateStats | None = None
-    power: PowerTrace | None = None
-    energy: EnergyStats | None = None
-    power_note: str = ""
-    power_error: str | None = None  # the sensor the user asked for failed (the latency figures still stand)
-    thermal: ThermalTrace | None = None
-    thermal_stats: ThermalStats | None = None
-    interrupted: bool = False
-
-    @property
-    def throughput_ips(self) -> float:
-        """Inferences per second over the timed window (in fixed-rate mode, the achieved frame rate)."""
-        return self.latency.count / self.wall_s if self.wall_s > 0 else 0.0
-
-    @property
-    def delegate(self) -> str:
-        """The delegate that ran it; `gpu->xnnpack` when what was asked for fell back."""
-        d = self.delegation
-        return f"{','.join(d.requested)}->{d.used}" if d.fallback else d.used
-
-    @property
-    def label(self) -> str:
-        return f"{Path(self.model).name} [{self.delegate}]"
-
-    def ratio_to(self, anchor: BenchResult) -> float:
-        """p50 latency relative to `anchor` (1.0 = as fast; below 1 = faster)."""
-        return self.latency.p50_ms / anchor.latency.p50_ms
-
-    def to_dict(self) -> dict:
-        return {
-            "model": self.model, "delegation": self.delegation.to_dict(), "machine": self.machine.to_dict(),
-            "inputs": self.inputs, "init_ms": None if self.init_ms is None else round(self.init_ms, 3),
-            "first_inference_ms": round(self.first_inference_ms, 3), "warmup_runs": self.warmup_runs,
-            "latency": self.latency.to_dict(), "throughput_ips": round(self.throughput_ips, 3),
-            "wall_s": round(self.wall_s, 4), "memory": self.memory.to_dict(),
-            "rate": None if self.rate is None else self.rate.to_dict(),
-            "power": None if self.power is None else self.power.to_dict(),
-            "energy": None if self.energy is None else self.energy.to_dict(),
-            "power_note": self.power_note, "power_error": self.power_error,
-            "thermal": None if self.thermal_stats is None else self.thermal_stats.to_dict(),
-            "interrupted": self.interrupted,
-        }
 
 
 # -- the timed loop -------------------------------------------------------------------------------------------
@@ -309,60 +134,6 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-# -- analysis -------------------------------------------------------------------------------------------------
-
-
-def energy_stats(trace: PowerTrace, run: tuple[int, int], inferences: int,
-                 idle: tuple[int, int] | None) -> tuple[EnergyStats | None, str]:
-    """Energy over the run window, with the idle baseline subtracted when measured; or None and why not."""
-    if trace.samples < 2:
-        why = trace.errors[0][1] if trace.errors else "fewer than two power samples"
-        return None, f"no energy: {why}"
-    energy = trace.energy_between(*run)
-    if energy is None:
-        why = trace.errors[0][1] if trace.errors else "the samples do not cover the timed runs"
-        return None, f"no energy for the timed runs: {why}"
-    run_s = (run[1] - run[0]) / 1e9
-    idle_mw = trace.mean_power_between(*idle) if idle is not None else None
-    note = "" if idle_mw is not None else "no idle baseline: energy per inference includes the idle draw"
-    if idle is not None and idle_mw is None:
-        note = "the idle baseline was not covered by the samples: energy per inference includes the idle draw"
-    net = energy - (idle_mw or 0.0) * run_s
-    peak = trace.peak_power_between(*run)
-    rails = {name: trace.mean_power_between(*run, rail=name) for name in trace.rail_energy_mj}
-    return EnergyStats(
-        sensor=trace.source, kind=trace.kind, sample_hz=round(trace.sample_hz, 2), samples=trace.samples,
-        idle_power_mw=idle_mw, avg_power_mw=energy / run_s if run_s > 0 else 0.0,
-        peak_power_mw=peak if peak is not None else energy / run_s, energy_mj=energy, net_energy_mj=net,
-        inferences=inferences, rail_avg_power_mw={k: v for k, v in rails.items() if v is not None}), note
-
-
-def thermal_stats(trace: ThermalTrace, run: tuple[int, int]) -> ThermalStats | None:
-    if trace.t_ns.size == 0:
-        return None
-    # From the last sample at or before the start to the first at or after the end (stop() takes one last sample).
-    first = max(0, int(np.searchsorted(trace.t_ns, run[0], "right")) - 1)
-    last = min(trace.t_ns.size - 1, int(np.searchsorted(trace.t_ns, run[1], "left")))
-    inside = np.zeros(trace.t_ns.size, dtype=bool)
-    inside[first:last + 1] = True
-    temps = {}
-    for zone, values in trace.temps_c.items():
-        v = values[inside]
-        v = v[~np.isnan(v)]
-        if v.size:
-            temps[zone] = (float(v[0]), float(v.max()), float(v[-1]))
-    freq = trace.freq_mhz[inside]
-    freq = freq[~np.isnan(freq)]
-    if freq.size == 0:
-        return ThermalStats(temps, None, None, None, False, "no CPU frequency (cpufreq) to watch")
-    quarter = max(1, freq.size // 4)
-    early, late = float(freq[:quarter].max()), float(freq[-quarter:].mean())
-    throttled = freq.size >= 4 and late < (1.0 - THROTTLE_DROP) * early
-    reason = (f"CPU frequency fell from {early:.0f} to {late:.0f} MHz ({(1 - late / early):.0%}) during the run"
-              if throttled else "")
-    return ThermalStats(temps, float(freq[0]), float(freq.min()), float(freq[-1]), throttled, reason)
-
-
 # -- the benchmark --------------------------------------------------------------------------------------------
 
 
@@ -385,9 +156,10 @@ def bench(model: Model | str | os.PathLike, *, threads: int | None = None,
           delegate: str | Sequence[str] | None = None, delegate_options: Sequence[str] | Mapping[str, str] = (),
           delegate_lib: str | None = None, strict: bool = False, warmup: int = 5, runs: int | None = None,
           duration_s: float | None = None, rate_fps: float | None = None,
-          inputs: Inputs | str | os.PathLike | None = None, seed: int = 0, power: str | None = "auto", power_cmd: str | None = None,
+          inputs: Inputs | str | os.PathLike | None = None, seed: int = 0, power: str | None = "auto",
+          power_cmd: str | None = None,
           power_options: Mapping[str, str] | None = None, power_hz: float = 100.0, idle_s: float = 2.0,
-          thermal: bool = True, progress: Callable[[str], None] | None = None) -> BenchResult:
+          thermal: bool = True, progress: Callable[[str], None] | None = None, isolate: bool = False) -> BenchResult:
     """Benchmark one model with one delegate choice.
 
     Args:
@@ -406,6 +178,8 @@ def bench(model: Model | str | os.PathLike, *, threads: int | None = None,
         power_hz: sampling rate, capped by the meter's own update interval.
         idle_s: seconds of idle power measured before the warm-up, subtracted from the run's energy.
         progress: called with a short line at each stage (the CLI prints them to stderr).
+        isolate: measure in a fresh process of its own (`model` must be a path), so that the memory figures hold
+            this model only, not what earlier benchmarks in this process left behind.
 
     Raises:
         BenchError: bad run count, duration, rate, warm-up, sampling rate or idle time.
@@ -413,10 +187,30 @@ def bench(model: Model | str | os.PathLike, *, threads: int | None = None,
         Any error of `edgert.load` for a path.
     """
     _check(runs, duration_s, rate_fps, warmup, power_hz, idle_s)
+    options = dict(threads=threads, delegate=delegate, delegate_options=delegate_options, delegate_lib=delegate_lib,
+                   strict=strict, warmup=warmup, runs=runs, duration_s=duration_s, rate_fps=rate_fps, inputs=inputs,
+                   seed=seed, power=power, power_cmd=power_cmd, power_options=power_options, power_hz=power_hz,
+                   idle_s=idle_s, thermal=thermal)
+    if isolate:
+        if isinstance(model, Model):
+            raise BenchError("isolate needs the model's path: a loaded Model lives in this process")
+        from edgert.isolation import run_isolated
+
+        return run_isolated(_measure, (os.fspath(model),), {**options, "isolated": True}, progress)
+    return _measure(model, **options, progress=progress)
+
+
+def _measure(model, *, threads, delegate, delegate_options, delegate_lib, strict, warmup, runs, duration_s, rate_fps,
+             inputs, seed, power, power_cmd, power_options, power_hz, idle_s, thermal, progress=None,
+             isolated=False) -> BenchResult:
     say = progress or (lambda _line: None)
     if runs is None and duration_s is None:
         runs, duration_s = DEFAULT_RUNS, DEFAULT_MIN_DURATION_S
 
+    if not isinstance(model, Model):
+        from edgert.backend import get_backend
+
+        get_backend()  # the interpreter library is the runtime's, not the model's: loaded before the baseline
     before = _status_mb()["VmRSS"]
     peak_reset = _reset_peak_rss()
     init_ms = None
@@ -464,14 +258,16 @@ def bench(model: Model | str | os.PathLike, *, threads: int | None = None,
             selection.source.close()
     if not loop.samples_ns:
         raise KeyboardInterrupt
+    status = _status_mb()  # before anything is computed from the runs: their figures are edgert's, not the model's
+    buffers_mb = (loop.samples_ns.buffer_info()[1] * loop.samples_ns.itemsize
+                  + loop.starts_ns.buffer_info()[1] * loop.starts_ns.itemsize) / 2**20
     latency = LatencyStats.from_ns(loop.samples_ns)
     wall_s = (loop.window_ns[1] - loop.window_ns[0]) / 1e9
     rate = None
     if rate_fps:
         rate = RateStats(rate_fps, latency.count, loop.missed, loop.dropped,
                          latency.count / wall_s if wall_s > 0 else 0.0)
-    status = _status_mb()
-    memory = MemoryStats(before, after_load, status["VmRSS"], status["VmHWM"], peak_reset)
+    memory = MemoryStats(before, after_load, status["VmRSS"], status["VmHWM"], peak_reset, buffers_mb, isolated)
 
     energy, note = None, selection.reason
     if power_trace is not None:
@@ -484,9 +280,12 @@ def bench(model: Model | str | os.PathLike, *, threads: int | None = None,
         model=model.path, delegation=model.delegation, machine=machine_info(str(model.backend), model.threads),
         inputs=inputs_text, init_ms=init_ms, first_inference_ms=first_ms, warmup_runs=warmup, latency=latency,
         wall_s=wall_s, memory=memory, run_starts_ns=np.asarray(loop.starts_ns, dtype=np.int64),
-        run_window_ns=loop.window_ns, idle_window_ns=idle_window, rate=rate, power=power_trace, energy=energy,
-        power_note=note, power_error=power_error, thermal=thermal_trace,
-        thermal_stats=None if thermal_trace is None else thermal_stats(thermal_trace, loop.window_ns),
+        run_window_ns=loop.window_ns, idle_window_ns=idle_window, rate=rate,
+        power=power_trace if power_trace is not None else empty_power_trace(), energy=energy,
+        power_note=note, power_error=power_error,
+        thermal=thermal_trace if thermal_trace is not None else empty_thermal_trace(),
+        thermal_stats=(thermal_stats(thermal_trace or empty_thermal_trace(), loop.window_ns) if thermal
+                       else ThermalStats.not_measured("thermal sampling was off (thermal=False)")),
         interrupted=loop.interrupted)
 
 

@@ -40,7 +40,7 @@ def plot_results(results: Sequence[BenchResult], path: str | os.PathLike, force:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    traced = [r for r in results if r.power is not None and r.power.samples >= 2]
+    traced = [r for r in results if r.power.samples >= 2]
     fig, axes = plt.subplots(1 + len(traced), 1, figsize=(9, 3.2 * (1 + len(traced))), squeeze=False)
     ax = axes[0][0]
     high = max(float(np.percentile(r.latency.samples_ms, 99.5)) for r in results)

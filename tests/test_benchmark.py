@@ -133,11 +133,36 @@ def test_bench_a_real_model(int8_tflite, fake):
     assert result.delegation.used == "xnnpack" and result.machine.threads == 1
     assert result.machine.backend.startswith("ai_edge_litert") and result.machine.edgert == edgert.__version__
     assert result.memory.peak_rss_mb >= result.memory.rss_after_load_mb > 0
-    assert result.energy is None and result.power is None
+    assert result.energy is None and result.power.samples == 0 and result.power.t_ns.size == 0
     assert result.power_note.startswith("no power sensor found (tried")
+    assert not result.thermal_stats.measured and result.thermal_stats.note.startswith("not measured: no thermal")
     assert result.inputs == "seeded random (seed 0)"
     doc = json.loads(json.dumps(result.to_dict()))
     assert doc["latency"]["count"] == 40 and doc["energy"] is None
+
+
+def test_isolated_rows_report_the_models_own_memory(int8_tflite, float_tflite, fake):
+    """A fresh process per row: the same baseline before every load, and a peak that does not grow with the number
+    of runs (edgert's own timing buffers are not the model's). In one process, later rows inherit earlier ones."""
+    short = bench(int8_tflite, duration_s=0.05, power="none", isolate=True)
+    long = bench(int8_tflite, duration_s=1.5, power="none", isolate=True)
+    other = bench(float_tflite, runs=20, power="none", isolate=True)
+    assert short.memory.isolated and long.memory.isolated
+    assert long.latency.count > 10 * short.latency.count
+    assert abs(long.memory.model_peak_mb - short.memory.model_peak_mb) < 2.0
+    assert long.memory.buffers_mb > short.memory.buffers_mb
+    assert abs(other.memory.rss_before_load_mb - short.memory.rss_before_load_mb) < 2.0
+    assert 0 < short.memory.model_mb <= short.memory.model_peak_mb
+    doc = long.to_dict()["memory"]
+    assert doc["isolated"] is True and doc["model_peak_mb"] == round(long.memory.model_peak_mb, 2)
+
+
+def test_an_isolated_bench_says_what_went_wrong_in_one_line(int8_tflite, tmp_path, fake):
+    (tmp_path / "bad.tflite").write_bytes(b"not a model")
+    with pytest.raises(edgert.ModelFormatError, match="not a TFLite model"):
+        bench(tmp_path / "bad.tflite", runs=2, isolate=True)
+    with pytest.raises(BenchError, match="isolate needs the model's path"):
+        bench(edgert.load(int8_tflite), runs=2, isolate=True)
 
 
 def test_bench_energy_with_idle_baseline(int8_tflite, fake):

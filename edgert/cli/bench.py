@@ -20,7 +20,8 @@ def _bench_rows(results) -> list[dict]:
             "first_inference_ms": r.first_inference_ms, "runs": r.latency.count, "min_ms": r.latency.min_ms,
             "mean_ms": r.latency.mean_ms, "std_ms": r.latency.std_ms, "p50_ms": r.latency.p50_ms,
             "p90_ms": r.latency.p90_ms, "p99_ms": r.latency.p99_ms, "max_ms": r.latency.max_ms,
-            "throughput_ips": r.throughput_ips, "peak_rss_mb": r.memory.peak_rss_mb,
+            "throughput_ips": r.throughput_ips, "model_mb": r.memory.model_mb,
+            "model_peak_mb": r.memory.model_peak_mb, "peak_rss_mb": r.memory.peak_rss_mb,
             "ratio_p50": r.ratio_to(anchor),
             "idle_power_mw": e.idle_power_mw if e else None, "avg_power_mw": e.avg_power_mw if e else None,
             "peak_power_mw": e.peak_power_mw if e else None,
@@ -31,7 +32,7 @@ def _bench_rows(results) -> list[dict]:
             "target_fps": r.rate.target_fps if r.rate else None,
             "missed_deadlines": r.rate.missed_deadlines if r.rate else None,
             "dropped_frames": r.rate.dropped_frames if r.rate else None,
-            "throttled": r.thermal_stats.throttled if r.thermal_stats else None,
+            "throttled": r.thermal_stats.throttled if r.thermal_stats.measured else None,
             "interrupted": r.interrupted,
         })
     return rows
@@ -50,13 +51,13 @@ def _print_bench(results) -> None:
     dwidth = max(9, *(len(r["delegate"]) for r in rows))
     click.echo("")
     click.echo(f"{'model':<{width}} {'delegate':<{dwidth}} {'init ms':>8} {'first ms':>8} {'runs':>6} {'p50 ms':>8} "
-               f"{'p90 ms':>8} {'p99 ms':>8} {'mean±std ms':>14} {'inf/s':>8} {'peak MiB':>8} {'mW':>7} "
+               f"{'p90 ms':>8} {'p99 ms':>8} {'mean±std ms':>14} {'inf/s':>8} {'model MiB':>9} {'mW':>7} "
                f"{'mJ/inf':>8} {'p50 ratio':>9}")
     for r in rows:
         click.echo(f"{Path(r['model']).name:<{width}} {r['delegate']:<{dwidth}} {fmt(r['init_ms'], '.1f'):>8} "
                    f"{r['first_inference_ms']:>8.2f} {r['runs']:>6} {r['p50_ms']:>8.3f} {r['p90_ms']:>8.3f} "
                    f"{r['p99_ms']:>8.3f} {r['mean_ms']:>7.3f}±{r['std_ms']:<6.3f} {r['throughput_ips']:>8.1f} "
-                   f"{r['peak_rss_mb']:>8.1f} {fmt(r['avg_power_mw'], '.0f'):>7} "
+                   f"{r['model_peak_mb']:>9.1f} {fmt(r['avg_power_mw'], '.0f'):>7} "
                    f"{fmt(r['energy_per_inference_mj'], '.3f'):>8} {r['ratio_p50']:>9.3f}")
     click.echo("")
     for r in results:
@@ -79,15 +80,19 @@ def _print_bench(results) -> None:
         if r.power_note:
             click.echo(f"  power note  {r.power_note}")
         t = r.thermal_stats
-        if t and (t.temps_c or t.freq_start_mhz):
+        if t.measured and (t.temps_c or t.freq_start_mhz):
             temps = ", ".join(f"{z} {a:.1f}->{c:.1f} C (max {b:.1f})" for z, (a, b, c) in t.temps_c.items())
             freq = (f"CPU {t.freq_start_mhz:.0f}->{t.freq_end_mhz:.0f} MHz (min {t.freq_min_mhz:.0f})"
                     if t.freq_start_mhz else "")
             click.echo("  thermal     " + "; ".join(x for x in (temps, freq) if x)
                        + (f"  THROTTLED: {t.reason}" if t.throttled else ""))
-        click.echo(f"  memory      RSS {r.memory.rss_before_load_mb:.1f} MiB before load, "
-                   f"{r.memory.rss_after_load_mb:.1f} after, peak {r.memory.peak_rss_mb:.1f}"
-                   + ("" if r.memory.peak_since_load else " (process peak: the kernel did not allow a reset)"))
+        mem = r.memory
+        click.echo(f"  memory      model {mem.model_mb:.1f} MiB loaded, {mem.model_peak_mb:.1f} MiB at peak (process "
+                   f"{mem.rss_before_load_mb:.1f} MiB before the load, {mem.peak_rss_mb:.1f} at peak; edgert's timing "
+                   f"buffers, {mem.buffers_mb:.1f} MiB, not counted)"
+                   + ("; measured in a process of its own" if mem.isolated else
+                      "; in this process, after the rows before it")
+                   + ("" if mem.peak_since_load else "; process peak: the kernel did not allow a reset"))
         if r.interrupted:
             click.echo("  interrupted: the figures cover the runs finished before Ctrl-C")
 
@@ -133,12 +138,16 @@ def _csv(results) -> str:
 @click.option("--idle-seconds", type=float, default=2.0, show_default=True,
               help="Idle power measured first and subtracted (when a sensor is found).")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Draw latency and power to .png/.svg/.pdf.")
+@click.option("--isolate/--no-isolate", default=None,
+              help="Measure each row in a fresh process, so its memory figures are its own [default: when more "
+                   "than one model or delegate].")
 @click.option("--force", is_flag=True, help="Overwrite --plot if it exists.")
 @click.option("json_", "--json", is_flag=True, help="Print the results as JSON.")
 @click.option("csv_", "--csv", is_flag=True, help="Print the results as CSV, one row per model and delegate.")
 @fail_cleanly
 def bench(models, delegate_choices, delegate_lib, delegate_options, strict, threads, warmup, runs, duration, rate,
-          input_path, seed, power, power_cmd, power_rail, power_hz, idle_seconds, plot_path, force, json_, csv_):
+          input_path, seed, power, power_cmd, power_rail, power_hz, idle_seconds, plot_path, isolate, force, json_,
+          csv_):
     """Benchmark models: latency percentiles, memory, temperature, and energy per inference from power sensors."""
     from edgert.benchmark import bench as run_bench
 
@@ -149,6 +158,8 @@ def bench(models, delegate_choices, delegate_lib, delegate_options, strict, thre
 
         check_plot_path(plot_path, force)
     choices = delegate_choices or (None,)
+    if isolate is None:
+        isolate = len(models) * len(choices) > 1
     quiet = json_ or csv_
     results, interrupted = [], False
     for model in models:
@@ -159,7 +170,7 @@ def bench(models, delegate_choices, delegate_lib, delegate_options, strict, thre
                     delegate_lib=str(delegate_lib) if delegate_lib else None, strict=strict, warmup=warmup,
                     runs=runs, duration_s=duration, rate_fps=rate, inputs=input_path, seed=seed, power=power,
                     power_cmd=power_cmd, power_options={"rail": power_rail} if power_rail else None,
-                    power_hz=power_hz, idle_s=idle_seconds,
+                    power_hz=power_hz, idle_s=idle_seconds, isolate=isolate,
                     progress=None if quiet else lambda line, m=model: click.echo(f"{m.name}: {line}", err=True))
             except KeyboardInterrupt:
                 interrupted = True
