@@ -14,7 +14,7 @@ import numpy as np
 
 from edgert.converters.recipe import ConvertRecipe, Quantization
 from edgert.errors import ConversionError, InputDataError, brief
-from edgert.files import check_output_path, write_bytes_atomic
+from edgert.files import check_output_path, shown, write_bytes_atomic
 
 EDGETPU_COMPILER = "edgetpu_compiler"
 
@@ -131,7 +131,7 @@ def edgetpu_compile(out: Path, force: bool, notes: list[str]) -> str | None:
     compiler = shutil.which(EDGETPU_COMPILER)
     if compiler is None:
         notes.append(f"{EDGETPU_COMPILER} is not on PATH (Coral ships it for x86-64 Linux only); "
-                     f"{out} is ready for it: run `{EDGETPU_COMPILER} {out}` on such a machine")
+                     f"{out} is ready for it: run `{EDGETPU_COMPILER} {shown(out)}` on such a machine")
         return None
     target = out.with_name(out.stem + "_edgetpu.tflite")
     check_output_path(target, force=force)

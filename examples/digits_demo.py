@@ -1,7 +1,9 @@
 """`make demo`: train a small CNN on scikit-learn's digits, convert it with `edgert convert`, compare float and int8.
 
-Everything lands in build/demo/. The conversions go through the installed `edgert` command, exactly as a user
-would type them; accuracy and latency are measured through the edgert runtime.
+Everything lands in build/demo/: the model (digits.h5, and as a SavedModel in saved_model/), its data
+(calibration.npy, sample.npy, train.npz, test.npz, a folder of images and labels.txt) and a small untrained
+student.h5, which are the files the README's examples use. The conversions go through the installed `edgert`
+command, exactly as a user would type them; accuracy and latency are measured through the edgert runtime.
 """
 
 from __future__ import annotations
@@ -37,6 +39,33 @@ def p50_latency_ms(model: edgert.Model, x: np.ndarray, runs: int = 300) -> float
     return float(np.percentile(samples, 50)) / 1e6
 
 
+def write_examples_data(model, split) -> None:
+    """What the README's examples read, beside the demo's own files."""
+    import shutil
+
+    from edgert.converters._tf import import_tf
+    from edgert.native import native_log_captured
+
+    tf, keras = import_tf()
+    np.savez(OUT / "train.npz", x=split.x_train, y=split.y_train)
+    np.savez(OUT / "test.npz", x=split.x_test, y=split.y_test)
+    (OUT / "labels.txt").write_text("".join(f"{digit}\n" for digit in range(10)))
+    images = OUT / "images"
+    shutil.rmtree(images, ignore_errors=True)
+    images.mkdir()
+    for i, image in enumerate(split.x_train[:32]):  # pixels 0..255 in PNG; the model takes 0..1
+        (images / f"{i:02d}.png").write_bytes(tf.io.encode_png((image * 255).astype(np.uint8)).numpy())
+    shutil.rmtree(OUT / "saved_model", ignore_errors=True)
+    with native_log_captured():
+        model.export(str(OUT / "saved_model"))
+    keras.utils.set_random_seed(1)
+    student = keras.Sequential([keras.Input(shape=(8, 8, 1), name="image"), keras.layers.Conv2D(4, 3, activation="relu"),
+                                keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")], name="student")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        student.save(OUT / "student.h5")
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     split = digits_split()
@@ -49,6 +78,7 @@ def main() -> None:
     calibration = OUT / "calibration.npy"
     np.save(calibration, split.x_train)
     np.save(OUT / "sample.npy", split.x_test[:4])
+    write_examples_data(model, split)
 
     edgert_cmd = str(Path(sys.executable).parent / "edgert")
     # --force: the demo owns build/demo and rebuilds it on every run.

@@ -286,3 +286,15 @@ def test_export_android_has_json(int8_tflite, tmp_path):
     done = json.loads(out.output)
     assert done["class_name"] == "DigitsInt8Classifier" and done["call"] == "classify(bitmap)"
     assert (tmp_path / "android" / done["kotlin_source"]).is_file()
+
+
+def test_hints_quote_paths_with_spaces(runner, int8_tflite, tmp_path):
+    """A path a hint tells the user to paste must survive the shell."""
+    folder = tmp_path / "my models"
+    folder.mkdir()
+    model = folder / "digits int8.tflite"
+    shutil.copy(int8_tflite, model)
+    result = runner.invoke(cli, ["bundle", str(model)])
+    assert result.exit_code == 0, result.output
+    hint = next(line for line in result.output.splitlines() if "run it:" in line)
+    assert f"python3 '{folder / 'digits int8.edgert'}' [verify" in hint

@@ -117,7 +117,9 @@ def bundle(model, device, output, name, force, json_):
     click.echo(f"wrote {made.path} ({kib(made.size_bytes)}, {len(m.files)} files, version {m.version})")
     click.echo(f"  for {m.device or 'any board'}: delegates {','.join(m.delegates)}; needs Python >= "
                f"{'.'.join(map(str, m.python_min))} and {', '.join(m.requirements)}")
-    click.echo(f"  run it: python3 {made.path} [verify|info|run|bench]")
+    from edgert.files import shown
+
+    click.echo(f"  run it: python3 {shown(made.path)} [verify|info|run|bench]")
 
 
 def _compare_rows(local: dict, board: dict) -> list[tuple[str, str, str]]:
