@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgert.converters.recipe import ConvertRecipe, PruneConfig, Quantization
-from edgert.errors import EdgertError, InputDataError, OutputExistsError
+from edgert.errors import ConversionError, EdgertError, InputDataError, OutputExistsError
 from edgert.files import check_output_path, make_output_dir, shown, write_bytes_atomic
 
 RECORD_VERSION = 1
@@ -115,6 +115,7 @@ def run_candidate(task: dict) -> dict:
     """
     from edgert.converters import convert
     from edgert.converters._tf import import_tf
+    from edgert.native import native_log_captured
 
     recipe = ConvertRecipe.from_dict(task["recipe"])
     started = time.perf_counter()
@@ -122,10 +123,12 @@ def run_candidate(task: dict) -> dict:
     keras.utils.set_random_seed(task.get("seed", 0))  # the same recipe trains the same way in any worker
     record = {"name": recipe.name, "recipe": recipe.to_dict(), "level": task["level"]}
     try:
-        result = convert(task["model"], task["output"], recipe=recipe, train_data=task.get("train"),
-                         eval_data=task["eval"], calibration_data=task.get("calibration"),
-                         image_range=tuple(task["image_range"]) if task.get("image_range") else None, force=True,
-                         custom_objects=task.get("custom_objects"), trust_model=task.get("trust_model", False))
+        with native_log_captured():  # TensorFlow's native lines would land between the parent's progress lines
+            result = convert(task["model"], task["output"], recipe=recipe, train_data=task.get("train"),
+                             eval_data=task["eval"], calibration_data=task.get("calibration"),
+                             image_range=tuple(task["image_range"]) if task.get("image_range") else None,
+                             force=True, custom_objects=task.get("custom_objects"),
+                             trust_model=task.get("trust_model", False))
     except EdgertError as exc:
         return {**record, "error": str(exc), "seconds": time.perf_counter() - started}
     data = Path(result.output_path).read_bytes()
@@ -145,9 +148,17 @@ class _LocalPool:
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
     def map(self, tasks: list[dict]):
+        from concurrent.futures.process import BrokenProcessPool
+
         futures = [self.pool.submit(run_candidate, t) for t in tasks]
         for future in futures:
-            yield future.result()
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                raise ConversionError(
+                    "a worker process ended abruptly (out of memory, or killed); a script that calls optimize() "
+                    "must do so under `if __name__ == \"__main__\":`, since workers are spawned and import it"
+                ) from None
 
     def close(self):
         self.pool.shutdown(wait=False, cancel_futures=True)

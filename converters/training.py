@@ -95,7 +95,10 @@ def wrap_supported_layers(model, supported, wrap, what: str) -> tuple[object, li
 
 
 def keras_accuracy(model, data: LabelledData) -> float:
-    return float((np.asarray(model.predict(data.x, verbose=0)).argmax(axis=1) == data.y).mean())
+    from edgert.native import native_log_captured
+
+    with native_log_captured():  # predict's tf.data pipeline logs a harmless attribute mismatch (E0000 ...)
+        return float((np.asarray(model.predict(data.x, verbose=0)).argmax(axis=1) == data.y).mean())
 
 
 def kernels(model) -> dict[str, np.ndarray]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -21,6 +22,8 @@ from edgert.bundle import Manifest, build
 from edgert.errors import DeployError
 
 DEFAULT_REMOTE_DIR = "~/edgert"
+# What every call uses when not told otherwise: set once for a board you always use (the tests' board too).
+ENV_REMOTE_DIR, ENV_REMOTE_PYTHON, ENV_SSH_CONFIG = "EDGERT_REMOTE_DIR", "EDGERT_REMOTE_PYTHON", "EDGERT_SSH_CONFIG"
 CONNECT_TIMEOUT_S = 10
 _AGENT = (Path(__file__).parent / "remote_agent.py").read_text()
 CHUNK = 256 * 1024
@@ -221,9 +224,9 @@ def probe(ssh: Ssh, name: str, remote_dir: str = DEFAULT_REMOTE_DIR, python: str
                      reply.get("current"), reply.get("previous"))
 
 
-def deploy(model: str, to: str | Target, device: str | None = None, *, remote_dir: str = DEFAULT_REMOTE_DIR,
+def deploy(model: str, to: str | Target, device: str | None = None, *, remote_dir: str | None = None,
            name: str | None = None, setup: bool = False, bench_args: tuple[str, ...] | None = None,
-           ssh_config: str | None = None, ssh_options: tuple[str, ...] = (), remote_python: str = "python3",
+           ssh_config: str | None = None, ssh_options: tuple[str, ...] = (), remote_python: str | None = None,
            chunks: Callable[[bytes], Iterator[bytes]] | None = None,
            progress: Callable[[str], None] = lambda _msg: None) -> DeployResult:
     """Bundle `model` for `device`, upload it to `remote_dir` on the board, verify it there and make it active.
@@ -232,6 +235,9 @@ def deploy(model: str, to: str | Target, device: str | None = None, *, remote_di
     link switch (one rename), and the version it replaced stays as `previous` for `rollback`.
 
     Args:
+        remote_dir: where models and the runtime live on the board [$EDGERT_REMOTE_DIR, else ~/edgert].
+        remote_python: the board's Python that runs edgert's side [$EDGERT_REMOTE_PYTHON, else python3].
+        ssh_config: an SSH client configuration to use [$EDGERT_SSH_CONFIG, else what ssh reads].
         bench_args: run `edgert bench --json` with these extra arguments on the board after deploying.
         setup: create `remote_dir/venv` with the bundle's requirements when the runtime is missing there.
         chunks: how the upload is cut into writes (tests drop the connection part-way through it).
@@ -243,6 +249,7 @@ def deploy(model: str, to: str | Target, device: str | None = None, *, remote_di
     """
     started = time.monotonic()
     ssh = _connect(to, ssh_config, ssh_options)
+    remote_dir, remote_python = _where(remote_dir, remote_python)
     target = ssh.target
     data, manifest = build(model, device, name=name)
     progress(f"bundle {manifest.name} version {manifest.version}: {len(data) / 1024:.0f} KiB")
@@ -300,7 +307,14 @@ def _exec(ssh: Ssh, python: str, remote_dir: str, name: str, args: tuple[str, ..
 
 
 def _connect(to: str | Target, ssh_config: str | None, ssh_options: tuple[str, ...]) -> Ssh:
-    return Ssh(to if isinstance(to, Target) else Target.parse(to), ssh_config, tuple(ssh_options))
+    return Ssh(to if isinstance(to, Target) else Target.parse(to), ssh_config or os.environ.get(ENV_SSH_CONFIG) or None,
+               tuple(ssh_options))
+
+
+def _where(remote_dir: str | None, remote_python: str | None) -> tuple[str, str]:
+    """The remote folder and Python: as given, else from the environment, else the defaults."""
+    return (remote_dir or os.environ.get(ENV_REMOTE_DIR) or DEFAULT_REMOTE_DIR,
+            remote_python or os.environ.get(ENV_REMOTE_PYTHON) or "python3")
 
 
 def remote_bench(ssh: Ssh, name: str, remote_dir: str, python: str, bench_args: tuple[str, ...]) -> dict:
@@ -318,8 +332,8 @@ def remote_bench(ssh: Ssh, name: str, remote_dir: str, python: str, bench_args: 
     raise DeployError(f"{ssh.target}: edgert bench on the board printed no result")
 
 
-def rollback(to: str | Target, name: str, *, remote_dir: str = DEFAULT_REMOTE_DIR, ssh_config: str | None = None,
-             ssh_options: tuple[str, ...] = (), remote_python: str = "python3") -> RollbackResult:
+def rollback(to: str | Target, name: str, *, remote_dir: str | None = None, ssh_config: str | None = None,
+             ssh_options: tuple[str, ...] = (), remote_python: str | None = None) -> RollbackResult:
     """Make the previous version of `name` active again on the board (the two swap, so rolling back twice is a
     no-op).
 
@@ -327,13 +341,14 @@ def rollback(to: str | Target, name: str, *, remote_dir: str = DEFAULT_REMOTE_DI
         DeployError: unreachable, nothing deployed, no previous version, or the previous version is damaged.
     """
     ssh = _connect(to, ssh_config, ssh_options)
+    remote_dir, remote_python = _where(remote_dir, remote_python)
     reply = call_agent(ssh, remote_python, "rollback", remote_dir, name)
     return RollbackResult(str(ssh.target), name, reply["version"], reply.get("replaced"), reply["path"])
 
 
-def remote_run(to: str | Target, name: str, args: tuple[str, ...] = (), *, remote_dir: str = DEFAULT_REMOTE_DIR,
+def remote_run(to: str | Target, name: str, args: tuple[str, ...] = (), *, remote_dir: str | None = None,
                ssh_config: str | None = None, ssh_options: tuple[str, ...] = (),
-               remote_python: str = "python3") -> subprocess.CompletedProcess:
+               remote_python: str | None = None) -> subprocess.CompletedProcess:
     """Run the active bundle on the board (`verify`, `run`, `bench`, `info` with their options); output comes back
     as text."""
-    return _exec(_connect(to, ssh_config, ssh_options), remote_python, remote_dir, name, tuple(args))
+    return _exec(_connect(to, ssh_config, ssh_options), *reversed(_where(remote_dir, remote_python)), name, tuple(args))

@@ -24,8 +24,9 @@ OUT = Path("build/demo")
 
 
 def sh(*args: str) -> None:
-    print("$ " + shlex.join(args), flush=True)
-    subprocess.run(args, check=True)
+    """Run the venv's `edgert` with `args`, showing the command as a user types it."""
+    print("$ " + shlex.join(("edgert", *args)), flush=True)
+    subprocess.run([str(Path(sys.executable).parent / "edgert"), *args], check=True)
 
 
 def p50_latency_ms(model: edgert.Model, x: np.ndarray, runs: int = 300) -> float:
@@ -41,6 +42,8 @@ def p50_latency_ms(model: edgert.Model, x: np.ndarray, runs: int = 300) -> float
 
 def write_examples_data(model, split) -> None:
     """What the README's examples read, beside the demo's own files."""
+    import contextlib
+    import io
     import shutil
 
     from edgert.converters._tf import import_tf
@@ -56,7 +59,7 @@ def write_examples_data(model, split) -> None:
     for i, image in enumerate(split.x_train[:32]):  # pixels 0..255 in PNG; the model takes 0..1
         (images / f"{i:02d}.png").write_bytes(tf.io.encode_png((image * 255).astype(np.uint8)).numpy())
     shutil.rmtree(OUT / "saved_model", ignore_errors=True)
-    with native_log_captured():
+    with native_log_captured(), contextlib.redirect_stdout(io.StringIO()):  # export() prints its signatures
         model.export(str(OUT / "saved_model"))
     keras.utils.set_random_seed(1)
     student = keras.Sequential([keras.Input(shape=(8, 8, 1), name="image"), keras.layers.Conv2D(4, 3, activation="relu"),
@@ -64,6 +67,7 @@ def write_examples_data(model, split) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         student.save(OUT / "student.h5")
+    print(f"wrote {OUT}/: train.npz, test.npz, labels.txt, images/, saved_model/, student.h5 (the README's examples)")
 
 
 def main() -> None:
@@ -80,10 +84,9 @@ def main() -> None:
     np.save(OUT / "sample.npy", split.x_test[:4])
     write_examples_data(model, split)
 
-    edgert_cmd = str(Path(sys.executable).parent / "edgert")
     # --force: the demo owns build/demo and rebuilds it on every run.
-    sh(edgert_cmd, "convert", str(h5), "--force")
-    sh(edgert_cmd, "convert", str(h5), "--int8", "--calibration-data", str(calibration), "--force")
+    sh("convert", str(h5), "--force")
+    sh("convert", str(h5), "--int8", "--calibration-data", str(calibration), "--force")
 
     keras_accuracy = float((model.predict(split.x_test, verbose=0).argmax(1) == split.y_test).mean())
     rows = [("Keras (.h5)", keras_accuracy, h5.stat().st_size, None)]

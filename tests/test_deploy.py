@@ -304,3 +304,17 @@ def test_ctrl_c_during_the_upload_says_what_was_done_and_changes_nothing(models,
     assert "interrupted (uploading to" in done.output and "the board's active model is unchanged" in done.output
     assert os.readlink(active(board)) == f"v-{first.version}"
     check_every_file(active(board))
+
+
+def test_the_board_settings_come_from_the_environment(models, board, monkeypatch):
+    """EDGERT_SSH_CONFIG, EDGERT_REMOTE_DIR and EDGERT_REMOTE_PYTHON stand in for the arguments, for the library
+    and the CLI alike (a board you always use is configured once)."""
+    monkeypatch.setenv("EDGERT_SSH_CONFIG", board["ssh_config"])
+    monkeypatch.setenv("EDGERT_REMOTE_DIR", board["remote_dir"])
+    monkeypatch.setenv("EDGERT_REMOTE_PYTHON", board["remote_python"])
+    done = deploy.deploy(str(models[0]), "board", "rpi5")
+    assert done.remote_path.startswith(board["remote_dir"]) and active(board).is_dir()
+    assert deploy.remote_run("board", "digits", ("verify",)).returncode == 0
+    again = CliRunner().invoke(cli, ["deploy", str(models[1]), "--to", "board"])
+    assert again.exit_code == 0, again.output
+    assert deploy.rollback("board", "digits").version == done.version

@@ -33,7 +33,14 @@ def kib(n: int) -> str:
 
 
 def fmt(value, spec: str = ".2f", missing: str = "-") -> str:
-    return missing if value is None else format(value, spec)
+    """`value` formatted, `missing` for None; a value that rounds to zero never shows as -0."""
+    if value is None:
+        return missing
+    text = format(value, spec)
+    try:
+        return text[1:] if text.startswith("-") and float(text) == 0 else text
+    except ValueError:  # a spec that does not print a plain number
+        return text
 
 
 def spec_rows(specs) -> list[str]:

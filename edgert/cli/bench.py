@@ -74,8 +74,8 @@ def _print_bench(results) -> None:
             click.echo(f"  power       {e.sensor}, {e.sample_hz:.0f} Hz: idle {fmt(e.idle_power_mw, '.0f')} mW, "
                        f"run {e.avg_power_mw:.0f} mW avg, {e.peak_power_mw:.0f} mW peak"
                        + (f"; {rails}" if rails else ""))
-            click.echo(f"  energy      {e.energy_per_inference_mj:.4f} mJ/inference above idle "
-                       f"({e.gross_energy_per_inference_mj:.4f} mJ gross), "
+            click.echo(f"  energy      {fmt(e.energy_per_inference_mj, '.4f')} mJ/inference above idle "
+                       f"({fmt(e.gross_energy_per_inference_mj, '.4f')} mJ gross), "
                        + (f"{ipj:.1f} inferences/J" if ipj else "no energy above idle measured"))
         if r.power_note:
             click.echo(f"  power note  {r.power_note}")

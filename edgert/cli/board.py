@@ -151,8 +151,8 @@ def _compare_rows(local: dict, board: dict) -> list[tuple[str, str, str]]:
               help="The board; HOST may be an alias from your SSH config.")
 @click.option("--device", envvar="EDGERT_DEVICE", help="Board profile (`edgert devices`) [default: the board "
               "decides, --delegate auto].")
-@click.option("--remote-dir", default="~/edgert", show_default=True, help="Where models and the runtime live on "
-              "the board.")
+@click.option("--remote-dir", envvar="EDGERT_REMOTE_DIR", default="~/edgert", show_default=True,
+              help="Where models and the runtime live on the board [env EDGERT_REMOTE_DIR].")
 @click.option("--name", help="Name on the board [default: the model's file stem].")
 @click.option("--setup", is_flag=True, help="Install the runtime in REMOTE_DIR/venv when the board lacks it.")
 @click.option("--bench", "bench_", is_flag=True, help="Run `edgert bench --json` on the board afterwards and show "
@@ -163,8 +163,8 @@ def _compare_rows(local: dict, board: dict) -> list[tuple[str, str, str]]:
               help="SSH client configuration [default: ~/.ssh/config, as ssh reads it].")
 @click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
               help="Extra ssh -o option, repeatable (e.g. --ssh-option ProxyJump=gateway).")
-@click.option("--remote-python", default="python3", show_default=True,
-              help="Python on the board that runs edgert's side of the deploy.")
+@click.option("--remote-python", envvar="EDGERT_REMOTE_PYTHON", default="python3", show_default=True,
+              help="Python on the board that runs edgert's side of the deploy [env EDGERT_REMOTE_PYTHON].")
 @click.option("json_", "--json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
 def deploy(model, to, device, remote_dir, name, setup, bench_, runs, rollback, ssh_config, ssh_options,

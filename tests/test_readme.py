@@ -1,0 +1,369 @@
+"""Every code block in the README is executed here, so the README cannot drift from what edgert does.
+
+A block's kind comes from its fence (`sh`, `python`, `toml`), from a `$ ` first line (a transcript: each command
+runs and its output is compared with the lines under it), or from a marker on the line above the fence,
+`<!-- test: KIND [OPTION ...] -->`. Commands run in a fresh copy of what `make demo` writes (build/demo), as the
+README tells the reader to `cd build/demo`; each block starts from that copy again.
+
+Outputs are compared loosely where machines differ and strictly elsewhere: numbers match any number, hex strings
+of 12 or more digits any hex string, runs of spaces any spacing; a line `...` stands for any lines, a line that
+ends in `...` for any line that starts as it does, and `vary=WORD` lets the lines that start with WORD differ
+after it (the machine's description, a search's choice).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+BIN = Path(sys.executable).parent
+KINDS = ("sh", "transcript", "python", "toml", "demo", "benchmark", "layout", "make", "install")
+
+
+@dataclass(frozen=True)
+class Block:
+    line: int  # where the fence opens, 1-based
+    lang: str
+    text: str
+    kind: str
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"README.md:{self.line}:{self.kind}"
+
+
+def parse_readme(text: str) -> list[Block]:
+    blocks, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        fence = re.match(r"^```(\w*)\s*$", lines[i])
+        if not fence:
+            i += 1
+            continue
+        start, lang = i, fence.group(1)
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].rstrip() == "```")
+        body = "\n".join(lines[start + 1:end]) + "\n"
+        marker = re.match(r"^<!-- test: (\S+)(.*?)-->\s*$", lines[start - 1]) if start else None
+        if marker:
+            kind, options = marker.group(1), dict(_option(o) for o in shlex.split(marker.group(2)))
+        elif lang in ("sh", "python", "toml"):
+            kind, options = lang, {}
+        elif body.startswith("$ "):
+            kind, options = "transcript", {}
+        else:
+            kind, options = "", {}
+        blocks.append(Block(start + 1, lang, body, kind, options))
+        i = end + 1
+    return blocks
+
+
+def _option(text: str) -> tuple[str, str]:
+    key, _, value = text.partition("=")
+    return key, value or "yes"
+
+
+BLOCKS = parse_readme(README.read_text())
+
+
+# -- loose comparison of outputs -------------------------------------------------------------------------------
+
+
+def normalise(line: str, vary: tuple[str, ...] = (), marks: bool = False) -> str:
+    if marks:  # a table's row markers (a search's Pareto front and choice) may differ between machines
+        line = re.sub(r"^(\s*)[>*]+", r"\1", line)
+    line = re.sub(r"\b[0-9a-f]{12,}\b", "H", line)
+    line = re.sub(r"(?<![A-Za-z_\d.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", "N", line)  # not in names (int8)
+    line = " ".join(line.split())
+    first = line.split(" ", 1)[0] if line else ""
+    return first if first.rstrip(":") in vary else line
+
+
+def mismatch(expected: list[str], actual: list[str], vary: tuple[str, ...] = (), marks: bool = False) -> str | None:
+    """None when `actual` is what `expected` describes; else the first expected line that was not found."""
+    want = [(normalise(e[:-3], vary, marks), True) if e.endswith("...") and e.strip() != "..." else
+            ("...", False) if e.strip() == "..." else (normalise(e, vary, marks), False) for e in expected]
+    got = [normalise(a, vary, marks) for a in actual if a.strip()]
+    want = [w for w in want if w[0] or w == ("...", False)]
+
+    def fits(w: tuple[str, bool], a: str) -> bool:
+        return a.startswith(w[0]) if w[1] else a == w[0]
+
+    def walk(wi: int, ai: int) -> bool:
+        if wi == len(want):
+            return ai == len(got)
+        if want[wi] == ("...", False):
+            return any(walk(wi + 1, k) for k in range(ai, len(got) + 1))
+        return ai < len(got) and fits(want[wi], got[ai]) and walk(wi + 1, ai + 1)
+
+    if walk(0, 0):
+        return None
+    # Name the first line that cannot be placed, for the failure message.
+    ai = 0
+    for w in want:
+        if w == ("...", False):
+            continue
+        found = next((k for k in range(ai, len(got)) if fits(w, got[k])), None)
+        if found is None:
+            return w[0]
+        ai = found + 1
+    if want and want[0] != ("...", False) and (not got or not fits(want[0], got[0])):
+        return "(the output starts with lines the README does not show; begin the block with ...)"
+    return "(the output has lines the README does not show; put ... where they are)"
+
+
+def test_the_comparison_is_strict_where_it_should_be():
+    assert mismatch(["size 14.5 KiB"], ["size  15.1 KiB"]) is None
+    assert mismatch(["size 14.5 KiB"], ["size 14.5 MiB"]) == "size N KiB"
+    assert mismatch(["int8 1.0e-05 -2"], ["int8 3.5 +7"]) is None
+    assert mismatch(["int8"], ["int16"]) is not None
+    assert mismatch(["a", "...", "z"], ["a", "b", "c", "z"]) is None
+    assert mismatch(["a", "z"], ["a", "b", "z"]) is not None
+    assert mismatch(["a"], ["a", "b"]) is not None
+    assert mismatch(["a", "..."], ["a", "b"]) is None
+    assert mismatch(["delegation: xnnpack ..."], ["delegation: xnnpack (threads=2): 5/6"]) is None
+    assert mismatch(["version 5eb088b178f63dab"], ["version 0123456789abcdef"]) is None
+    assert mismatch(["machine AMD EPYC"], ["machine Intel Xeon"], vary=("machine",)) is None
+    assert mismatch(["chosen: a"], ["picked: a"], vary=("chosen",)) is not None
+    assert mismatch(["  >*prune80 1.0"], ["   *prune80 2.0"], marks=True) is None
+    assert mismatch(["  >*prune80 1.0"], ["   *prune75 2.0"], marks=True) is not None
+
+
+# -- the sandbox -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> tuple[Path, str]:
+    """`make demo` in a folder of its own: (its build/demo, what it printed)."""
+    root = tmp_path_factory.mktemp("readme")
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "digits_demo.py")], cwd=root, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(root), timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:]
+    return root / "build" / "demo", done.stdout
+
+
+def _env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGERT_")}
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", EDGERT_CACHE_DIR=str(home / "cache"),
+               MPLBACKEND="Agg", COLUMNS="120", **(extra or {}))
+    return env
+
+
+@pytest.fixture
+def sandbox(demo, tmp_path) -> Path:
+    """A fresh copy of build/demo, under a build/ of its own (so that `cd build/demo` works from its root)."""
+    work = tmp_path / "build" / "demo"
+    shutil.copytree(demo[0], work, symlinks=True)
+    return work
+
+
+def _run(command: str, cwd: Path, env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=cwd, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+
+
+def transcript(text: str) -> list[tuple[str, list[str]]]:
+    """`$ command` lines (with `\\` continuations) and the output lines under each."""
+    steps: list[tuple[str, list[str]]] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("$ "):
+            command = line[2:]
+            while command.endswith("\\"):
+                i += 1
+                command = command[:-1] + " " + lines[i].strip()
+            steps.append((command, []))
+        else:
+            assert steps, f"output before the first command: {line!r}"
+            steps[-1][1].append(line)
+        i += 1
+    return steps
+
+
+# -- boards and fixture trees the blocks may ask for -----------------------------------------------------------
+
+
+def _rpi5_with_coral(root: Path) -> dict[str, str]:
+    """A Raspberry Pi 5's device tree with a Coral USB Accelerator (firmware loaded) on port 3-1."""
+    model = root / "proc" / "device-tree" / "model"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"Raspberry Pi 5 Model B Rev 1.0\0")
+    for port, vendor, product in (("usb1", "1d6b", "0002"), ("3-1", "18d1", "9302")):
+        folder = root / "sys" / "bus" / "usb" / "devices" / port
+        folder.mkdir(parents=True)
+        (folder / "idVendor").write_text(vendor + "\n")
+        (folder / "idProduct").write_text(product + "\n")
+    return {"EDGERT_SYSFS_ROOT": str(root), "EDGERT_MACHINE": "aarch64", "EDGERT_GETPROP": str(root / "no-getprop")}
+
+
+SYSFS = {"rpi5-coral": _rpi5_with_coral}
+
+
+@pytest.fixture(scope="session")
+def ssh_board(tmp_path_factory):
+    from tests.sshd import SshServer
+
+    server = SshServer(tmp_path_factory.mktemp("sshd"))
+    why = server.start()
+    if why:
+        server.stop()
+        pytest.skip(why)
+    yield server
+    server.stop()
+
+
+def _block_env(block: Block, sandbox: Path, request) -> dict[str, str]:
+    extra: dict[str, str] = {}
+    if "sysfs" in block.options:
+        extra.update(SYSFS[block.options["sysfs"]](sandbox.parent.parent / "sysfs"))
+    if "board" in block.options:
+        server = request.getfixturevalue("ssh_board")
+        # The README's board is pi@raspberrypi.local; here it is the test's sshd, reached the same way.
+        root = sandbox.parent.parent
+        (root / "ssh_config").write_text(server.client_config("client_ed25519", alias="raspberrypi.local"))
+        extra.update(EDGERT_SSH_CONFIG=str(root / "ssh_config"), EDGERT_REMOTE_DIR=str(root / "board"),
+                     EDGERT_REMOTE_PYTHON=sys.executable)
+    return _env(sandbox.parent.parent, extra)
+
+
+def _as_board_user(text: str) -> str:
+    """The README logs in as pi@; the test's sshd knows only the user running the tests."""
+    import getpass
+
+    return text.replace("pi@raspberrypi.local", f"{getpass.getuser()}@raspberrypi.local")
+
+
+# -- the blocks ------------------------------------------------------------------------------------------------
+
+
+def test_every_block_has_a_test():
+    untested = [b.line for b in BLOCKS if b.kind not in KINDS]
+    assert not untested, f"README blocks without a kind (add <!-- test: KIND --> above them): lines {untested}"
+    assert len(BLOCKS) > 20
+
+
+RUN_KINDS = ("sh", "transcript", "python")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.kind in RUN_KINDS], ids=lambda b: b.id)
+def test_block_runs(block: Block, sandbox: Path, request):
+    env = _block_env(block, sandbox, request)
+    timeout = int(block.options.get("timeout", 900))
+    if block.kind == "sh":
+        text = _as_board_user(block.text) if "board" in block.options else block.text
+        cwd = sandbox.parent.parent if text.startswith("cd build/demo") else sandbox
+        done = _run("set -e\n" + text, cwd, env, timeout)
+        assert done.returncode == 0, done.stdout[-3000:]
+        return
+    if block.kind == "python":
+        script = sandbox / "readme_block.py"
+        script.write_text(_as_board_user(block.text) if "board" in block.options else block.text)
+        done = subprocess.run([sys.executable, script.name], cwd=sandbox, env=env, text=True, timeout=timeout,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert done.returncode == 0, done.stdout[-3000:]
+        return
+    vary = tuple(filter(None, block.options.get("vary", "").split(",")))
+    marks = "marks" in block.options
+    for command, expected in transcript(block.text):
+        done = _run(_as_board_user(command) if "board" in block.options else command, sandbox, env, timeout)
+        output = done.stdout.splitlines()
+        shown = "\n".join(output[-60:])
+        if done.returncode != 0:
+            assert any(e.startswith("Error:") for e in expected), f"$ {command}\nexit {done.returncode}\n{shown}"
+        problem = mismatch([_as_board_user(e) for e in expected], output, vary, marks) if expected else None
+        assert problem is None, f"$ {command}\nthe README's line\n  {problem}\nis not in the output:\n{shown}"
+
+
+@pytest.mark.slow
+def test_the_demo_output_is_what_make_demo_prints(demo):
+    (block,) = [b for b in BLOCKS if b.kind == "demo"]
+    problem = mismatch(block.text.splitlines(), demo[1].splitlines())
+    assert problem is None, f"the README's line\n  {problem}\nis not in make demo's output:\n{demo[1]}"
+
+
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.kind == "toml"], ids=lambda b: b.id)
+def test_toml_blocks_parse_and_name_real_entry_point_groups(block):
+    data = tomllib.loads(block.text)
+    ours = tomllib.loads((REPO / "pyproject.toml").read_text())
+    for group in data.get("project", {}).get("entry-points", {}):
+        assert group in ours["project"]["entry-points"], group
+
+
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.kind == "benchmark"], ids=lambda b: b.id)
+def test_benchmark_tables_are_what_their_script_prints(block):
+    """A benchmark's table in the README comes from the script it names: each column heading is printed by it.
+    (The runs themselves take minutes to an hour and are reported, not repeated here.)"""
+    script = REPO / block.options["script"]
+    assert script.is_file(), script
+    source = script.read_text()
+    header = next(line for line in block.text.splitlines() if line.strip())
+    missing = [w for w in header.split() if w not in source]
+    assert not missing, f"{script.name} prints no column {missing}"
+
+
+def test_the_layout_block_names_what_is_there():
+    (block,) = [b for b in BLOCKS if b.kind == "layout"]
+    for line in block.text.splitlines():
+        if line and not line.startswith(" "):
+            path = line.split()[0]
+            assert (REPO / path).exists(), path
+
+
+def test_make_targets_exist():
+    targets = set(re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(), re.M))
+    for block in (b for b in BLOCKS if b.kind == "make"):
+        for line in block.text.splitlines():
+            words = line.split("#")[0].split()
+            if words[:1] == ["make"]:
+                assert set(words[1:]) <= targets, line
+
+
+@pytest.mark.slow
+def test_the_install_block_installs_the_runtime_alone(tmp_path, int8_tflite, h5_path):
+    """The README's install, word for word, on a copy of the source in a fresh venv: the runtime comes without
+    TensorFlow and runs a model; the [convert] line is resolved (--dry-run) but not installed, as TensorFlow is
+    half a gigabyte."""
+    (block,) = [b for b in BLOCKS if b.kind == "install"]
+    source = tmp_path / "edgert"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    env = {**_env(tmp_path), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(venv)}
+    script = "\n".join(line.replace(" install ", " install --dry-run ", 1)
+                         if "[convert]" in line and line.startswith("python3 -m pip install") else line
+                         for line in block.text.splitlines())  # the TensorFlow stack: resolved, not installed
+    done = _run("set -e\n" + script, source, env, 1800)
+    assert done.returncode == 0, done.stdout[-3000:]
+    wheel = next((source / "dist").glob("edgert-*-py3-none-any.whl"))
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    for needed in ("edgert/py.typed", "edgert/cli/runtime.py", "edgert/devices/profiles/rpi5.toml",
+                   "edgert/templates/android/Model.kt", "edgert/delegates/xnnpack.py", "edgert/converters/keras3.py"):
+        assert needed in names, needed
+    assert any(n.endswith("licenses/LICENSE") for n in names)
+    assert "tensorflow" in done.stdout.lower()  # the dry run would bring the TensorFlow stack
+    run = _run(f"edgert run {shlex.quote(str(int8_tflite))}", tmp_path, env, 300)
+    assert run.returncode == 0 and "ran in" in run.stdout and "ai_edge_litert" in run.stdout, run.stdout
+    listed = _run("python3 -m pip list --format=freeze", tmp_path, env).stdout.lower()
+    assert "tensorflow" not in listed and "edgert==" in listed
+    convert = _run(f"edgert convert {shlex.quote(str(h5_path))}", tmp_path, env, 300)
+    assert convert.returncode == 1 and "conversion needs the [convert] extra" in convert.stdout, convert.stdout
