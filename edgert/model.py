@@ -143,10 +143,10 @@ class Model:
         arrays = self._bind(inputs)
         it = self._interpreter
         with self._lock:
+            changed = [(slot, a.shape) for slot, a in zip(self._in, arrays) if a.shape != slot.spec.shape]
+            if changed:
+                self._resize(changed)  # all inputs at once: one input's new batch alone may not fit the graph
             for slot, array in zip(self._in, arrays):
-                if array.shape != slot.spec.shape:
-                    self._resize(slot, array.shape)
-                    slot = self._in[self._by_name[slot.spec.name]]
                 it.set_tensor(slot.spec.index, self._prepare(slot, array))
             try:
                 it.invoke()
@@ -225,28 +225,31 @@ class Model:
         raise InputDataError(
             f"input '{slot.spec.name}' expects {slot.dtype.name}{hint}; got {array.dtype.name}")
 
-    def _resize(self, slot: _Slot, shape: tuple[int, ...]) -> None:
-        spec = slot.spec
-        expected = spec.shape
-        fixed = [i for i, (a, b) in enumerate(zip(shape, expected))
-                 if a != b and i != 0 and i not in spec.dynamic_dims]
-        if len(shape) != len(expected) or fixed:
-            raise InputDataError(
-                f"input '{spec.name}' expects shape {expected}; got {tuple(shape)}"
-                + (" (only the batch dimension can change)" if len(shape) == len(expected) else ""))
+    def _resize(self, changed: list[tuple[_Slot, tuple[int, ...]]]) -> None:
+        for slot, shape in changed:
+            spec, expected = slot.spec, slot.spec.shape
+            fixed = [i for i, (a, b) in enumerate(zip(shape, expected))
+                     if a != b and i != 0 and i not in spec.dynamic_dims]
+            if len(shape) != len(expected) or fixed:
+                raise InputDataError(
+                    f"input '{spec.name}' expects shape {expected}; got {tuple(shape)}"
+                    + (" (only the batch dimension can change)" if len(shape) == len(expected) else ""))
+        it = self._interpreter
         try:
-            self._interpreter.resize_tensor_input(spec.index, list(shape), strict=False)
-            self._interpreter.allocate_tensors()
-            self._check_planned_sizes(tuple(shape))
+            for slot, shape in changed:
+                it.resize_tensor_input(slot.spec.index, list(shape), strict=False)
+            it.allocate_tensors()
+            self._check_planned_sizes(max((tuple(shape) for _, shape in changed), key=lambda s: s[0] if s else 1))
         except (ValueError, RuntimeError, ModelFormatError) as exc:
-            self._interpreter.resize_tensor_input(spec.index, list(expected), strict=False)
-            self._interpreter.allocate_tensors()
+            for slot, _ in changed:
+                it.resize_tensor_input(slot.spec.index, list(slot.spec.shape), strict=False)
+            it.allocate_tensors()
             planned = str(exc).partition(": tensor ")[2]
             why = f"tensor {planned}" if planned else brief(exc, 200)
-            raise InputDataError(
-                f"input '{spec.name}' cannot be resized from {expected} to {tuple(shape)}: {why}") from None
+            names = ", ".join(f"'{slot.spec.name}'" for slot, _ in changed)
+            shapes = ", ".join(f"{slot.spec.shape} to {tuple(shape)}" for slot, shape in changed)
+            raise InputDataError(f"input {names} cannot be resized from {shapes}: {why}") from None
         self._refresh_slots()
-
 
 def load(path: str | os.PathLike, threads: int | None = None, *,
          delegate: str | Sequence[str] | None = None, delegate_options: Sequence[str] | Mapping[str, str] = (),

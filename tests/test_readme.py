@@ -13,12 +13,14 @@ after it (the machine's description, a search's choice).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 BIN = Path(sys.executable).parent
-KINDS = ("sh", "transcript", "python", "toml", "demo", "benchmark", "layout", "make", "install")
+KINDS = ("sh", "transcript", "python", "toml", "demo", "benchmark", "layout", "make", "install", "serve")
 
 
 @dataclass(frozen=True)
@@ -270,9 +272,14 @@ def test_block_runs(block: Block, sandbox: Path, request):
         return
     if block.kind == "python":
         script = sandbox / "readme_block.py"
-        script.write_text(_as_board_user(block.text) if "board" in block.options else block.text)
-        done = subprocess.run([sys.executable, script.name], cwd=sandbox, env=env, text=True, timeout=timeout,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        text = _as_board_user(block.text) if "board" in block.options else block.text
+        with contextlib.ExitStack() as stack:
+            if "serve" in block.options:  # the client examples talk to the README's own `edgert serve`
+                port, _ = stack.enter_context(_served(sandbox, env))
+                text = text.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+            script.write_text(text)
+            done = subprocess.run([sys.executable, script.name], cwd=sandbox, env=env, text=True, timeout=timeout,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert done.returncode == 0, done.stdout[-3000:]
         return
     vary = tuple(filter(None, block.options.get("vary", "").split(",")))
@@ -285,6 +292,48 @@ def test_block_runs(block: Block, sandbox: Path, request):
             assert any(e.startswith("Error:") for e in expected), f"$ {command}\nexit {done.returncode}\n{shown}"
         problem = mismatch([_as_board_user(e) for e in expected], output, vary, marks) if expected else None
         assert problem is None, f"$ {command}\nthe README's line\n  {problem}\nis not in the output:\n{shown}"
+
+
+@contextlib.contextmanager
+def _served(sandbox: Path, env: dict[str, str]):
+    """The README's `edgert serve` command, running in the background on a free port until the block is done."""
+    import socket
+    import urllib.request
+
+    (block,) = [b for b in BLOCKS if b.kind == "serve"]
+    ((command, expected),) = transcript(block.text)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(["bash", "-c", f"exec {command} --port {port}"], cwd=sandbox, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, f"$ {command}: did not start"
+            time.sleep(0.1)
+        yield port, expected
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=30)
+    served_lines = out.splitlines()
+    assert process.returncode == 0, out
+    problem = mismatch([e.replace(":8000/", f":{port}/") for e in expected], served_lines, (), False)
+    assert problem is None, f"$ {command}\nthe README's line\n  {problem}\nis not in the output:\n{out}"
+
+
+@pytest.mark.slow
+def test_the_serve_block_starts_and_stops_as_shown(sandbox):
+    """The server's banner is what the README shows, and SIGTERM ends it with exit 0 (checked in _served)."""
+    (block,) = [b for b in BLOCKS if b.kind == "serve"]
+    with _served(sandbox, _block_env(block, sandbox, None)):
+        pass
 
 
 @pytest.mark.slow
@@ -357,7 +406,8 @@ def test_the_install_block_installs_the_runtime_alone(tmp_path, int8_tflite, h5_
 
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ("edgert/py.typed", "edgert/cli/runtime.py", "edgert/devices/profiles/rpi5.toml",
-                   "edgert/templates/android/Model.kt", "edgert/delegates/xnnpack.py", "edgert/converters/keras3.py"):
+                   "edgert/templates/android/Model.kt", "edgert/delegates/xnnpack.py", "edgert/converters/keras3.py",
+                   "edgert/serve/app.py"):
         assert needed in names, needed
     assert any(n.endswith("licenses/LICENSE") for n in names)
     assert "tensorflow" in done.stdout.lower()  # the dry run would bring the TensorFlow stack
@@ -367,3 +417,27 @@ def test_the_install_block_installs_the_runtime_alone(tmp_path, int8_tflite, h5_
     assert "tensorflow" not in listed and "edgert==" in listed
     convert = _run(f"edgert convert {shlex.quote(str(h5_path))}", tmp_path, env, 300)
     assert convert.returncode == 1 and "conversion needs the [convert] extra" in convert.stdout, convert.stdout
+    # the [serve] line was installed for real: the runtime-only server (what the Dockerfile installs) answers
+    assert "uvicorn==" in listed and "starlette==" in listed
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([str(venv / "bin" / "edgert"), "serve", str(int8_tflite), "--port", str(port)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/digits_int8/ready") as answer:
+                    assert answer.status == 200
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "edgert serve did not start"
+                time.sleep(0.1)
+    finally:
+        server.terminate()
+        out, _ = server.communicate(timeout=30)
+    assert server.returncode == 0 and "serving on http://127.0.0.1:" in out, out

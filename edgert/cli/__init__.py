@@ -26,6 +26,7 @@ COMMANDS = {
     "deploy": ("board", "deploy", "Deploy a model to a board over SSH, or roll it back."),
     "metadata": ("android", "metadata", "Write or read TFLite Metadata: labels, normalisation, task."),
     "export": ("android", "export", "Export a model for an app: Android (Kotlin and Gradle)."),
+    "serve": ("serve", "serve", "Serve models over HTTP (KServe v2 / Triton protocol)."),
 }
 # Summaries fit an 80-column terminal beside the command names, so none is cut or wrapped.
 

@@ -1,0 +1,214 @@
+"""`edgert serve` under load from tritonclient, against the in-process ceiling on the same model and threads.
+
+Anchor: a `Model.run` loop in this process (same model, same --threads): its p50 and its throughput, the ceiling
+no server can pass. Contender: `edgert serve` in its own process, driven by 1, 4 and 16 concurrent tritonclient
+HTTP clients (binary tensors, one connection each), on the digits int8 model and MobileNetV2 int8 (224 px).
+Each client sends its own seeded input and checks every answer against the in-process output, so a lost or
+mixed-up response is counted, not missed. The 16-client run is past capacity: the server runs with --max-queue 2
+and answers the excess 503 at once; clients back off 10 ms and try again.
+
+Targets: 1 client, digits: p50 <= anchor p50 + 1.0 ms. 4 clients, MobileNetV2: throughput >= 0.85x the ceiling.
+16 clients: no lost or corrupted answer, and the accepted requests' p99 <= 3x the 1-client p99.
+Run: python benchmarks/serve_load.py [--seconds 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from runtime_overhead import MODEL as MOBILENET  # noqa: E402
+from runtime_overhead import ensure_model, machine  # noqa: E402
+
+import edgert  # noqa: E402
+
+DIGITS = Path("build/bench/digits_int8.tflite")
+BIN = Path(sys.executable).parent
+
+
+def ensure_digits() -> Path:
+    if not DIGITS.exists():
+        print(f"building {DIGITS} (once) ...", flush=True)
+        from edgert.converters import convert
+        from edgert.converters.digits import digits_split, train_digits_cnn
+
+        data = digits_split()
+        h5 = DIGITS.with_name("digits.h5")
+        train_digits_cnn(data).save(h5)
+        calibration = DIGITS.with_name("digits_calibration.npy")
+        np.save(calibration, data.x_train[:300])
+        convert(h5, DIGITS, int8=True, calibration_data=calibration, force=True)
+    return DIGITS
+
+
+def pct(values, q) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def anchor(path: Path, threads: int, seconds: float) -> dict:
+    model = edgert.load(path, threads=threads)
+    x = np.random.default_rng(0).uniform(-1, 1, model.inputs[0].shape).astype(np.float32)
+    for _ in range(20):
+        model.run(x)
+    times, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        started = time.perf_counter()
+        model.run(x)
+        times.append(time.perf_counter() - started)
+    ms = np.array(times) * 1e3
+    return {"p50_ms": pct(ms, 50), "p99_ms": pct(ms, 99), "throughput": len(times) / sum(times)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    def __init__(self, models: dict[str, Path], threads: int, max_queue: int, log: Path):
+        self.port = free_port()
+        self.log = log
+        self.process = subprocess.Popen(
+            [BIN / "edgert", "serve", *(f"{n}={p}" for n, p in models.items()), "--port", str(self.port),
+             "--threads", str(threads), "--max-queue", str(max_queue), "--poll", "0"],
+            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+        import tritonclient.http as th
+
+        client = th.InferenceServerClient(f"127.0.0.1:{self.port}")
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if client.is_server_ready():
+                    return
+            except Exception:  # noqa: BLE001 - not listening yet
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise SystemExit(f"the server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+    def queue_ms(self, model: str, since: float) -> list[float]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            if line.startswith("{"):
+                row = json.loads(line)
+                if row["model"] == model and row["status"] == 200 and row["time"] >= since:
+                    out.append(row["queue_ms"])
+        return out
+
+
+def load(served: Served, name: str, path: Path, clients: int, seconds: float) -> dict:
+    import tritonclient.http as th
+
+    model = edgert.load(path)
+    spec, out_name = model.inputs[0], model.outputs[0].name
+    inputs = [np.random.default_rng(100 + i).uniform(-1, 1, spec.shape).astype(np.float32) for i in range(clients)]
+    expected = [model.run(x)[0] for x in inputs]
+    results = [dict(ok=[], refused=0, corrupt=0, errors=[]) for _ in range(clients)]
+    start_at = time.time()
+    stop = threading.Event()
+
+    def client(i: int) -> None:
+        c = th.InferenceServerClient(f"127.0.0.1:{served.port}", network_timeout=60)
+        item = th.InferInput(spec.name, list(spec.shape), "FP32")
+        item.set_data_from_numpy(inputs[i], binary_data=True)
+        wanted = [th.InferRequestedOutput(out_name, binary_data=True)]
+        r = results[i]
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                got = c.infer(name, [item], outputs=wanted).as_numpy(out_name)
+            except th.InferenceServerException as exc:
+                if exc.status() == "503":
+                    r["refused"] += 1
+                    time.sleep(0.01)
+                    continue
+                r["errors"].append(str(exc)[:200])
+                continue
+            elapsed = time.perf_counter() - started
+            if np.array_equal(got, expected[i]):
+                r["ok"].append(elapsed)
+            else:
+                r["corrupt"] += 1
+        c.close()  # geventhttpclient's hub belongs to this thread
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    ms = np.array([x for r in results for x in r["ok"]]) * 1e3
+    queue = served.queue_ms(name, start_at)
+    return {"clients": clients, "answered": len(ms), "throughput": len(ms) / seconds, "p50_ms": pct(ms, 50),
+            "p99_ms": pct(ms, 99), "queue_p50_ms": pct(queue, 50), "refused_503": sum(r["refused"] for r in results),
+            "corrupt": sum(r["corrupt"] for r in results), "errors": [e for r in results for e in r["errors"]][:5]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", dest="json_out")
+    args = parser.parse_args()
+    ensure_model()
+    ensure_digits()
+    models = {"digits_int8": DIGITS, "mobilenet_v2_int8": MOBILENET}
+    report = {"machine": machine(), "threads": args.threads, "models": {}}
+    log = Path("build/bench/serve_load.log")
+    for name, path in models.items():
+        ceiling = anchor(path, args.threads, args.seconds)
+        rows = []
+        served = Served(models, args.threads, 64, log)
+        try:
+            for clients in (1, 4):
+                rows.append(load(served, name, path, clients, args.seconds))
+        finally:
+            served.stop()
+        served = Served(models, args.threads, 2, log.with_name("serve_load_overload.log"))
+        try:
+            rows.append(load(served, name, path, 16, args.seconds))
+        finally:
+            served.stop()
+        report["models"][name] = {"anchor": ceiling, "server": rows}
+        print(f"\n{name}: in-process p50 {ceiling['p50_ms']:.3f} ms, ceiling {ceiling['throughput']:.1f}/s")
+        print(f"  {'clients':>7} {'req/s':>8} {'x ceil':>7} {'p50 ms':>8} {'p99 ms':>8} {'queue p50':>9} "
+              f"{'503s':>6} {'corrupt':>7}")
+        for r in rows:
+            print(f"  {r['clients']:>7} {r['throughput']:>8.1f} {r['throughput'] / ceiling['throughput']:>7.3f} "
+                  f"{r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['queue_p50_ms']:>9.3f} {r['refused_503']:>6} "
+                  f"{r['corrupt']:>7}" + (f"  errors: {r['errors']}" if r["errors"] else ""))
+    d, m = report["models"]["digits_int8"], report["models"]["mobilenet_v2_int8"]
+    checks = {
+        "digits 1 client p50 - anchor p50 (ms, target <= 1.0)": d["server"][0]["p50_ms"] - d["anchor"]["p50_ms"],
+        "mobilenet 4 clients throughput / ceiling (target >= 0.85)":
+            m["server"][1]["throughput"] / m["anchor"]["throughput"],
+        **{f"{n} 16 clients accepted p99 / 1-client p99 (target <= 3)":
+           v["server"][2]["p99_ms"] / v["server"][0]["p99_ms"] for n, v in report["models"].items()},
+        "lost or corrupted answers (target 0)": sum(r["corrupt"] + len(r["errors"]) for v in report["models"].values()
+                                                    for r in v["server"]),
+    }
+    report["checks"] = checks
+    print()
+    for k, v in checks.items():
+        print(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
