@@ -557,3 +557,38 @@ def test_a_client_that_disconnects_mid_request_does_not_disturb_the_server(serve
     client = served.client()
     name = client.get_model_metadata("digits")["inputs"][0]["name"]
     assert _infer(client, "digits", {name: digits_x})[0].shape == (5, 10)
+
+
+def test_tls_with_a_certificate_and_key(tmp_path, float_tflite, digits_x):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                           "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                          capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("openssl cannot make a test certificate here")
+    port = _free_port()
+    process = subprocess.Popen([BIN / "edgert", "serve", f"digits={float_tflite}", "--port", str(port),
+                                "--tls-cert", str(cert), "--tls-key", str(key)], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    try:
+        client = th.InferenceServerClient(f"127.0.0.1:{port}", ssl=True, ssl_options={"ca_certs": str(cert)})
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if client.is_server_ready():
+                    break
+            except Exception:  # noqa: BLE001 - not listening yet
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, "the TLS server did not start"
+            time.sleep(0.1)
+        name = client.get_model_metadata("digits")["inputs"][0]["name"]
+        np.testing.assert_array_equal(_infer(client, "digits", {name: digits_x})[0],
+                                      edgert.load(float_tflite).run(digits_x)[0])
+        client.close()
+        with socket.create_connection(("127.0.0.1", port)) as s:  # plain HTTP to a TLS port gets nothing served
+            s.sendall(b"GET /v2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"edgert" not in s.recv(4096)
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=30)
+    assert "serving on https://127.0.0.1:" in out
