@@ -200,6 +200,7 @@ class DeployResult:
     setup_installed: bool | None
     bench: dict | None
     seconds: float
+    serving: dict | None = None  # with serve=True: how the board's server runs (unit or process), its URL and log
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -227,7 +228,7 @@ def probe(ssh: Ssh, name: str, remote_dir: str = DEFAULT_REMOTE_DIR, python: str
 def deploy(model: str, to: str | Target, device: str | None = None, *, remote_dir: str | None = None,
            name: str | None = None, setup: bool = False, bench_args: tuple[str, ...] | None = None,
            ssh_config: str | None = None, ssh_options: tuple[str, ...] = (), remote_python: str | None = None,
-           chunks: Callable[[bytes], Iterator[bytes]] | None = None,
+           chunks: Callable[[bytes], Iterator[bytes]] | None = None, serve: ServeOptions | None = None,
            progress: Callable[[str], None] = lambda _msg: None) -> DeployResult:
     """Bundle `model` for `device`, upload it to `remote_dir` on the board, verify it there and make it active.
 
@@ -241,6 +242,9 @@ def deploy(model: str, to: str | Target, device: str | None = None, *, remote_di
         bench_args: run `edgert bench --json` with these extra arguments on the board after deploying.
         setup: create `remote_dir/venv` with the bundle's requirements when the runtime is missing there.
         chunks: how the upload is cut into writes (tests drop the connection part-way through it).
+        serve: (re)start `edgert serve --repository REMOTE_DIR` on the board afterwards: a systemd unit (system
+            unit as root, user unit otherwise), or a background process where systemd does not run. With `setup`
+            the venv gets the [serve] packages too. A board already serving picks up each deploy by itself.
 
     Raises:
         DeployError: one line for each remote failure (unreachable, refused, Python too old, disk full, checksum
@@ -259,9 +263,10 @@ def deploy(model: str, to: str | Target, device: str | None = None, *, remote_di
     _check_board(manifest, board, target)
     installed = None
     if setup:
-        progress(f"setting up the runtime on {target} ({', '.join(manifest.requirements)})")
+        requirements = manifest.requirements + (serve_requirements() if serve else ())
+        progress(f"setting up the runtime on {target} ({', '.join(requirements)})")
         reply = call_agent(ssh, remote_python, "setup", remote_dir, manifest.index_url or "-",
-                           *manifest.requirements, timeout_s=1800)
+                           *requirements, timeout_s=1800)
         installed = bool(reply["installed"])
     elif not board.runtime_ok:
         why = board.runtime_error or "no interpreter package"
@@ -274,8 +279,52 @@ def deploy(model: str, to: str | Target, device: str | None = None, *, remote_di
     if bench_args is not None:
         progress(f"benchmarking on {target}")
         bench = remote_bench(ssh, manifest.name, remote_dir, remote_python, bench_args)
+    serving = None
+    if serve is not None:
+        progress(f"starting edgert serve on {target} (port {serve.port})")
+        serving = call_agent(ssh, remote_python, "serve", remote_dir, manifest.name, serve.host, str(serve.port),
+                             f"{serve.grace:g}", *serve.options, timeout_s=180)
+        serving = {k: serving[k] for k in ("how", "where", "log", "url")}
     return DeployResult(str(target), manifest.name, reply["version"], reply.get("previous"), bool(reply["switched"]),
-                        reply["path"], len(data), board, installed, bench, time.monotonic() - started)
+                        reply["path"], len(data), board, installed, bench, time.monotonic() - started, serving)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How `deploy(serve=...)` runs the board's server: `edgert serve --host HOST --port PORT --grace S OPTIONS`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    grace: float = 10.0
+    options: tuple[str, ...] = ()  # more `edgert serve` options, e.g. ("--max-batch", "8")
+
+
+def serve_requirements() -> tuple[str, ...]:
+    """What the [serve] extra installs, read from this installation's own metadata (one list, in pyproject.toml)."""
+    import importlib.metadata
+
+    out, extra = [], 'extra == "serve"'
+    for requirement in importlib.metadata.requires("edgert") or ():
+        spec, _, marker = (part.strip() for part in requirement.partition(";"))
+        if marker == extra:
+            out.append(spec)
+        elif marker.endswith(f" and {extra}"):
+            out.append(f"{spec}; {marker[:-len(extra) - 5]}")
+    return tuple(out)
+
+
+def stop_serving(to: str | Target, *, remote_dir: str | None = None, grace: float = 10.0,
+                 ssh_config: str | None = None, ssh_options: tuple[str, ...] = (),
+                 remote_python: str | None = None) -> bool:
+    """Stop the server `deploy(serve=...)` started on the board (its unit is disabled, or its process ended).
+    Returns whether one was running.
+
+    Raises:
+        DeployError: the board is unreachable or its agent failed.
+    """
+    ssh = _connect(to, ssh_config, ssh_options)
+    remote_dir, remote_python = _where(remote_dir, remote_python)
+    return bool(call_agent(ssh, remote_python, "unserve", remote_dir, f"{grace:g}", timeout_s=120)["stopped"])
 
 
 def board_delegates(device: str | None) -> str:

@@ -88,10 +88,18 @@ def runtime_python(root):
     return candidate if os.path.exists(candidate) else sys.executable
 
 
-def runtime_status(python):
+SERVE_CHECK = """
+import importlib.util
+missing = [n for n in ("uvicorn", "starlette", "prometheus_client") if importlib.util.find_spec(n) is None]
+if missing:
+    sys.exit("missing " + ", ".join(missing) + " (edgert serve)")
+"""
+
+
+def runtime_status(python, serve=False):
     try:
-        done = subprocess.run([python, "-c", RUNTIME_CHECK], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              universal_newlines=True, timeout=120)
+        done = subprocess.run([python, "-c", RUNTIME_CHECK + (SERVE_CHECK if serve else "")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, str(exc)
     lines = done.stderr.strip().splitlines()
@@ -258,7 +266,8 @@ def cmd_rollback(root, name):
 def cmd_setup(root, index_url, *requirements):
     root, _ = paths(root, "_")
     python = venv_python(root)
-    ok, why = runtime_status(python) if os.path.exists(python) else (False, "no virtual environment yet")
+    serve = any(r.startswith("uvicorn") for r in requirements)
+    ok, why = runtime_status(python, serve) if os.path.exists(python) else (False, "no virtual environment yet")
     if ok:
         reply(True, installed=False, python=python)
     if not os.path.exists(python):
@@ -280,7 +289,7 @@ def cmd_setup(root, index_url, *requirements):
         lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
         fail("setup", "pip could not install %s on the board: %s" % (" ".join(requirements),
                                                                      lines[-1] if lines else "no output"))
-    ok, why = runtime_status(python)
+    ok, why = runtime_status(python, serve)
     if not ok:
         fail("setup", "the runtime was installed but does not import: %s" % why)
     reply(True, installed=True, python=python, requirements=list(requirements), reason=why)
@@ -296,8 +305,170 @@ def cmd_exec(root, name, *args):
     os.execv(python, [python, current] + list(args))
 
 
+UNIT = """[Unit]
+Description=edgert serve: the models in %(root)s over HTTP
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Environment=PYTHONPATH=%(code)s
+ExecStart=%(command)s
+Restart=on-failure
+RestartSec=2
+KillSignal=SIGTERM
+TimeoutStopSec=%(stop)d
+
+[Install]
+WantedBy=%(wanted)s
+"""
+
+
+def systemd_scope():
+    """'system' as root, 'user' otherwise, or None with the reason when systemd does not run here."""
+    if not os.path.isdir("/run/systemd/system"):
+        return None, "systemd is not running here"
+    if not shutil.which("systemctl"):
+        return None, "no systemctl"
+    if os.geteuid() == 0:
+        return "system", ""
+    done = subprocess.run(["systemctl", "--user", "show-environment"], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True)
+    if done.returncode != 0:
+        return None, "no systemd user instance (%s)" % (done.stdout.strip().splitlines() or [""])[-1]
+    return "user", ""
+
+
+def pid_alive(pid_file):
+    try:
+        pid = int(open(pid_file).read().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def stop_process(pid_file, grace):
+    """End the server this agent started earlier (by its recorded id), waiting for it to drain."""
+    import signal
+    import time
+
+    pid = pid_alive(pid_file)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + grace + 5
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return True
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def wait_live(port, log_file, seconds):
+    import time
+    try:
+        from urllib.request import urlopen
+    except ImportError:  # pragma: no cover - Python 2 parses this file, never runs it this far
+        from urllib2 import urlopen
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            urlopen("http://127.0.0.1:%s/v2/health/live" % port, timeout=2).read()
+            return True
+        except Exception:  # noqa: BLE001 - not listening yet
+            time.sleep(0.2)
+    return False
+
+
+def cmd_serve(root, name, host, port, grace, *options):
+    """Run `edgert serve --repository ROOT` on the board: a systemd unit (system unit as root, user unit otherwise)
+    where systemd runs, else a background process recorded in ROOT/server/serve.pid. Started again if running."""
+    root, models = paths(root, name)
+    version = os.path.realpath(os.path.join(models, "current"))
+    if not os.path.isdir(version):
+        fail("not_deployed", "%s is not deployed under %s; run edgert deploy first" % (name, root))
+    python = venv_python(root)
+    if not os.path.exists(python):
+        fail("runtime_missing", "no runtime in %s/venv; deploy with --setup --serve" % root)
+    ok, why = runtime_status(python, serve=True)
+    if not ok:
+        fail("runtime_missing", "the board's runtime cannot serve (%s); deploy with --setup --serve" % why)
+    # edgert's own code, from the bundle just deployed, copied where no later deploy or prune removes it
+    server = os.path.join(root, "server")
+    code = os.path.join(server, "lib")
+    fresh = code + ".%d.tmp" % os.getpid()
+    shutil.rmtree(fresh, ignore_errors=True)
+    os.makedirs(fresh)
+    for entry in os.listdir(version):
+        if entry == "edgert" or entry.endswith(".dist-info"):
+            shutil.copytree(os.path.join(version, entry), os.path.join(fresh, entry))
+    if os.path.isdir(code):
+        old = code + ".%d.old" % os.getpid()
+        os.rename(code, old)
+        os.rename(fresh, code)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(fresh, code)
+    argv = [python, "-m", "edgert", "serve", "--repository", root, "--host", host, "--port", port,
+            "--grace", grace] + list(options)
+    scope, why_not = systemd_scope()
+    log_file = os.path.join(server, "serve.log")
+    pid_file = os.path.join(server, "serve.pid")
+    if scope is not None:
+        unit_dir = "/etc/systemd/system" if scope == "system" else os.path.expanduser("~/.config/systemd/user")
+        if not os.path.isdir(unit_dir):
+            os.makedirs(unit_dir)
+        unit = os.path.join(unit_dir, "edgert-serve.service")
+        with open(unit + ".tmp", "w") as f:
+            f.write(UNIT % dict(root=root, code=code, command=" ".join(argv), stop=int(float(grace)) + 5,
+                                wanted="multi-user.target" if scope == "system" else "default.target"))
+        os.rename(unit + ".tmp", unit)
+        ctl = ["systemctl"] + ([] if scope == "system" else ["--user"])
+        for step in (["daemon-reload"], ["enable", "edgert-serve.service"], ["restart", "edgert-serve.service"]):
+            done = subprocess.run(ctl + step, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  universal_newlines=True)
+            if done.returncode != 0:
+                fail("serve", "systemctl %s failed: %s" % (" ".join(step), done.stdout.strip()[-300:]))
+        how, where = "systemd %s unit" % scope, unit
+    else:
+        stop_process(pid_file, float(grace))
+        env = dict(os.environ, PYTHONPATH=code)
+        with open(log_file, "ab") as log:
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env=env, close_fds=True, start_new_session=True)
+        with open(pid_file + ".tmp", "w") as f:
+            f.write("%d\n" % process.pid)
+        os.rename(pid_file + ".tmp", pid_file)
+        how, where = "background process %d (%s)" % (process.pid, why_not), pid_file
+    if not wait_live(port, log_file, 60):
+        tail = ""
+        if os.path.exists(log_file):
+            tail = open(log_file).read().strip().splitlines()[-1:]
+            tail = tail[0] if tail else ""
+        fail("serve", "edgert serve did not answer on port %s within 60 s%s" % (port, ": " + tail if tail else ""))
+    reply(True, how=how, where=where, log=log_file if scope is None else "journalctl %s-u edgert-serve"
+          % ("" if scope == "system" else "--user "), url="http://%s:%s/v2" % (host, port))
+
+
+def cmd_unserve(root, grace):
+    """Stop the server `cmd_serve` started (its unit is stopped and disabled, or its process ended by id)."""
+    root, _ = paths(root, "_")
+    scope, _why = systemd_scope()
+    stopped = False
+    if scope is not None:
+        ctl = ["systemctl"] + ([] if scope == "system" else ["--user"])
+        done = subprocess.run(ctl + ["disable", "--now", "edgert-serve.service"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, universal_newlines=True)
+        stopped = done.returncode == 0
+    stopped = stop_process(os.path.join(root, "server", "serve.pid"), float(grace)) or stopped
+    reply(True, stopped=stopped)
+
+
 COMMANDS = {"probe": cmd_probe, "install": cmd_install, "rollback": cmd_rollback, "setup": cmd_setup,
-            "exec": cmd_exec}
+            "exec": cmd_exec, "serve": cmd_serve, "unserve": cmd_unserve}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -318,3 +318,50 @@ def test_the_board_settings_come_from_the_environment(models, board, monkeypatch
     again = CliRunner().invoke(cli, ["deploy", str(models[1]), "--to", "board"])
     assert again.exit_code == 0, again.output
     assert deploy.rollback("board", "digits").version == done.version
+
+
+def test_deploy_serve_runs_edgert_serve_on_the_board(models, board, digits):
+    """--setup --serve with the board's plain Python: the venv gets the [serve] packages, the server runs from the
+    board's own copy of edgert (here a background process: systemd does not run in this container), answers
+    tritonclient, serves the next deploy by itself, and stops by its recorded process id."""
+    import socket
+
+    th = pytest.importorskip("tritonclient.http")
+    python = shutil.which("python3")
+    if python is None:
+        pytest.skip("no system python3 to play the board's")
+    kwargs = {**board, "remote_python": python}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    deploy.deploy(str(models[0]), "board", "rpi5", setup=True, **kwargs)  # the runtime, without the server's
+    with pytest.raises(DeployError, match=r"cannot serve \(missing uvicorn, starlette, prometheus_client "
+                                          r"\(edgert serve\)\); deploy with --setup --serve"):
+        deploy.deploy(str(models[0]), "board", "rpi5", serve=deploy.ServeOptions(port=port), **kwargs)
+    done = deploy.deploy(str(models[0]), "board", "rpi5", setup=True,
+                         serve=deploy.ServeOptions(port=port, options=("--poll", "0.2")), **kwargs)
+    root = Path(board["remote_dir"])
+    assert done.serving["url"] == f"http://127.0.0.1:{port}/v2"
+    assert "background process" in done.serving["how"] and "systemd is not running" in done.serving["how"]
+    assert (root / "server" / "lib" / "edgert" / "serve" / "app.py").is_file()
+    client = th.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        x = digits.x_test[:3].astype(np.float32)
+        meta = client.get_model_metadata("digits")
+        assert meta["versions"] == [done.version]
+        item = th.InferInput(meta["inputs"][0]["name"], list(x.shape), "FP32")
+        item.set_data_from_numpy(x)
+        got = client.infer("digits", [item]).as_numpy(meta["outputs"][0]["name"])
+        np.testing.assert_array_equal(got, edgert.load(models[0]).run(x)[0])
+        second = deploy.deploy(str(models[1]), "board", "rpi5", **kwargs)  # a board that serves picks it up
+        deadline = time.monotonic() + 20
+        while client.get_model_metadata("digits")["versions"] != [second.version]:
+            assert time.monotonic() < deadline, "the served version did not follow the deploy"
+            time.sleep(0.1)
+    finally:
+        client.close()
+        pid = int((root / "server" / "serve.pid").read_text())
+        assert deploy.stop_serving("board", **kwargs) is True
+    with pytest.raises(OSError):
+        os.kill(pid, 0)  # ended by its id
+    assert deploy.stop_serving("board", **kwargs) is False

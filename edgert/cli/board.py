@@ -145,7 +145,8 @@ def _compare_rows(local: dict, board: dict) -> list[tuple[str, str, str]]:
 @click.command(epilog=examples(
     "edgert deploy model.tflite --to pi@raspberrypi.local --device rpi5 --setup",
     "edgert deploy model.tflite --to mypi --bench --runs 200",
-    "edgert deploy model.tflite --to mypi --rollback"))
+    "edgert deploy model.tflite --to mypi --rollback",
+    "edgert deploy model.tflite --to mypi --setup --serve --serve-option=--max-batch=8"))
 @click.argument("model", type=click.Path(path_type=Path), required=False)
 @click.option("--to", "to", required=True, envvar="EDGERT_DEPLOY_TO", metavar="[USER@]HOST[:PORT]",
               help="The board; HOST may be an alias from your SSH config.")
@@ -165,10 +166,18 @@ def _compare_rows(local: dict, board: dict) -> list[tuple[str, str, str]]:
               help="Extra ssh -o option, repeatable (e.g. --ssh-option ProxyJump=gateway).")
 @click.option("--remote-python", envvar="EDGERT_REMOTE_PYTHON", default="python3", show_default=True,
               help="Python on the board that runs edgert's side of the deploy [env EDGERT_REMOTE_PYTHON].")
+@click.option("--serve", "serve_", is_flag=True, help="(Re)start `edgert serve` on the board's models afterwards "
+              "(a systemd unit, or a background process without systemd); with --setup, installs its packages.")
+@click.option("--serve-host", default="127.0.0.1", show_default=True, help="With --serve: the address it listens on.")
+@click.option("--serve-port", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="With --serve: its port.")
+@click.option("--serve-option", "serve_options", multiple=True, metavar="OPTION",
+              help="With --serve: one more `edgert serve` option, repeatable (e.g. --serve-option=--max-batch=8).")
+@click.option("--stop-serving", is_flag=True, help="Stop the board's `edgert serve` instead of deploying.")
 @click.option("json_", "--json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
 def deploy(model, to, device, remote_dir, name, setup, bench_, runs, rollback, ssh_config, ssh_options,
-           remote_python, json_):
+           remote_python, serve_, serve_host, serve_port, serve_options, stop_serving, json_):
     """Deploy a model to a board over SSH: upload, verify the checksums there, switch atomically (the previous
     version is kept for --rollback); --setup installs the runtime, --bench measures it there."""
     from edgert import deploy as deployer
@@ -176,6 +185,13 @@ def deploy(model, to, device, remote_dir, name, setup, bench_, runs, rollback, s
 
     ssh = dict(ssh_config=str(ssh_config) if ssh_config else None, ssh_options=tuple(ssh_options),
                remote_python=remote_python)
+    if stop_serving:
+        stopped = deployer.stop_serving(to, remote_dir=remote_dir, **ssh)
+        if json_:
+            click.echo(json.dumps({"stopped": stopped}))
+        else:
+            click.echo(f"{to}: edgert serve " + ("stopped" if stopped else "was not running"))
+        return
     if rollback:
         if model is None and not name:
             raise click.UsageError("--rollback needs the model (for its name) or --name")
@@ -199,8 +215,9 @@ def deploy(model, to, device, remote_dir, name, setup, bench_, runs, rollback, s
             click.echo(message, err=True)
 
     try:
+        serve = deployer.ServeOptions(serve_host, serve_port, options=tuple(serve_options)) if serve_ else None
         done = deployer.deploy(str(model), to, device, remote_dir=remote_dir, name=name, setup=setup,
-                               bench_args=bench_args, progress=progress, **ssh)
+                               bench_args=bench_args, serve=serve, progress=progress, **ssh)
     except KeyboardInterrupt:
         last = steps[-1] if steps else "before connecting"
         after_switch = last.startswith("benchmarking")
@@ -223,6 +240,8 @@ def deploy(model, to, device, remote_dir, name, setup, bench_, runs, rollback, s
                f"({kib(done.bundle_bytes)}, {done.seconds:.1f} s)")
     if done.setup_installed:
         click.echo(f"  runtime installed in {done.board.root}/venv")
+    if done.serving:
+        click.echo(f"  serving {done.serving['url']} on the board: {done.serving['how']}; log: {done.serving['log']}")
     if done.bench is not None:
         click.echo(f"  {'':<16} {'this machine':<24} {'board':<24}")
         for label, here, there in _compare_rows(local or {}, done.bench):
