@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgert-installed
 
-.PHONY: demo test bench soak zoo fuzz install clean
+.PHONY: demo test bench soak zoo fuzz install clean board board-test board-down
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,5 +49,20 @@ fuzz: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[fuzz]'
 	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS)
 
+# An emulated Raspberry Pi (Debian bookworm arm64 under qemu-user, sshd inside) cached in build/board-arm64/;
+# needs root and the network to Debian's mirror and PyPI. `make board-test` deploys, runs, benchmarks, rolls back
+# and serves there as a user would against a Pi, then stops the board.
+board: $(STAMP)
+	$(PY) -m tests.emulated_board up
+
+board-test: $(STAMP)
+	@status=0; EDGERT_BOARD=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_board_arm64.py || status=$$?; \
+	$(PY) -m tests.emulated_board down; exit $$status
+
+board-down:
+	$(PY) -m tests.emulated_board down
+
+# --one-file-system: never into a board's proc mount, even if `make board-down` was not run.
 clean:
-	rm -rf build .pytest_cache
+	-[ -f build/board-arm64/state.json ] && $(PY) -m tests.emulated_board down
+	rm -rf --one-file-system build .pytest_cache

@@ -9,7 +9,8 @@ and answers the excess 503 at once; clients back off 10 ms and try again.
 
 Targets: 1 client, digits: p50 <= anchor p50 + 1.0 ms. 4 clients, MobileNetV2: throughput >= 0.85x the ceiling.
 16 clients: no lost or corrupted answer, and the accepted requests' p99 <= 3x the 1-client p99.
-Run: python benchmarks/serve_load.py [--seconds 5] [--json out.json]
+Run: python benchmarks/serve_load.py [--seconds 5] [--json out.json]; the soak (100,000 requests, the server's RSS
+at each tenth): python benchmarks/serve_load.py --soak 100000
 """
 
 from __future__ import annotations
@@ -159,14 +160,72 @@ def load(served: Served, name: str, path: Path, clients: int, seconds: float) ->
             "corrupt": sum(r["corrupt"] for r in results), "errors": [e for r in results for e in r["errors"]][:5]}
 
 
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def soak(requests: int, threads: int) -> dict:
+    """`requests` inferences on the digits model from 4 clients; the server's RSS after the first tenth (warm) and
+    at the end, and every tenth in between."""
+    import tritonclient.http as th
+
+    served = Served({"digits_int8": DIGITS}, threads, 64, Path("build/bench/serve_soak.log"))
+    model = edgert.load(DIGITS)
+    spec, out_name = model.inputs[0], model.outputs[0].name
+    x = np.random.default_rng(0).uniform(0, 1, spec.shape).astype(np.float32)
+    expected = model.run(x)[0]
+    done, bad, lock, marks = [0], [0], threading.Lock(), []
+
+    def client() -> None:
+        c = th.InferenceServerClient(f"127.0.0.1:{served.port}")
+        item = th.InferInput(spec.name, list(spec.shape), "FP32")
+        item.set_data_from_numpy(x, binary_data=True)
+        while True:
+            with lock:
+                if done[0] >= requests:
+                    break
+                done[0] += 1
+                n = done[0]
+            if n % (requests // 10) == 0:
+                marks.append((n, rss_mib(served.process.pid)))
+            got = c.infer("digits_int8", [item]).as_numpy(out_name)
+            if not np.array_equal(got, expected):
+                with lock:
+                    bad[0] += 1
+        c.close()
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=client) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    seconds = time.perf_counter() - started
+    marks.append((requests, rss_mib(served.process.pid)))
+    served.stop()
+    marks.sort()
+    print(f"soak: {requests} requests in {seconds:.0f} s, {bad[0]} wrong; server RSS MiB at each tenth: "
+          + ", ".join(f"{m:.1f}" for _, m in marks))
+    return {"requests": requests, "seconds": seconds, "wrong": bad[0], "rss_mib": marks}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", dest="json_out")
+    parser.add_argument("--soak", type=int, default=0, metavar="N", help="only the soak: N requests, RSS kept")
     args = parser.parse_args()
-    ensure_model()
     ensure_digits()
+    if args.soak:
+        result = soak(args.soak, args.threads)
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(result, indent=2))
+        return
+    ensure_model()
     models = {"digits_int8": DIGITS, "mobilenet_v2_int8": MOBILENET}
     report = {"machine": machine(), "threads": args.threads, "models": {}}
     log = Path("build/bench/serve_load.log")

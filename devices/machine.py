@@ -100,6 +100,35 @@ def read_temps_c(zones: dict[str, str]) -> dict[str, float]:
     return out
 
 
+_ARM = ("aarch64", "arm64", "armv7l", "armv6l", "armv8l")
+_X86 = ("x86_64", "amd64", "i686", "i386")
+
+
+def machine_type() -> str:
+    """The architecture this Python runs as (`EDGERT_MACHINE` stands in for it in tests)."""
+    return os.environ.get("EDGERT_MACHINE") or platform.machine()
+
+
+def emulation() -> str | None:
+    """Why this looks like a userland emulated by qemu-user (an aarch64 Python on an x86-64 CPU), or None.
+
+    qemu-user reports the guest's architecture to the program (uname) but leaves the kernel's facts alone: the
+    kernel's own architecture (/proc/sys/kernel/arch) and the CPU /proc/cpuinfo describes stay the host's.
+    """
+    machine = machine_type().lower()
+    kernel = (sysfs.read_text(sysfs.path("/proc/sys/kernel/arch"), "") or "").strip().lower()
+    if kernel and (machine in _ARM) != (kernel in _ARM) and (machine in _ARM or machine in _X86):
+        return f"a {machine} userland on a {kernel} kernel (qemu-user)"
+    cpuinfo = sysfs.read_text(sysfs.path("/proc/cpuinfo"), "") or ""
+    x86_cpu = re.search(r"^vendor_id\s*:\s*(GenuineIntel|AuthenticAMD)|^flags\s*:.*\bsse2\b", cpuinfo, re.M)
+    arm_cpu = re.search(r"^CPU implementer\s*:", cpuinfo, re.M)
+    if machine in _ARM and x86_cpu and not arm_cpu:
+        return f"a {machine} userland on an x86 CPU (qemu-user)"
+    if machine in _X86 and arm_cpu and not x86_cpu:
+        return f"an {machine} userland on an ARM CPU (an emulator)"
+    return None
+
+
 @dataclass(frozen=True)
 class MachineInfo:
     """What a benchmark result was measured on; recorded with every result."""
@@ -117,6 +146,7 @@ class MachineInfo:
     backend: str
     python: str
     edgert: str
+    emulated: str | None = None  # why the CPU is emulated (qemu-user): then timings are not the board's
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,4 +165,5 @@ def machine_info(backend: str, threads: int | None = None) -> MachineInfo:
         cpu=cpu_model(), board=board_model(), platform=str(current_platform()), kernel=platform.release(),
         cores=os.cpu_count() or 1, cores_available=available, threads=threads, governor=governor(),
         cpu_freq_mhz=round(sum(freqs.values()) / len(freqs), 1) if freqs else None,
-        cpu_max_freq_mhz=cpu_max_freq_mhz(), backend=backend, python=platform.python_version(), edgert=__version__)
+        cpu_max_freq_mhz=cpu_max_freq_mhz(), backend=backend, python=platform.python_version(), edgert=__version__,
+        emulated=emulation())

@@ -187,14 +187,14 @@ def load_profile(path: str | os.PathLike, *, builtin: bool = False) -> DevicePro
     Raises:
         DeviceProfileError: the file cannot be read, is not TOML, or is not a valid profile.
     """
-    p = Path(path)
+    p = path if hasattr(path, "read_text") else Path(path)  # a built-in may sit in a zip (a bundle run as one)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise DeviceProfileError(f"cannot read device profile {p}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise DeviceProfileError(f"device profile {p} is not valid TOML: {exc}") from None
-    return profile_from_dict(p.stem, data, source=str(p), builtin=builtin)
+    return profile_from_dict(p.name.rsplit(".", 1)[0], data, source=str(p), builtin=builtin)
 
 
 def user_dirs() -> tuple[Path, ...]:
@@ -207,9 +207,10 @@ def user_dirs() -> tuple[Path, ...]:
     return (Path(base) / "edgert" / "devices",)
 
 
-def _builtin_files() -> list[Path]:
+def _builtin_files() -> list:
+    """The built-in profiles as importlib.resources gives them: files, or entries of the zip edgert runs from."""
     folder = resources.files("edgert.devices") / "profiles"
-    return sorted(Path(str(f)) for f in folder.iterdir() if f.name.endswith(".toml"))
+    return sorted((f for f in folder.iterdir() if f.name.endswith(".toml")), key=lambda f: f.name)
 
 
 def all_profiles() -> tuple[dict[str, DeviceProfile], dict[str, BrokenProfile]]:
@@ -217,7 +218,7 @@ def all_profiles() -> tuple[dict[str, DeviceProfile], dict[str, BrokenProfile]]:
     found: dict[str, DeviceProfile] = {}
     broken: dict[str, BrokenProfile] = {}
     for path in _builtin_files():
-        found[path.stem] = load_profile(path, builtin=True)
+        found[path.name.removesuffix(".toml")] = load_profile(path, builtin=True)
     for folder in user_dirs():
         if not folder.is_dir():
             continue

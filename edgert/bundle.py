@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shlex
 import os
 import re
 import sys
@@ -307,6 +308,16 @@ def _unpacked(here: str) -> Path:
     return target
 
 
+def _missing_runtime() -> list[str]:
+    """What this Python lacks to run a model: numpy, click, and an interpreter package."""
+    from importlib.util import find_spec
+
+    missing = [name for name in ("numpy", "click") if find_spec(name) is None]
+    if find_spec("ai_edge_litert") is None and find_spec("tflite_runtime") is None and find_spec("tensorflow") is None:
+        missing.append("an interpreter (ai-edge-litert or tflite-runtime)")
+    return missing
+
+
 def main(here: str, argv: list[str]) -> None:
     """The bundle's entry point: `verify`, `info [--json]`, `run [edgert run options]`, `bench [edgert bench
     options]`; no command verifies and runs once on seeded random inputs."""
@@ -334,6 +345,11 @@ def main(here: str, argv: list[str]) -> None:
         return
     if command not in ("run", "bench"):
         sys.exit(f"Error: unknown bundle command {command!r}; {usage}")
+    missing = _missing_runtime()
+    if missing:
+        sys.exit(f"Error: {sys.executable} lacks {', '.join(missing)}, which running the model needs; install the "
+                 f"runtime ({sys.executable} -m pip install {' '.join(shlex.quote(r) for r in manifest.requirements)}"
+                 ") or deploy with edgert deploy --setup, which makes a venv for it")
     from edgert.cli import cli
 
     args = [command, str(folder / manifest.model)]

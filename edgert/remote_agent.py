@@ -266,6 +266,11 @@ def cmd_rollback(root, name):
 def cmd_setup(root, index_url, *requirements):
     root, _ = paths(root, "_")
     python = venv_python(root)
+    machine = os.environ.get("EDGERT_MACHINE") or platform.machine()
+    if machine in ("armv7l", "armv6l", "armv8l") and any(r.lower().startswith("ai-edge-litert") for r in requirements):
+        fail("no_wheel", "ai-edge-litert has no wheel for %s (32-bit ARM); install a 64-bit OS on the board (e.g. "
+             "Raspberry Pi OS 64-bit), or install tflite-runtime with numpy<2 there (pip install tflite-runtime "
+             "'numpy<2'; edgert uses it) and deploy without --setup" % machine, machine=machine)
     serve = any(r.startswith("uvicorn") for r in requirements)
     ok, why = runtime_status(python, serve) if os.path.exists(python) else (False, "no virtual environment yet")
     if ok:

@@ -99,6 +99,28 @@ def test_the_bundle_needs_only_the_standard_library_to_verify_itself(model, tmp_
     assert done.returncode == 0, done.stderr
 
 
+def test_a_bundle_for_any_board_runs_as_a_zip(model, tmp_path):
+    """Without --device the bundle detects the board from its profiles, which it reads from inside the zip."""
+    made = bundle.make_bundle(model, None, tmp_path / "any.edgert")
+    env = {**os.environ, "EDGERT_CACHE_DIR": str(tmp_path / "cache")}
+    ran = subprocess.run([sys.executable, made.path, "run", "--json"], capture_output=True, text=True, env=env)
+    assert ran.returncode == 0, ran.stderr
+
+
+def test_a_python_without_the_runtime_gets_one_line_naming_what_to_install(model, tmp_path):
+    """A board's bare system Python (no numpy, click or interpreter) verifies the bundle but cannot run it: one
+    line that names what is missing and the pip command, not a traceback."""
+    made = bundle.make_bundle(model, "rpi5", tmp_path / "d.edgert")
+    venv = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    done = subprocess.run([str(venv / "bin" / "python"), made.path, "run"], capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "lacks numpy, click, an interpreter (ai-edge-litert or tflite-runtime)" in line
+    assert "-m pip install 'numpy>=1.23' 'click>=8.1' 'ai-edge-litert>=2.3'" in line
+
+
 def test_a_damaged_bundle_is_refused(model, tmp_path):
     made = bundle.make_bundle(model, "rpi5", tmp_path / "d.edgert")
     unpacked = tmp_path / "unpacked"

@@ -365,3 +365,17 @@ def test_deploy_serve_runs_edgert_serve_on_the_board(models, board, digits):
     with pytest.raises(OSError):
         os.kill(pid, 0)  # ended by its id
     assert deploy.stop_serving("board", **kwargs) is False
+
+
+def test_setup_on_32_bit_arm_says_there_is_no_wheel_and_what_to_do(tmp_path):
+    """ai-edge-litert has no armv7l wheel: the board's agent says so in one line before pip runs (the machine type
+    is stood in for, as an armhf userland would report it)."""
+    agent = (Path(edgert.__file__).parent / "remote_agent.py").read_text()  # the script sent to the board
+
+    done = subprocess.run([sys.executable, "-c", agent, "setup", str(tmp_path / "board"), "-", "numpy>=1.23",
+                           "ai-edge-litert>=2.3"], capture_output=True, text=True,
+                          env={**os.environ, "EDGERT_MACHINE": "armv7l"})
+    reply = json.loads(done.stdout)
+    assert done.returncode == 1 and reply["kind"] == "no_wheel"
+    assert reply["message"].startswith("ai-edge-litert has no wheel for armv7l (32-bit ARM); install a 64-bit OS")
+    assert "tflite-runtime" in reply["message"] and not (tmp_path / "board" / "venv").exists()

@@ -44,6 +44,8 @@ def _print_bench(results) -> None:
                + f", {m.cores_available}/{m.cores} cores, {m.platform}, governor {m.governor or '-'}"
                + (f", {m.cpu_freq_mhz:.0f} MHz" if m.cpu_freq_mhz else "")
                + f"; {m.backend}, edgert {m.edgert}, Python {m.python}")
+    if m.emulated:
+        click.echo(f"emulated: timings are not the board's ({m.emulated})")
     first = results[0]
     click.echo(f"inputs   {first.inputs}; {first.warmup_runs} warm-up run(s); threads {m.threads or 'default'}")
     rows = _bench_rows(results)

@@ -246,3 +246,6 @@ def deploy(model, to, device, remote_dir, name, setup, bench_, runs, rollback, s
         click.echo(f"  {'':<16} {'this machine':<24} {'board':<24}")
         for label, here, there in _compare_rows(local or {}, done.bench):
             click.echo(f"  {label:<16} {here[:24]:<24} {there[:24]:<24}")
+        emulated = (done.bench.get("machine") or {}).get("emulated")
+        if emulated:
+            click.echo(f"  emulated: timings are not the board's ({emulated})")

@@ -1,0 +1,226 @@
+"""edgert against an emulated Raspberry Pi (Debian bookworm arm64 under qemu-user, tests/emulated_board.py), as a
+user works against a real one: deploy --setup --bench, run, bench, rollback, a bundle on the board's own Python, and
+edgert serve answered through an SSH tunnel. `make board-test` runs this module (EDGERT_BOARD=1); `make test` does
+not (the board takes minutes to build and every Python start under emulation takes seconds).
+
+Each test prints what a closing note quotes (the wheel tag, the output comparison, the emulated bench line, the
+rollback); `pytest -s` shows them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgert
+
+pytestmark = pytest.mark.skipif(not os.environ.get("EDGERT_BOARD"),
+                                reason="the emulated arm64 board runs with `make board-test`")
+
+BIN = Path(sys.executable).parent
+REMOTE = "/root/edgert"
+
+
+@pytest.fixture(scope="module")
+def pi(tmp_path_factory):
+    """The board's ssh alias and the environment that reaches it; the board is brought up once (cached)."""
+    from tests.emulated_board import ALIAS, BoardError, up
+
+    started = time.monotonic()
+    try:
+        state = up()
+    except BoardError as exc:
+        pytest.fail(f"the emulated board cannot come up: {exc}")
+    print(f"\nboard up in {time.monotonic() - started:.1f} s ({'cold' if state['last_up_cold'] else 'warm'}"
+          + (f"; root filesystem {state.get('download_bytes', 0) / 2**20:.0f} MiB downloaded, built in "
+             f"{state.get('build_seconds')} s" if state["last_up_cold"] else "") + ")")
+    env = {**os.environ, "EDGERT_SSH_CONFIG": state["ssh_config"], "EDGERT_REMOTE_DIR": REMOTE,
+           "EDGERT_REMOTE_PYTHON": "/usr/bin/python3"}
+    return {"alias": ALIAS, "config": state["ssh_config"], "env": env}
+
+
+def ssh(pi, command: str, *, data: bytes | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(["ssh", "-F", pi["config"], pi["alias"], command], input=data, capture_output=True,
+                          timeout=timeout)
+
+
+def edgert_cli(pi, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run([BIN / "edgert", *args], capture_output=True, text=True, env=pi["env"], timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def mobilenet_96(tmp_path_factory):
+    """A MediaPipe-sized real model: MobileNetV2 (alpha 0.35, 96 px, weights=None), float32 and int8."""
+    from edgert.converters import convert
+    from edgert.converters._tf import import_tf
+
+    folder = tmp_path_factory.mktemp("mobilenet")
+    _, keras = import_tf()
+    keras.utils.set_random_seed(0)
+    h5 = folder / "mobilenet96.h5"
+    keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), alpha=0.35).save(h5)
+    calibration = folder / "calibration.npy"
+    np.save(calibration, np.random.default_rng(0).uniform(-1, 1, (16, 96, 96, 3)).astype(np.float32))
+    return (convert(h5, folder / "mobilenet96.tflite").output_path,
+            convert(h5, folder / "mobilenet96_int8.tflite", int8=True, calibration_data=calibration).output_path)
+
+
+@pytest.fixture(scope="module")
+def deployed(pi, int8_tflite):
+    """digits_int8 deployed with --setup --bench: the venv on the board gets the aarch64 wheel."""
+    done = edgert_cli(pi, "deploy", str(int8_tflite), "--to", pi["alias"], "--device", "rpi5", "--setup", "--bench",
+                      "--runs", "20")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_deploy_setup_installs_the_aarch64_wheel_and_bench_says_emulated(pi, deployed):
+    assert ssh(pi, "uname -m").stdout.decode().strip() == "aarch64"
+    wheel = ssh(pi, f"cat {REMOTE}/venv/lib/python3*/site-packages/ai_edge_litert-*.dist-info/WHEEL")
+    tags = [line.split(": ", 1)[1] for line in wheel.stdout.decode().splitlines() if line.startswith("Tag: ")]
+    print(f"\nwheel tags on the board: {tags}")
+    assert tags and all(t.endswith("_aarch64") for t in tags), wheel
+    emulated = [line for line in deployed.stdout.splitlines() if "emulated:" in line]
+    print("deploy --bench: " + (emulated[0].strip() if emulated else "(none)"))
+    assert emulated and emulated[0].strip().startswith("emulated: timings are not the board's (a aarch64 userland")
+    assert "runtime installed in /root/edgert/venv" in deployed.stdout
+
+
+def _remote_outputs(pi, name: str, x: np.ndarray) -> list[np.ndarray]:
+    """`edgert run` on the board (the deployed bundle, the venv's Python) on inputs sent from here."""
+    from io import BytesIO
+
+    buffer = BytesIO()
+    np.save(buffer, x)
+    sent = ssh(pi, f"cat > /tmp/{name}_x.npy", data=buffer.getvalue())
+    assert sent.returncode == 0, sent.stderr
+    done = ssh(pi, f"{REMOTE}/models/{name}/current/run run --input /tmp/{name}_x.npy --json")
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    reply = json.loads(done.stdout)
+    return [np.asarray(o["values"], np.float32) for o in reply["outputs"].values()], reply
+
+
+def _compare(name: str, local: np.ndarray, board: np.ndarray, int8: bool) -> None:
+    if int8:
+        differ = int((local != board).sum())
+        print(f"{name}: int8 outputs, {differ} of {local.size} elements differ" + (
+            f" (max {np.abs(local - board).max():.3g}, one quantization step is the output scale)" if differ else
+            ", identical"))
+        assert differ <= max(1, local.size // 100)  # ARM and x86 int8 kernels may round one step apart
+    else:
+        rel = float(np.abs(local - board).max() / max(np.abs(local).max(), 1e-12))
+        print(f"{name}: float outputs, max relative difference {rel:.2e}")
+        assert rel <= 1e-5
+
+
+def test_run_on_the_board_matches_this_machine(pi, deployed, float_tflite, int8_tflite, mobilenet_96, digits):
+    x = digits.x_test[:8].astype(np.float32)
+    cases = [("digits_int8", int8_tflite, x, True), ("digits", float_tflite, x, False)]
+    rng = np.random.default_rng(1)
+    m96 = rng.uniform(-1, 1, (2, 96, 96, 3)).astype(np.float32)
+    cases += [("mobilenet96", mobilenet_96[0], m96, False), ("mobilenet96_int8", mobilenet_96[1], m96, True)]
+    for name, path, inputs, int8 in cases:
+        if name != "digits_int8":
+            done = edgert_cli(pi, "deploy", str(path), "--to", pi["alias"], "--device", "rpi5")
+            assert done.returncode == 0, done.stderr[-2000:]
+        (board,), _ = _remote_outputs(pi, name, inputs)
+        local = edgert.load(path).run(inputs)[0]
+        _compare(name, local, board.reshape(local.shape), int8)
+
+
+def test_bench_on_the_board_says_aarch64_and_emulated(pi, deployed):
+    done = ssh(pi, f"{REMOTE}/models/digits_int8/current/run bench --runs 20 --json")
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    machine = json.loads(done.stdout)["results"][0]["machine"] if "results" in json.loads(done.stdout) else \
+        json.loads(done.stdout)["machine"]
+    print(f"\nbench machine on the board: platform {machine['platform']}, emulated: {machine['emulated']}")
+    assert "aarch64" in machine["platform"] and machine["emulated"]
+    text = ssh(pi, f"{REMOTE}/models/digits_int8/current/run bench --runs 20").stdout.decode()
+    line = next(line for line in text.splitlines() if line.startswith("emulated:"))
+    print(line)
+    assert line.startswith("emulated: timings are not the board's")
+
+
+def test_rollback_on_the_board(pi, deployed, float_tflite, int8_tflite):
+    first = json.loads(edgert_cli(pi, "deploy", str(int8_tflite), "--to", pi["alias"], "--device", "rpi5",
+                                  "--json").stdout)["version"]
+    second = edgert_cli(pi, "deploy", str(float_tflite), "--name", "digits_int8", "--to", pi["alias"], "--device",
+                        "rpi5")
+    assert second.returncode == 0, second.stderr
+    back = edgert_cli(pi, "deploy", "--rollback", "--name", "digits_int8", "--to", pi["alias"])
+    print(f"\n{back.stdout.strip()}")
+    assert back.returncode == 0 and f"rolled back to version {first}" in back.stdout
+    current = ssh(pi, f"readlink {REMOTE}/models/digits_int8/current").stdout.decode().strip()
+    assert current == f"v-{first}"
+
+
+def test_a_bundle_on_the_boards_own_python(pi, int8_tflite, tmp_path):
+    bundle = tmp_path / "digits_int8.edgert"
+    made = edgert_cli(pi, "bundle", str(int8_tflite), "--device", "rpi5", "-o", str(bundle))
+    assert made.returncode == 0, made.stderr
+    assert ssh(pi, "cat > /root/digits_int8.edgert", data=bundle.read_bytes()).returncode == 0
+    verify = ssh(pi, "python3 /root/digits_int8.edgert verify")
+    print(f"\npython3 digits_int8.edgert verify: {verify.stdout.decode().strip()}")
+    assert verify.returncode == 0 and verify.stdout.decode().startswith("ok:")
+    bare = ssh(pi, "python3 /root/digits_int8.edgert run")  # Debian's python3 alone: no numpy, no interpreter
+    message = (bare.stdout + bare.stderr).decode().strip()
+    print(f"python3 digits_int8.edgert run (system Python): {message}")
+    assert bare.returncode != 0 and len(message.splitlines()) == 1 and "Traceback" not in message
+    run = ssh(pi, f"{REMOTE}/venv/bin/python /root/digits_int8.edgert run")
+    assert run.returncode == 0 and b"ran in" in run.stdout, run.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_on_the_board_through_an_ssh_tunnel(pi, deployed, int8_tflite, digits):
+    th = pytest.importorskip("tritonclient.http")
+    done = edgert_cli(pi, "deploy", str(int8_tflite), "--to", pi["alias"], "--device", "rpi5", "--setup", "--serve",
+                      "--serve-port", "8000")
+    assert done.returncode == 0, done.stderr[-3000:]
+    print(f"\n{[line for line in done.stdout.splitlines() if 'serving' in line][0].strip()}")
+    local = _free_port()
+    tunnel = subprocess.Popen(["ssh", "-F", pi["config"], "-N", "-L", f"{local}:127.0.0.1:8000", pi["alias"]])
+    try:
+        client = th.InferenceServerClient(f"127.0.0.1:{local}")
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if client.is_model_ready("digits_int8"):
+                    break
+            except Exception:  # noqa: BLE001 - the tunnel is still coming up
+                pass
+            assert time.monotonic() < deadline, "the board's server did not answer through the tunnel"
+            time.sleep(0.5)
+        x = digits.x_test[:4].astype(np.float32)
+        meta = client.get_model_metadata("digits_int8")
+        item = th.InferInput(meta["inputs"][0]["name"], list(x.shape), "FP32")
+        item.set_data_from_numpy(x)
+        got = client.infer("digits_int8", [item]).as_numpy(meta["outputs"][0]["name"])
+        _compare("digits_int8 served on the board", edgert.load(int8_tflite).run(x)[0], got, True)
+        client.close()
+    finally:
+        tunnel.terminate()
+        tunnel.wait(10)
+        stopped = edgert_cli(pi, "deploy", "--to", pi["alias"], "--stop-serving")
+        assert "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+
+
+def test_the_ssh_commands_used_here_are_what_a_user_types(pi):
+    """The alias works with plain ssh and the config file, as ~/.ssh/config would."""
+    done = subprocess.run(["ssh", "-F", pi["config"], pi["alias"], "python3 -c " + shlex.quote(
+        "import platform, sys; print(platform.machine(), sys.version.split()[0])")], capture_output=True, text=True,
+        timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith("aarch64 3.11"), done.stderr
