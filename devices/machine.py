@@ -118,14 +118,14 @@ def emulation() -> str | None:
     machine = machine_type().lower()
     kernel = (sysfs.read_text(sysfs.path("/proc/sys/kernel/arch"), "") or "").strip().lower()
     if kernel and (machine in _ARM) != (kernel in _ARM) and (machine in _ARM or machine in _X86):
-        return f"a {machine} userland on a {kernel} kernel (qemu-user)"
+        return f"{machine} userland, {kernel} kernel: qemu-user"
     cpuinfo = sysfs.read_text(sysfs.path("/proc/cpuinfo"), "") or ""
     x86_cpu = re.search(r"^vendor_id\s*:\s*(GenuineIntel|AuthenticAMD)|^flags\s*:.*\bsse2\b", cpuinfo, re.M)
     arm_cpu = re.search(r"^CPU implementer\s*:", cpuinfo, re.M)
     if machine in _ARM and x86_cpu and not arm_cpu:
-        return f"a {machine} userland on an x86 CPU (qemu-user)"
+        return f"{machine} userland, x86 CPU: qemu-user"
     if machine in _X86 and arm_cpu and not x86_cpu:
-        return f"an {machine} userland on an ARM CPU (an emulator)"
+        return f"{machine} userland, ARM CPU: an emulator"
     return None
 
 

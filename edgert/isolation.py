@@ -15,6 +15,9 @@ def _child(target: Callable, args: tuple, kwargs: dict, conn) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminated)
+    # the parent passes Ctrl-C on as SIGINT: honour it even when this process inherited SIGINT ignored (a
+    # background job of a non-interactive shell)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         result = target(*args, **kwargs, progress=lambda line: conn.send(("progress", line)))
         conn.send(("result", result))

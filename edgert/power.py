@@ -130,7 +130,7 @@ class ThermalTrace:
     freq_mhz: np.ndarray  # NaN where cpufreq is absent
 
 
-FINAL_WAIT_S = 1.0  # how long the last tick waits for a meter that reports on its own schedule
+FINAL_WAIT_S = 3.0  # how long the last tick waits for a meter that reports on its own schedule
 
 
 class Monitor:
@@ -161,6 +161,7 @@ class Monitor:
         self._temps: list[dict[str, float]] = []
         self._freq: list[float] = []
         self._ticks = 0
+        self._stop_ns: int | None = None
         self._stop = threading.Event()
         self._first = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edgert-monitor", daemon=True)
@@ -170,17 +171,27 @@ class Monitor:
         self._first.wait(timeout=5.0)
         return self
 
-    def _sample_power(self, wait_s: float = 0.0) -> None:
+    def _sample_power(self, wait_s: float = 0.0, until_ns: int | None = None) -> None:
+        """Take the source's new readings; with `until_ns`, keep waiting (up to `wait_s`) for one timed at or after
+        it, so that a meter polled on its own schedule (a --power-cmd run again and again, slow under load) still
+        covers a window that closed at `until_ns`."""
         source = self.source
         if source is None:
             return
+        deadline = time.monotonic() + wait_s
         try:
-            for r in source.readings(wait_s):
-                if self._t and r.t_ns <= self._t[-1]:
-                    continue
-                self._t.append(r.t_ns)
-                self._v.append(r.value)
-                self._rails.append(dict(r.rails))
+            while True:
+                got = source.readings(max(0.0, deadline - time.monotonic()) if wait_s else 0.0)
+                for r in got:
+                    if self._t and r.t_ns <= self._t[-1]:
+                        continue
+                    self._t.append(r.t_ns)
+                    self._v.append(r.value)
+                    self._rails.append(dict(r.rails))
+                if until_ns is None or (self._t and self._t[-1] >= until_ns) or time.monotonic() >= deadline:
+                    break
+                if not got:
+                    time.sleep(0.005)  # a source that does not block for its next reading
         except SensorError as exc:
             self._errors.append((self._clock(), f"{source.label} stopped: {exc}"))
             self.source = None
@@ -200,7 +211,7 @@ class Monitor:
         """Take one round of samples: power every tick, temperatures and frequency every `thermal_every`-th tick
         and on the final one (which waits for a meter that reports on its own schedule). The sampling thread
         calls this; tests drive it directly on an injected clock."""
-        self._sample_power(FINAL_WAIT_S if final else 0.0)
+        self._sample_power(FINAL_WAIT_S if final else 0.0, self._stop_ns if final else None)
         if final or self._ticks % self.thermal_every == 0:
             self._sample_thermal()
         self._ticks += 1
@@ -221,6 +232,8 @@ class Monitor:
 
     def stop(self) -> tuple[PowerTrace | None, ThermalTrace | None]:
         """Stop sampling (idempotent) and return what was recorded (a monitor driven by `tick` has no thread)."""
+        if self._stop_ns is None:
+            self._stop_ns = self._clock()  # the last sample must come from at or after this moment
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10.0)

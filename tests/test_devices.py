@@ -261,3 +261,29 @@ def test_cli_lists_shows_and_detects(board):
 def test_profile_files_ship_in_the_package():
     folder = os.path.join(os.path.dirname(profiles.__file__), "profiles")
     assert sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".toml")) == sorted(BUILTIN)
+
+
+def test_an_emulated_userland_is_recognised(tmp_path, monkeypatch):
+    """qemu-user reports the guest's architecture but leaves the kernel's facts alone: an aarch64 Python whose
+    kernel, or whose /proc/cpuinfo, is x86 is emulated; the same facts agreeing are not."""
+    from edgert.devices.machine import emulation
+
+    proc = tmp_path / "proc"
+    (proc / "sys" / "kernel").mkdir(parents=True)
+    monkeypatch.setenv("EDGERT_SYSFS_ROOT", str(tmp_path))
+    x86_cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse sse2 avx\n"
+    arm_cpuinfo = "processor\t: 0\nBogoMIPS\t: 108.00\nCPU implementer\t: 0x41\nCPU part\t: 0xd0b\n"
+    cases = [("aarch64", "x86_64", x86_cpuinfo, "aarch64 userland, x86_64 kernel: qemu-user"),
+             ("aarch64", None, x86_cpuinfo, "aarch64 userland, x86 CPU: qemu-user"),
+             ("aarch64", "aarch64", arm_cpuinfo, None), ("aarch64", None, arm_cpuinfo, None),
+             ("x86_64", "x86_64", x86_cpuinfo, None), ("x86_64", None, arm_cpuinfo, "x86_64 userland, ARM CPU")]
+    for machine, kernel, cpuinfo, expected in cases:
+        monkeypatch.setenv("EDGERT_MACHINE", machine)
+        arch = proc / "sys" / "kernel" / "arch"
+        arch.unlink(missing_ok=True)
+        if kernel:
+            arch.write_text(kernel + "\n")
+        (proc / "cpuinfo").write_text(cpuinfo)
+        found = emulation()
+        assert (found is None) == (expected is None) and (expected is None or found.startswith(expected)), \
+            (machine, kernel, found)
