@@ -9,8 +9,9 @@
 - The root filesystem is made by debootstrap (minbase, with python3, python3-venv, openssh-server,
   ca-certificates), Debian's own arm64 packages. The host's CA bundle replaces the board's (the registries'
   TLS is re-signed here) and /etc/pip.conf points pip at it.
-- qemu-aarch64 is registered with binfmt_misc from Debian's qemu-user-static (flags F: the interpreter is opened
-  at registration, so the chroot needs no copy of it). What was there before is recorded and put back by `down`.
+- qemu-aarch64 comes from Debian's bookworm-backports qemu-user package (10.x; bookworm's own 7.2 crashes in
+  ai-edge-litert's aarch64 wheel) and is registered with binfmt_misc (flags F: the interpreter is opened at
+  registration, so the chroot needs no copy of it). What was there before is recorded and put back by `down`.
 - sshd runs inside the chroot (so it and everything it starts are aarch64 binaries) on a free loopback port, with a
   throw-away host key and a client key made here; `build/board-arm64/ssh_config` has the alias `pi-arm64`.
 Needs root (chroot, mounts, binfmt_misc) and the network to Debian's mirror and PyPI, as this machine has.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -37,7 +39,15 @@ ALIAS = "pi-arm64"
 SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
 PACKAGES = ("python3", "python3-venv", "openssh-server", "ca-certificates")
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
-QEMU_CONF = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")
+# qemu-user from bookworm-backports (10.x, static): bookworm's own qemu-user-static (7.2) crashes in
+# ai-edge-litert 2.3's aarch64 wheel (SIGSEGV as the interpreter is made). Fetched from Debian's mirror, checked
+# against the signed index's sha256, kept in build/board-arm64/qemu/ (nothing is installed on the host).
+QEMU_INDEX = "http://deb.debian.org/debian/dists/bookworm-backports/main/binary-amd64/Packages.xz"
+QEMU = HOME / "qemu" / "qemu-aarch64"
+BINFMT_NAME = "edgert-aarch64"
+# qemu's own aarch64 ELF magic and mask (scripts/qemu-binfmt-conf.sh), as binfmt_misc parses them
+AARCH64_MAGIC = r"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00"
+AARCH64_MASK = r"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 # Only a proc mount: /dev gets its few nodes by mknod, never a bind of the host's /dev, so that deleting build/
 # (make clean) while the board is up cannot reach the host's devices.
@@ -72,53 +82,97 @@ def _save(state: dict) -> None:
 
 
 def host_tools() -> None:
-    """qemu-user-static and debootstrap from Debian (apt), when missing."""
+    """debootstrap from Debian (apt), when missing."""
     if os.geteuid() != 0:
         raise BoardError("the emulated board needs root (chroot, mounts, binfmt_misc)")
-    if shutil.which("debootstrap") and Path("/usr/libexec/qemu-binfmt/aarch64-binfmt-P").exists():
+    if platform.machine() != "x86_64":
+        raise BoardError(f"the emulated board runs on x86-64 hosts; this is {platform.machine()}")
+    if shutil.which("debootstrap"):
         return
     if not shutil.which("apt-get"):
-        raise BoardError("no apt-get to install qemu-user-static and debootstrap")
-    _log("installing qemu-user-static and debootstrap (apt)")
+        raise BoardError("no apt-get to install debootstrap")
+    _log("installing debootstrap (apt)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    done = _run("apt-get", "install", "-y", "-q", "--no-install-recommends", "qemu-user-static", "debootstrap",
-                env=env)
+    done = _run("apt-get", "install", "-y", "-q", "--no-install-recommends", "debootstrap", env=env)
     if done.returncode != 0:
         _run("apt-get", "update", "-q", env=env)
-        done = _run("apt-get", "install", "-y", "-q", "--no-install-recommends", "qemu-user-static", "debootstrap",
-                    env=env)
+        done = _run("apt-get", "install", "-y", "-q", "--no-install-recommends", "debootstrap", env=env)
     if done.returncode != 0:
-        raise BoardError(f"apt-get could not install qemu-user-static and debootstrap: {done.stderr.strip()[-300:]}")
+        raise BoardError(f"apt-get could not install debootstrap: {done.stderr.strip()[-300:]}")
+
+
+def fetch_qemu(state: dict) -> None:
+    """qemu-aarch64 (static) from bookworm-backports' qemu-user package, once."""
+    if QEMU.exists():
+        return
+    import hashlib
+    import lzma
+    import urllib.request
+
+    _log("fetching qemu-user from bookworm-backports")
+    try:
+        index = lzma.decompress(urllib.request.urlopen(QEMU_INDEX, timeout=120).read()).decode()
+    except OSError as exc:
+        raise BoardError(f"cannot read {QEMU_INDEX}: {exc}") from None
+    stanza = next((block for block in index.split("\n\n") if block.startswith("Package: qemu-user\n")), None)
+    if stanza is None:
+        raise BoardError("bookworm-backports has no qemu-user package")
+    fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line)
+    work = QEMU.parent / "download"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    deb = work / "qemu-user.deb"
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(f"http://deb.debian.org/debian/{fields['Filename']}", timeout=600) as r, \
+            open(deb, "wb") as f:
+        for chunk in iter(lambda: r.read(1 << 20), b""):
+            digest.update(chunk)
+            f.write(chunk)
+    if digest.hexdigest() != fields["SHA256"]:
+        raise BoardError(f"{fields['Filename']} does not match the sha256 in Debian's index")
+    done = _run("dpkg-deb", "-x", str(deb), str(work / "x"))
+    if done.returncode != 0:
+        raise BoardError(f"dpkg-deb cannot unpack {deb}: {done.stderr.strip()}")
+    os.replace(work / "x" / "usr" / "bin" / "qemu-aarch64", QEMU)
+    shutil.rmtree(work, ignore_errors=True)
+    state["qemu"] = fields["Version"]
+    state["qemu_download_bytes"] = int(fields["Size"])
+    _save(state)
 
 
 def register_binfmt(state: dict) -> None:
-    """qemu-aarch64 in binfmt_misc, recording what this changed so that `down` can undo exactly that."""
+    """Our qemu-aarch64 in binfmt_misc (flags F: opened now, so the chroot needs no copy of it), recording what
+    this changed so that `down` undoes exactly that: a mount it made, its entry, and another aarch64 entry it
+    disabled (the kernel would otherwise pick whichever matches first)."""
     if not (BINFMT / "register").exists():
         done = _run("mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT))
         if done.returncode != 0:
             raise BoardError(f"cannot mount binfmt_misc: {done.stderr.strip()}")
         state["mounted_binfmt"] = True
-    entry = BINFMT / "qemu-aarch64"
-    if not entry.exists():
-        if not QEMU_CONF.exists():
-            raise BoardError(f"{QEMU_CONF} is missing; install qemu-user-static")
-        line = QEMU_CONF.read_text().strip()
+    disabled = state.setdefault("disabled_entries", [])
+    for entry in BINFMT.iterdir():
+        if entry.name in ("register", "status", BINFMT_NAME) or entry.name in disabled:
+            continue
+        text = entry.read_text()
+        if text.startswith("enabled") and "magic 7f454c460201010000000000000000000200b700" in text:
+            entry.write_text("0")
+            disabled.append(entry.name)
+    if not (BINFMT / BINFMT_NAME).exists():
+        line = f":{BINFMT_NAME}:M::{AARCH64_MAGIC}:{AARCH64_MASK}:{QEMU}:OPF"
         try:
             (BINFMT / "register").write_text(line)
         except OSError as exc:
             raise BoardError(f"cannot register qemu-aarch64 with binfmt_misc: {exc}") from None
-        state["registered_qemu"] = True
-    elif "enabled" not in entry.read_text().splitlines()[0]:
-        entry.write_text("1")
-        state["enabled_qemu"] = True
+        state["registered"] = True
     _save(state)
 
 
 def restore_binfmt(state: dict) -> None:
-    if state.pop("registered_qemu", False) and (BINFMT / "qemu-aarch64").exists():
-        (BINFMT / "qemu-aarch64").write_text("-1")
-    if state.pop("enabled_qemu", False) and (BINFMT / "qemu-aarch64").exists():
-        (BINFMT / "qemu-aarch64").write_text("0")
+    if state.pop("registered", False) and (BINFMT / BINFMT_NAME).exists():
+        (BINFMT / BINFMT_NAME).write_text("-1")
+    for name in state.pop("disabled_entries", []):
+        if (BINFMT / name).exists():
+            (BINFMT / name).write_text("1")
     if state.pop("mounted_binfmt", False):
         _run("umount", str(BINFMT))
     _save(state)
@@ -277,6 +331,7 @@ def up() -> dict:
     state = _state()
     started = time.monotonic()
     host_tools()
+    fetch_qemu(state)
     register_binfmt(state)
     cold = not READY.exists()
     build_rootfs(state)

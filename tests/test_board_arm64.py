@@ -76,7 +76,9 @@ def mobilenet_96(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def deployed(pi, int8_tflite):
-    """digits_int8 deployed with --setup --bench: the venv on the board gets the aarch64 wheel."""
+    """digits_int8 deployed with --setup --bench to a board with nothing of edgert's on it yet: the venv there gets
+    the aarch64 wheel."""
+    assert ssh(pi, f"rm -rf {REMOTE}").returncode == 0
     done = edgert_cli(pi, "deploy", str(int8_tflite), "--to", pi["alias"], "--device", "rpi5", "--setup", "--bench",
                       "--runs", "20")
     assert done.returncode == 0, done.stderr[-3000:]
