@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgert.converters.recipe import (
+    ChannelPruneConfig,
     ClusterConfig,
     ConvertRecipe,
     DistillConfig,
@@ -76,6 +77,7 @@ class ConversionResult:
     source_format: str = ""  # what wrote the model, read from the file: "Keras 3.15.1 .keras", "SavedModel"
     agreement: Agreement | None = None  # the .tflite against the model it was converted from
     warnings: tuple[str, ...] = ()
+    channels: object | None = None  # the ChannelPruneReport of --prune-channels: per layer and for the model
 
     @property
     def size_ratio(self) -> float:
@@ -111,6 +113,7 @@ class ConversionResult:
             "source_format": self.source_format,
             "agreement": None if self.agreement is None else self.agreement.to_dict(),
             "warnings": list(self.warnings), "recipe_path": self.recipe_path, "report_path": self.report_path,
+            "channels": None if self.channels is None else self.channels.to_dict(),
         }
 
 
@@ -124,7 +127,9 @@ def recipe_from_options(*, int8=False, dynamic=False, float16=False, int16x8=Fal
                         prune=None, prune_schedule=None, prune_structure=None,
                         prune_policy=None, cluster=None, distill_from=None, distill_temperature=4.0,
                         distill_alpha=0.1, qat=False, float_io=False, calibration_samples=200, epochs=None,
-                        batch_size=32, learning_rate=None, seed=0) -> ConvertRecipe:
+                        batch_size=32, learning_rate=None, seed=0, prune_channels=None,
+                        prune_channels_criterion=None, prune_channels_policy=None, min_channels=None,
+                        channel_multiple=None) -> ConvertRecipe:
     """The recipe that command-line style options describe; conflicting options are named in the error."""
     chosen = [name for name, on in (("--dynamic", dynamic), ("--float16", float16), ("--int8", int8),
                                     ("--int16x8", int16x8), ("--edgetpu", edgetpu)) if on]
@@ -136,7 +141,15 @@ def recipe_from_options(*, int8=False, dynamic=False, float16=False, int16x8=Fal
         quantization = Quantization.INT8 if qat else Quantization.FLOAT32
     if prune is None and any(v is not None for v in (prune_schedule, prune_structure, prune_policy)):
         raise RecipeError("--prune-schedule, --prune-structure and --prune-policy need --prune SPARSITY")
+    channel_options = {"criterion": prune_channels_criterion, "policy": prune_channels_policy,
+                       "min_channels": min_channels, "multiple": channel_multiple}
+    if prune_channels is None and any(v is not None for v in channel_options.values()):
+        raise RecipeError("--prune-channels-criterion, --prune-channels-policy, --min-channels and "
+                          "--channel-multiple need --prune-channels FRACTION")
     return ConvertRecipe(
+        prune_channels=ChannelPruneConfig(prune_channels, **{k: v for k, v in channel_options.items()
+                                                              if v is not None})
+        if prune_channels is not None else None,
         quantization=quantization,
         prune=PruneConfig(prune, PruneSchedule(prune_schedule or "polynomial"), prune_structure, prune_policy)
         if prune is not None else None,
@@ -277,7 +290,7 @@ class _Run:
         custom = self._custom = resolve_custom_objects(self.custom_objects)
         source = open_model(self.model_path, custom, self.trust_model)
         self.notes.extend(source.notes)
-        has_stages = bool(recipe.prune or recipe.cluster or recipe.distill or recipe.qat)
+        has_stages = bool(recipe.prune or recipe.cluster or recipe.distill or recipe.qat or recipe.prune_channels)
         if has_stages and source.kind != "keras":
             raise InputDataError("pruning, clustering, distillation and QAT need a Keras model (.h5 or .keras); "
                                  "a SavedModel directory supports post-training quantization only")
@@ -369,7 +382,7 @@ class _Run:
             calibration_samples=len(calibration[0]) if calibration else 0,
             duration_s=time.perf_counter() - self.started, recipe=recipe, stages=tuple(self.stages),
             edgetpu_output=edgetpu_output, notes=tuple(self.notes), source_format=source.label,
-            warnings=tuple(warnings), **result_extra)
+            warnings=tuple(warnings), channels=getattr(self, "channel_report", None), **result_extra)
         recipe.save(result.recipe_path)
         write_bytes_atomic(result.report_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
         return result
@@ -472,6 +485,8 @@ class _Run:
 
     def _run_stages(self, model, data, probabilities, tf):
         recipe, train, val = self.recipe, data.get("train"), data.get("val")
+        if recipe.prune_channels:
+            model = self._prune_channels(model, train, probabilities)
         if recipe.distill:
             from edgert.converters.distill import distill
             from edgert.converters.sources import open_model as open_teacher
@@ -511,6 +526,34 @@ class _Run:
             self._stage("qat", time.perf_counter() - t0, model, quantized=quantized, kept_float=kept_float,
                         notes=notes, clusters=recipe.cluster is not None)
         return model
+
+    def _prune_channels(self, model, train, probabilities):
+        from edgert.converters.channels import prune_channels
+
+        recipe = self.recipe
+        self.step = "pruning channels"
+        t0 = time.perf_counter()
+        pruned, report = prune_channels(model, recipe.prune_channels, self._custom)
+        self.channel_report = report
+        notes = [f"channels: {report.pruned_groups} of {report.groups} channel groups pruned; MACs "
+                 f"{report.macs_ratio:.2f}x, parameters {report.params_ratio:.2f}x of the original"]
+        if report.kept:
+            notes.append("channels kept at " + "; ".join(f"{k} ({v})" for k, v in list(report.kept.items())[:5])
+                         + (f" and {len(report.kept) - 5} more" if len(report.kept) > 5 else ""))
+        if train is not None and recipe.distill is None:
+            # recovery: distillation from the unpruned model, the strongest teacher there is for it
+            from edgert.converters.distill import distill
+            from edgert.converters.recipe import DistillConfig
+
+            self.step = "fine-tuning the pruned channels (distilling from the original)"
+            pruned, more = distill(pruned, model, DistillConfig("the original model"), train, recipe.train,
+                                   probabilities, probabilities, recipe.seed)
+            notes.extend(more)
+        elif train is None:
+            notes.append("no --train-data: the pruned model was not fine-tuned, so expect an accuracy drop")
+        self._stage("channels", time.perf_counter() - t0, pruned, notes=notes)
+        return pruned
+
 
 class _Background:
     """A function run in a thread; `result()` waits for it (and raises what it raised)."""

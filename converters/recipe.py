@@ -74,6 +74,32 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
+class ChannelPruneConfig:
+    """Structured pruning: remove `fraction` of the prunable channels and rebuild a smaller dense model
+    (converters/channels.py). `criterion` "l2" (filter norms) or "bn" (BatchNorm scale); `policy` "uniform" (the
+    same fraction in every group) or "global" (ranked together, at least `min_channels` kept per group); counts
+    rounded to a multiple of `multiple` where a group has 32 channels or more."""
+
+    fraction: float
+    criterion: str = "l2"
+    policy: str = "uniform"
+    min_channels: int = 8
+    multiple: int = 8
+
+    def __post_init__(self):
+        if not isinstance(self.fraction, (int, float)) or not 0 < self.fraction < 1:
+            raise RecipeError(f"--prune-channels must be between 0 and 1 (exclusive), got {self.fraction!r}")
+        if self.criterion not in ("l2", "bn"):
+            raise RecipeError(f"--prune-channels-criterion must be l2 or bn, got {self.criterion!r}")
+        if self.policy not in ("uniform", "global"):
+            raise RecipeError(f"--prune-channels-policy must be uniform or global, got {self.policy!r}")
+        for key in ("min_channels", "multiple"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise RecipeError(f"--{key.replace('_', '-')} must be a positive whole number, got {value!r}")
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     clusters: int
 
@@ -116,7 +142,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ConvertRecipe:
-    """Everything one conversion does, in stage order: distill, prune, cluster, QAT, then post-training."""
+    """Everything one conversion does, in stage order: channel pruning, distill, prune, cluster, QAT, then
+    post-training."""
 
     quantization: Quantization = Quantization.FLOAT32
     prune: PruneConfig | None = None
@@ -131,6 +158,9 @@ class ConvertRecipe:
     # Seeds Python, NumPy and TensorFlow, with TensorFlow's op determinism, for every stage that trains: the same
     # recipe, data and seed give the same .tflite, byte for byte (on the same machine and versions).
     seed: int = 0
+    # Structured pruning, the first stage: a smaller dense model, then fine-tuned by distillation from the
+    # original when there is training data.
+    prune_channels: ChannelPruneConfig | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "quantization", _enum(Quantization, self.quantization, "quantization"))
@@ -160,6 +190,8 @@ class ConvertRecipe:
     def name(self) -> str:
         """A name that decodes, like the presets: prune75_qat_int8."""
         parts = []
+        if self.prune_channels:
+            parts.append(f"channels{round(self.prune_channels.fraction * 100)}")
         if self.distill:
             parts.append("distill")
         if self.prune:
@@ -197,7 +229,8 @@ class ConvertRecipe:
         # Older recipes said "mode" for the post-training step.
         if "mode" in data and "quantization" not in data:
             data["quantization"] = data.pop("mode")
-        nested = {"prune": PruneConfig, "cluster": ClusterConfig, "distill": DistillConfig, "train": TrainConfig}
+        nested = {"prune": PruneConfig, "cluster": ClusterConfig, "distill": DistillConfig, "train": TrainConfig,
+                  "prune_channels": ChannelPruneConfig}
         kwargs = _check_keys(cls, data, "recipe")
         for key, sub in nested.items():
             if kwargs.get(key) is not None:
@@ -260,6 +293,9 @@ PRESETS: dict[str, ConvertRecipe] = {
     "cluster16_int8": ConvertRecipe(Quantization.INT8, cluster=ClusterConfig(16)),
     "prune50_cluster16_qat_int8": ConvertRecipe(
         Quantization.INT8, prune=PruneConfig(0.5), cluster=ClusterConfig(16), qat=True),
+    "channels25_int8": ConvertRecipe(Quantization.INT8, prune_channels=ChannelPruneConfig(0.25)),
+    "channels50_int8": ConvertRecipe(Quantization.INT8, prune_channels=ChannelPruneConfig(0.5)),
+    "channels75_int8": ConvertRecipe(Quantization.INT8, prune_channels=ChannelPruneConfig(0.75)),
 }
 
 

@@ -32,6 +32,17 @@ from edgert.cli._common import examples, fail_cleanly, kib, parse_range, spec_ro
               help="Pruning schedule while fine-tuning [default: polynomial].")
 @click.option("--prune-structure", metavar="M:N", help="M-by-N structured sparsity, e.g. 2:4.")
 @click.option("--prune-policy", type=click.Choice(["xnnpack"]), help="Prune only what XNNPack runs sparse.")
+@click.option("--prune-channels", type=float, metavar="FRACTION",
+              help="Structured pruning: remove this fraction of the prunable channels and rebuild a smaller dense "
+                   "model (fine-tuned by distillation from the original with --train-data).")
+@click.option("--prune-channels-criterion", type=click.Choice(["l2", "bn"]),
+              help="Channel importance: filter L2 norm or BatchNorm scale [default: l2].")
+@click.option("--prune-channels-policy", type=click.Choice(["uniform", "global"]),
+              help="The same fraction in every group, or ranked across the model [default: uniform].")
+@click.option("--min-channels", type=int, help="With --prune-channels-policy global: keep at least this many "
+              "channels per group [default: 8].")
+@click.option("--channel-multiple", type=int, help="Round channel counts of groups with 32+ channels to a multiple "
+              "of this [default: 8].")
 @click.option("--cluster", type=int, metavar="N", help="Weight clustering into N centroids per layer.")
 @click.option("--distill-from", type=click.Path(path_type=Path), help="Teacher model for knowledge distillation.")
 @click.option("--distill-temperature", type=float, default=4.0, show_default=True)
@@ -50,7 +61,8 @@ from edgert.cli._common import examples, fail_cleanly, kib, parse_range, spec_ro
 @click.option("--recipe", "recipe_path", type=click.Path(path_type=Path), help="Run a saved recipe JSON.")
 @click.option("--preset", help="Run a named recipe: " + ", ".join(
     ["float32", "dynamic", "float16", "int8", "int16x8", "edgetpu", "prune50_int8", "prune75_int8",
-     "prune50_2of4_int8", "qat_int8", "prune75_qat_int8", "cluster16_int8", "prune50_cluster16_qat_int8"]) + ".")
+     "prune50_2of4_int8", "qat_int8", "prune75_qat_int8", "cluster16_int8", "prune50_cluster16_qat_int8",
+     "channels25_int8", "channels50_int8", "channels75_int8"]) + ".")
 @click.option("--image-range", callback=parse_range, metavar="LOW,HIGH",
               help="Value range image folders are scaled to (0,1 / -1,1 / 0,255) [default: the range the model "
                    "states with a leading Rescaling or Normalization layer].")
@@ -126,6 +138,14 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
             click.echo(f"  {st.stage:<10} {st.params:>8} {kib(st.size_bytes):>11} {kib(st.gzip_bytes):>11} "
                        f"{sparsity:>9.2f} {clusters or '-':>9} {len(st.float_layers) or '-':>13} "
                        f"{st.seconds:>6.1f}s")
+    if result.channels is not None:
+        ch = result.channels
+        def count(n):
+            return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
+
+        click.echo(f"channels    MACs {count(ch.macs_before)} -> {count(ch.macs_after)} ({ch.macs_ratio:.2f}x), "
+                   f"parameters {ch.params_before} -> {ch.params_after} ({ch.params_ratio:.2f}x); "
+                   f"{ch.pruned_groups} of {ch.groups} channel groups pruned (per layer: the .report.json)")
     click.echo("inputs")
     click.echo("\n".join(spec_rows(result.inputs)))
     click.echo("outputs")
