@@ -25,7 +25,7 @@ from edgert.converters.recipe import (
 )
 from edgert.converters.agreement import Agreement
 from edgert.converters.sources import check_source, open_model
-from edgert.errors import InputDataError
+from edgert.errors import InputDataError, brief
 from edgert.files import atomic_path, check_output_path, write_bytes_atomic
 from edgert.info import TensorSpec, describe
 
@@ -340,6 +340,10 @@ class _Run:
         self.step = f"converting to TFLite ({self.mode.value})"
         converter = converter_for(tf, source, model, batch=1 if self.mode is Quantization.EDGETPU else None)
         flatbuffer = to_tflite(tf, converter, self.mode, recipe, calibration, str(self.model_path), self.notes)
+        if recipe.prune is not None and self.mode is Quantization.FLOAT32 and not recipe.qat:
+            flatbuffer = self._sparse_if_faster(tf, source, model, flatbuffer)
+        if getattr(self, "channel_report", None) is not None:
+            self._channel_latency(tf, source, calibration, flatbuffer)
         info = describe(flatbuffer, str(out))  # never write a model the runtime could not read back
         # zlib releases the GIL: the compressed size (seconds for a 100 MB model) is measured beside the checks.
         gzipped = _Background(lambda: len(gzip.compress(flatbuffer, 6)))
@@ -527,6 +531,59 @@ class _Run:
                         notes=notes, clusters=recipe.cluster is not None)
         return model
 
+    def _sparse_if_faster(self, tf, source, model, dense: bytes) -> bytes:
+        """A pruned float model, converted again with TFLite's sparse encoding (EXPERIMENTAL_SPARSITY), which
+        XNNPACK can run as sparse inference where the weights fit its pattern: kept only when it measures faster
+        here (p50 of single-thread runs, interleaved), and the note says which was kept and why."""
+        import tempfile
+
+        from edgert.converters.tflite import converter_for
+        from edgert.native import native_log_captured
+
+        self.step = "measuring the sparse encoding (XNNPACK sparse inference)"
+        converter = converter_for(tf, source, model)
+        converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+        try:
+            with native_log_captured():
+                sparse = converter.convert()
+        except Exception as exc:  # noqa: BLE001 - the dense model stands; say why there is no sparse one
+            self.notes.append(f"sparse encoding: the converter refused it ({brief(exc, 120)}); kept the dense model")
+            return dense
+        with tempfile.TemporaryDirectory(prefix="edgert-sparse-") as folder:
+            timings = {}
+            for label, data in (("dense", dense), ("sparse", sparse)):
+                path = Path(folder) / f"{label}.tflite"
+                path.write_bytes(data)
+                timings[label] = path
+            p50 = _interleaved_p50(timings)
+        ratio = p50["sparse"] / p50["dense"]
+        keep = ratio < 0.95
+        self.notes.append(f"sparse encoding (XNNPACK sparse inference): {p50['sparse']:.3f} vs {p50['dense']:.3f} ms "
+                          f"p50 dense, {ratio:.2f}x; kept the {'sparse' if keep else 'dense'} model"
+                          + ("" if keep else " (not faster here)"))
+        return sparse if keep else dense
+
+    def _channel_latency(self, tf, source, calibration, pruned: bytes) -> None:
+        """The unpruned model converted the same way, and both timed here: the latency the channels saved."""
+        import dataclasses
+        import tempfile
+
+        from edgert.converters.tflite import converter_for, to_tflite
+
+        self.step = "measuring the unpruned model's latency"
+        recipe = dataclasses.replace(self.recipe, prune_channels=None)
+        converter = converter_for(tf, source, self.unpruned, batch=1 if self.mode is Quantization.EDGETPU else None)
+        unpruned = to_tflite(tf, converter, self.mode, recipe, calibration, str(self.model_path), [])
+        with tempfile.TemporaryDirectory(prefix="edgert-channels-") as folder:
+            paths = {"before": Path(folder) / "before.tflite", "after": Path(folder) / "after.tflite"}
+            paths["before"].write_bytes(unpruned)
+            paths["after"].write_bytes(pruned)
+            p50 = _interleaved_p50(paths)
+        report = self.channel_report
+        report.latency_before_ms, report.latency_after_ms = p50["before"], p50["after"]
+        self.notes.append(f"channels: p50 {p50['before']:.3f} -> {p50['after']:.3f} ms here (single thread, "
+                          f"{p50['after'] / p50['before']:.2f}x)")
+
     def _prune_channels(self, model, train, probabilities):
         from edgert.converters.channels import prune_channels
 
@@ -534,7 +591,7 @@ class _Run:
         self.step = "pruning channels"
         t0 = time.perf_counter()
         pruned, report = prune_channels(model, recipe.prune_channels, self._custom)
-        self.channel_report = report
+        self.channel_report, self.unpruned = report, model
         notes = [f"channels: {report.pruned_groups} of {report.groups} channel groups pruned; MACs "
                  f"{report.macs_ratio:.2f}x, parameters {report.params_ratio:.2f}x of the original"]
         if report.kept:
@@ -553,6 +610,23 @@ class _Run:
             notes.append("no --train-data: the pruned model was not fine-tuned, so expect an accuracy drop")
         self._stage("channels", time.perf_counter() - t0, pruned, notes=notes)
         return pruned
+
+
+def _interleaved_p50(paths: dict[str, Path], seconds: float = 1.0) -> dict[str, float]:
+    """Median single-thread latency (ms) of each model on the same seeded inputs, alternating in short rounds."""
+    import edgert
+    from edgert.arrays import random_inputs
+
+    models = {label: edgert.load(path, threads=1) for label, path in paths.items()}
+    prepared = {label: m.prepare(random_inputs(m.inputs)) for label, m in models.items()}
+    times: dict[str, list[float]] = {label: [] for label in models}
+    deadline = time.perf_counter() + seconds * len(models)
+    while time.perf_counter() < deadline or min(len(t) for t in times.values()) < 5:
+        for label, run in prepared.items():
+            started = time.perf_counter()
+            run()
+            times[label].append(time.perf_counter() - started)
+    return {label: float(np.median(t)) * 1e3 for label, t in times.items()}
 
 
 class _Background:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from edgert.converters.recipe import ConvertRecipe, PruneConfig, Quantization
+from edgert.converters.recipe import ChannelPruneConfig, ConvertRecipe, PruneConfig, Quantization
 from edgert.errors import ConversionError, EdgertError, InputDataError, OutputExistsError
 from edgert.files import check_output_path, make_output_dir, shown, write_bytes_atomic
 
@@ -31,13 +31,17 @@ OBJECTIVES = ("size", "latency", "energy")
 PRUNE_EPOCHS = 20
 
 
-def _levels(selective: tuple[tuple[str, ...], ...] = ()) -> list[tuple[str, list[ConvertRecipe]]]:
+def _levels(selective: tuple[tuple[str, ...], ...] = (),
+            objective: str = "size") -> list[tuple[str, list[ConvertRecipe]]]:
     int8 = Quantization.INT8
     levels = [("post-training", [ConvertRecipe(Quantization.DYNAMIC), ConvertRecipe(Quantization.FLOAT16),
                                  ConvertRecipe(int8)])]
     if selective:
         levels.append(("int8, sensitive layers in float", [ConvertRecipe(int8, keep_float=names)
                                                            for names in selective]))
+    if objective in ("latency", "energy"):  # fewer channels is less work; zeros stored dense are not
+        levels.append(("channel pruning + int8", [ConvertRecipe(int8, prune_channels=ChannelPruneConfig(f))
+                                                  for f in (0.25, 0.5, 0.75)]))
     levels.append(("pruning + int8", [ConvertRecipe(int8, prune=PruneConfig(s)) for s in (0.5, 0.75, 0.8, 0.85, 0.9)]))
     levels.append(("QAT", [ConvertRecipe(int8, qat=True), ConvertRecipe(int8, prune=PruneConfig(0.75), qat=True)]))
     return levels
@@ -389,7 +393,7 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
     stopped = "every level was tried"
     best_before = None
     try:
-        level_list = _levels()
+        level_list = _levels(objective=objective)
         index = 0
         while index < len(level_list):
             level, recipes = level_list[index]
@@ -434,7 +438,7 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
                     notes.append(f"full int8 lost {int8.accuracy_drop:.2f} points (more than {max_drop:g}); the "
                                  f"operators most sensitive to quantization, by RMSE/scale, were tried in float: {why}")
                     progress(f"int8 loses {int8.accuracy_drop:.2f} points: trying {', '.join(names)} in float")
-                    level_list = _levels(tuple(tuple(names[:k]) for k in range(1, len(names) + 1)))
+                    level_list = _levels(tuple(tuple(names[:k]) for k in range(1, len(names) + 1)), objective)
                     index = 1
             if best is not None and best_before is not None and best.metric(objective) >= best_before.metric(objective):
                 stopped = f"the {objective} stopped improving ({level} found nothing better than {best.name})"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgert.converters.recipe import ChannelPruneConfig, ConvertRecipe, RecipeError
+from edgert.converters.recipe import ChannelPruneConfig, ConvertRecipe, RecipeError, TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -133,4 +133,22 @@ def test_convert_prune_channels_fine_tunes_from_the_original_and_reports(h5_path
     assert report["recipe"]["name"] == "channels50_int8" and report["channels"]["macs_ratio"] < 0.6
     assert [s["stage"] for s in report["stages"]][:2] == ["original", "channels"]
     assert report["accuracy_drop_points"] < 5, report["accuracy_drop_points"]
-    assert any("distill" in n.lower() or "epoch" in n.lower() for n in report["notes"]) or report["stages"][1]
+    assert any(n.startswith("distilled from the original model") for n in report["notes"])
+    assert report["channels"]["latency_before_ms"] > 0 and report["channels"]["latency_after_ms"] > 0
+
+
+def test_a_pruned_float_model_keeps_the_sparse_encoding_only_where_it_is_faster(h5_path, digits, tmp_path):
+    from edgert.converters import convert
+    from edgert.converters.recipe import PruneConfig
+
+    np.savez(tmp_path / "train.npz", x=digits.x_train, y=digits.y_train)
+    result = convert(h5_path, tmp_path / "p.tflite", recipe=ConvertRecipe(prune=PruneConfig(0.75),
+                                                                          train=TrainConfig(epochs=2)),
+                     train_data=tmp_path / "train.npz")
+    (note,) = [n for n in result.notes if n.startswith("sparse encoding (XNNPACK sparse inference):")]
+    sparse_kept = "kept the sparse model" in note
+    assert sparse_kept or "kept the dense model (not faster here)" in note
+    import edgert
+
+    densify = dict(edgert.inspect_model(result.output_path).operators).get("DENSIFY", 0)
+    assert (densify > 0) == sparse_kept  # the file is the one the note names

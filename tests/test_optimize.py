@@ -206,6 +206,18 @@ def test_sensitive_layers_become_a_level_after_post_training():
     assert [name for name, _ in _levels()] == ["post-training", "pruning + int8", "QAT"]
 
 
+def test_latency_searches_channel_pruning_before_unstructured_pruning():
+    """Fewer channels run faster; zeros stored dense do not, so for latency (and energy) the channel levels come
+    right after post-training, before a level that cannot improve the objective stops the search."""
+    from edgert.converters.optimize import _levels
+
+    for objective in ("latency", "energy"):
+        levels = _levels(objective=objective)
+        assert [name for name, _ in levels][:3] == ["post-training", "channel pruning + int8", "pruning + int8"]
+        assert [r.name for r in levels[1][1]] == ["channels25_int8", "channels50_int8", "channels75_int8"]
+    assert "channel pruning + int8" not in [name for name, _ in _levels(objective="size")]
+
+
 @pytest.mark.slow
 def test_when_int8_misses_the_budget_sensitive_layers_are_tried_in_float(digits, data, tmp_path):
     """A digits CNN trained for 3 epochs loses 0.45 points in full int8: with --max-drop 0.2 the search tries int8

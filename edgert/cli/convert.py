@@ -146,6 +146,9 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
         click.echo(f"channels    MACs {count(ch.macs_before)} -> {count(ch.macs_after)} ({ch.macs_ratio:.2f}x), "
                    f"parameters {ch.params_before} -> {ch.params_after} ({ch.params_ratio:.2f}x); "
                    f"{ch.pruned_groups} of {ch.groups} channel groups pruned (per layer: the .report.json)")
+        if ch.latency_before_ms:
+            click.echo(f"            p50 {ch.latency_before_ms:.3f} -> {ch.latency_after_ms:.3f} ms here "
+                       f"({ch.latency_after_ms / ch.latency_before_ms:.2f}x, one thread)")
     click.echo("inputs")
     click.echo("\n".join(spec_rows(result.inputs)))
     click.echo("outputs")
