@@ -592,3 +592,33 @@ def test_tls_with_a_certificate_and_key(tmp_path, float_tflite, digits_x):
         process.terminate()
         out, _ = process.communicate(timeout=30)
     assert "serving on https://127.0.0.1:" in out
+
+
+def test_metrics_carry_power_and_energy_per_inference_when_the_board_has_a_sensor(float_tflite, digits_x, tmp_path,
+                                                                                   monkeypatch):
+    """An INA260 (a fixture sysfs tree read the way the real driver's files are) at 1 W: /metrics shows its power,
+    the energy integrated since start and the energy per inference of the last window."""
+    from tests.fakesys import FakeSysfs
+
+    monkeypatch.setenv("EDGERT_SYSFS_ROOT", str(tmp_path / "sysroot"))
+    FakeSysfs(tmp_path / "sysroot").ina260(power_mw=1000.0)
+    started = time.monotonic()
+    with Running(ServeConfig(models={"digits": Path(float_tflite)}, poll=0)) as running:
+        assert running.server.power is not None and "ina260" in running.server.power_note
+        client = running.client()
+        name = client.get_model_metadata("digits")["inputs"][0]["name"]
+        deadline = time.monotonic() + 1.6
+        count = 0
+        while time.monotonic() < deadline:
+            _infer(client, "digits", {name: digits_x})
+            count += 1
+        time.sleep(0.3)
+        text = running.http("GET", "/metrics")[2].decode()
+        elapsed = time.monotonic() - started
+    values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("edgert_") and "sensor=" in line}
+    assert values["edgert_power_milliwatts"] == pytest.approx(1000.0)
+    # 1 W, integrated over the samples: at least the 1.6 s of requests, at most the whole time the server ran
+    assert 1000.0 * 1.6 * 0.9 < values["edgert_energy_millijoules_total"] <= 1000.0 * elapsed
+    per = values["edgert_energy_per_inference_millijoules"]
+    assert 0 < per <= 1000.0 * elapsed / 5  # a window's energy over the rows (5 a request) run in it

@@ -62,12 +62,15 @@ def _token(path: Path | None) -> str | None:
               help="Seconds SIGTERM waits for requests in flight.")
 @click.option("--poll", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Seconds between checks for new versions in the repository (0: never).")
+@click.option("--power", default="auto", show_default=True, metavar="auto|none|NAME[,NAME...]",
+              help="Power sensor for /metrics' power and energy per inference (`edgert sensors` lists them).")
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="One JSON line per inference request on stderr.")
 @delegate_options
 @fail_cleanly
 def serve(models, repository, host, port, threads, max_queue, max_batch, batch_timeout_ms, priorities, token_file,
-          tls_cert, tls_key, max_body, grace, poll, access_log, delegate, delegate_lib, delegate_options, strict):
+          tls_cert, tls_key, max_body, grace, poll, power, access_log, delegate, delegate_lib, delegate_options,
+          strict):
     """Serve models over the Open Inference Protocol (KServe v2 / Triton HTTP), one executor per accelerator."""
     import logging
     import sys
@@ -88,7 +91,7 @@ def serve(models, repository, host, port, threads, max_queue, max_batch, batch_t
         delegate_options=tuple(delegate_options), delegate_lib=str(delegate_lib) if delegate_lib else None,
         strict=strict, threads=threads, max_queue=max_queue, max_batch=max_batch, batch_timeout_ms=batch_timeout_ms,
         priorities=priorities, token=_token(token_file), tls_cert=tls_cert, tls_key=tls_key, max_body=max_body,
-        grace=grace, poll=poll)
+        grace=grace, poll=poll, power=power)
     for name in priorities:
         if name not in config.models and repository is None:
             raise InputDataError(f"--priority {name}: no model of that name is served")
@@ -108,6 +111,7 @@ def serve(models, repository, host, port, threads, max_queue, max_batch, batch_t
             state = (f"version {entry.version}, {entry.model.delegation.describe()}" if entry.ready
                      else f"not ready: {entry.error}")
             click.echo(f"{entry.name}: {state}")
+        click.echo(f"metrics: /metrics; {server.power_note}")
         click.echo(f"serving on {scheme}://{host}:{port}/v2 (Ctrl-C or SIGTERM stops, waiting up to {grace:g} s)")
 
     try:

@@ -59,6 +59,7 @@ class ServeConfig:
     max_body: int = 64 << 20
     grace: float = 10.0
     poll: float = 1.0  # seconds between checks of the repository for new versions; 0: never
+    power: str | None = "auto"  # the power sensor for /metrics: "auto", "none" or sensor names (edgert sensors)
 
 
 class Server:
@@ -79,17 +80,27 @@ class Server:
                                    metrics=self.metrics)
         self.repository.listeners.append(self.scheduler.route)
         self.watcher = Watcher(self.repository, config.poll)
+        self.power = None
+        self.power_note = ""
         self.started = False
 
     def start(self) -> None:
         if not self.started:
+            from edgert.serve.power import PowerMeter
+
             self.repository.load_all()
             self.watcher.start()
+            self.power, self.power_note = PowerMeter.open(self.config.power, self.metrics,
+                                                          lambda: self.scheduler.inferences)
+            if self.power is not None:
+                self.power.start()
             self.started = True
 
     def stop(self) -> None:
         self.watcher.stop()
         self.scheduler.stop(self.config.grace)
+        if self.power is not None:
+            self.power.stop()
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:

@@ -29,6 +29,14 @@ class Metrics:
         self.queue_depth = Gauge("edgert_queue_depth", "Requests waiting, per model.", ("model",), registry=r)
         self.model_info = Gauge("edgert_model_info", "1 for the version and delegate each model is served with.",
                                 ("model", "version", "delegate", "accelerator"), registry=r)
+        self.power = Gauge("edgert_power_milliwatts", "The power sensor's last reading (the board's draw).",
+                           ("sensor",), registry=r)
+        self.energy = Counter("edgert_energy_millijoules", "Energy measured by the power sensor while serving.",
+                              ("sensor",), registry=r)
+        self.energy_per_inference = Gauge(
+            "edgert_energy_per_inference_millijoules",
+            "Energy of the last window (1 s or more) divided by the inferences run in it, idle draw included.",
+            ("sensor",), registry=r)
 
     def on_load(self, entry, accelerator: str) -> None:
         for labels in list(self.model_info._metrics):  # one series per model: drop the version it replaced

@@ -219,6 +219,7 @@ class Scheduler:
         self._routes: dict[str, Executor] = {}
         self._lock = threading.Lock()
         self._mean_s: dict[str, float] = {}
+        self.inferences = 0  # rows run, all models: what energy per inference divides by
 
     @staticmethod
     def accelerator(model) -> str:
@@ -259,6 +260,7 @@ class Scheduler:
         return max(1, int(len(lane.jobs) * mean + 0.999))
 
     def on_batch(self, name: str, rows: int, seconds: float) -> None:
+        self.inferences += rows
         previous = self._mean_s.get(name)
         self._mean_s[name] = seconds if previous is None else 0.9 * previous + 0.1 * seconds
         if self.metrics is not None:
