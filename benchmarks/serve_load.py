@@ -244,11 +244,14 @@ def main() -> None:
         finally:
             served.stop()
         report["models"][name] = {"anchor": ceiling, "server": rows}
-        print(f"\n{name}: in-process p50 {ceiling['p50_ms']:.3f} ms, ceiling {ceiling['throughput']:.1f}/s")
-        print(f"  {'clients':>7} {'req/s':>8} {'x ceil':>7} {'p50 ms':>8} {'p99 ms':>8} {'queue p50':>9} "
-              f"{'503s':>6} {'corrupt':>7}")
-        for r in rows:
-            print(f"  {r['clients']:>7} {r['throughput']:>8.1f} {r['throughput'] / ceiling['throughput']:>7.3f} "
+    print(f"\n{'model':<18} {'clients':>8} {'req/s':>8} {'x ceil':>7} {'p50 ms':>8} {'p99 ms':>8} {'queue p50':>9} "
+          f"{'503s':>6} {'corrupt':>7}")
+    for name, data in report["models"].items():
+        a = data["anchor"]
+        print(f"{name:<18} {'in-proc':>8} {a['throughput']:>8.1f} {1.0:>7.3f} {a['p50_ms']:>8.3f} {a['p99_ms']:>8.3f} "
+              f"{'-':>9} {'-':>6} {'-':>7}")
+        for r in data["server"]:
+            print(f"{name:<18} {r['clients']:>8} {r['throughput']:>8.1f} {r['throughput'] / a['throughput']:>7.3f} "
                   f"{r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['queue_p50_ms']:>9.3f} {r['refused_503']:>6} "
                   f"{r['corrupt']:>7}" + (f"  errors: {r['errors']}" if r["errors"] else ""))
     d, m = report["models"]["digits_int8"], report["models"]["mobilenet_v2_int8"]
