@@ -497,23 +497,27 @@ def test_the_port_in_use_is_one_line(float_tflite):
     assert done.returncode == 1 and "cannot listen on 127.0.0.1:" in done.stderr and "Traceback" not in done.stderr
 
 
+def _wait_ready(client, process: subprocess.Popen):
+    """`client` once the server `process` answers ready (it fails the test if the process ends or 60 s pass)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if client.is_server_ready():
+                return client
+        except Exception:  # noqa: BLE001 - not listening yet
+            pass
+        assert process.poll() is None, f"the server exited: {process.communicate()[1]}"
+        assert time.monotonic() < deadline, "the server did not answer ready within 60 s"
+        time.sleep(0.1)
+
+
 def test_sigterm_drains_requests_in_flight_and_exits_0(float_tflite, digits_x):
     port = _free_port()
     process = subprocess.Popen([BIN / "edgert", "serve", f"digits={float_tflite}", "--port", str(port),
                                 "--grace", "5", "--no-access-log"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     try:
-        deadline = time.monotonic() + 60
-        client = th.InferenceServerClient(f"127.0.0.1:{port}")
-        while True:
-            try:
-                if client.is_server_ready():
-                    break
-            except Exception:  # noqa: BLE001 - not listening yet
-                pass
-            assert time.monotonic() < deadline and process.poll() is None, process.stderr.read() if \
-                process.poll() is not None else "not ready"
-            time.sleep(0.1)
+        client = _wait_ready(th.InferenceServerClient(f"127.0.0.1:{port}"), process)
         name = client.get_model_metadata("digits")["inputs"][0]["name"]
         expected = edgert.load(float_tflite).run(digits_x)[0]
         outcomes, stop = [], threading.Event()
@@ -571,16 +575,8 @@ def test_tls_with_a_certificate_and_key(tmp_path, float_tflite, digits_x):
                                 "--tls-cert", str(cert), "--tls-key", str(key)], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
     try:
-        client = th.InferenceServerClient(f"127.0.0.1:{port}", ssl=True, ssl_options={"ca_certs": str(cert)})
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.is_server_ready():
-                    break
-            except Exception:  # noqa: BLE001 - not listening yet
-                pass
-            assert time.monotonic() < deadline and process.poll() is None, "the TLS server did not start"
-            time.sleep(0.1)
+        client = _wait_ready(th.InferenceServerClient(f"127.0.0.1:{port}", ssl=True,
+                                                      ssl_options={"ca_certs": str(cert)}), process)
         name = client.get_model_metadata("digits")["inputs"][0]["name"]
         np.testing.assert_array_equal(_infer(client, "digits", {name: digits_x})[0],
                                       edgert.load(float_tflite).run(digits_x)[0])

@@ -209,12 +209,16 @@ def create_app(config: ServeConfig, server: Server | None = None) -> Starlette:
             return None, _error(404, f"model '{name}' version {version} is not served (serving {entry.version})")
         return entry, None
 
-    async def model_metadata(request):
+    def _ready_entry(request):
         entry, error = _entry(request)
+        if error is None and not entry.ready:
+            error = _error(503, f"model '{entry.name}' is not ready: {entry.error}")
+        return entry, error
+
+    async def model_metadata(request):
+        entry, error = _ready_entry(request)
         if error:
             return error
-        if not entry.ready:
-            return _error(503, f"model '{entry.name}' is not ready: {entry.error}")
         model = entry.model
         return JSONResponse({"name": entry.name, "versions": [entry.version], "platform": "tensorflow_lite",
                              "inputs": [_tensor_meta(s) for s in model.inputs],
@@ -227,11 +231,9 @@ def create_app(config: ServeConfig, server: Server | None = None) -> Starlette:
         return Response(status_code=200 if entry.ready else 503)
 
     async def model_config(request):
-        entry, error = _entry(request)
+        entry, error = _ready_entry(request)
         if error:
             return error
-        if not entry.ready:
-            return _error(503, f"model '{entry.name}' is not ready: {entry.error}")
         model = entry.model
         batchable = all(s.shape_signature[:1] == (-1,) for s in model.inputs)
         return JSONResponse({
