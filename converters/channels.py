@@ -32,12 +32,15 @@ _PASS = {"Rescaling", "Normalization", "BatchNormalization", "DepthwiseConv2D", 
          "GlobalMaxPooling1D", "UpSampling2D", "LayerNormalization", "ActivityRegularization", "Identity",
          "TFOpLambda_identity"}
 _MERGE = {"Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average"}
-# TensorFlow ops recorded as layers (tf_keras's TFOpLambda): element-wise, so with one tensor input (the other a
-# number, as in hard-swish's x * relu6(x + 3) / 6) they carry its channels, with two they merge them.
+# TensorFlow ops recorded as layers (tf_keras's TFOpLambda; Keras 3 ops in a rebuilt Keras 3 model): element-wise,
+# so with one tensor input (the other a number, as in hard-swish's x * relu6(x + 3) / 6) they carry its channels,
+# with two they merge them.
 _ELEMENTWISE_OPS = {"__operators__.add", "math.add", "math.multiply", "__operators__.mul", "math.truediv",
                     "__operators__.truediv", "math.subtract", "__operators__.sub", "nn.relu", "nn.relu6",
                     "math.sigmoid", "nn.silu", "nn.swish", "math.tanh", "math.maximum", "math.minimum",
                     "nn.gelu", "math.negative", "__operators__.neg"}
+_KERAS3_ELEMENTWISE = {"Add", "Multiply", "Divide", "TrueDivide", "Subtract", "Maximum", "Minimum", "Negative",
+                       "Relu", "Relu6", "Sigmoid", "HardSigmoid", "HardSilu", "Silu", "Tanh", "Gelu", "Abs"}
 _PRODUCER = {"Conv2D", "Conv1D", "Dense", "SeparableConv2D"}
 
 
@@ -170,8 +173,7 @@ def _analyse(model):
                 for s in spaces:
                     groups.fix(s, f"{layer.name}: {kind} with groups or a depth multiplier")
             tensors[layer.name] = _Tensor([groups.new(width)])
-        elif kind == "TFOpLambda" and getattr(layer, "symbol", "") in _ELEMENTWISE_OPS and \
-                all(len(t.parts) == 1 for t in inputs):
+        elif _elementwise_op(layer) and all(len(t.parts) == 1 for t in inputs):
             for t in inputs[1:]:
                 groups.union(inputs[0].parts[0], t.parts[0])
             tensors[layer.name] = _Tensor([inputs[0].parts[0]], inputs[0].spatial)
@@ -207,6 +209,17 @@ def _analyse(model):
         for s in tensors[name].parts:
             groups.fix(s, "a model output")
     return groups, tensors, stops
+
+
+def _elementwise_op(layer) -> bool:
+    """A TensorFlow op (tf_keras's TFOpLambda) or a Keras 3 op (edgert's rebuild of a Keras 3 model) that works
+    element by element."""
+    kind = _kind(layer)
+    if kind == "TFOpLambda":
+        return getattr(layer, "symbol", "") in _ELEMENTWISE_OPS
+    if kind == "Keras3Op":
+        return type(getattr(layer, "op", None)).__name__ in _KERAS3_ELEMENTWISE
+    return False
 
 
 def _keeps_last_axis(layer) -> bool:

@@ -152,3 +152,19 @@ def test_a_pruned_float_model_keeps_the_sparse_encoding_only_where_it_is_faster(
 
     densify = dict(edgert.inspect_model(result.output_path).operators).get("DENSIFY", 0)
     assert (densify > 0) == sparse_kept  # the file is the one the note names
+
+
+def test_a_keras3_file_prunes_through_its_tf_keras_rebuild(tmp_path):
+    """A Keras 3 .keras MobileNetV3 (hard-swish as Keras 3 ops) is rebuilt in tf_keras and prunes in every group."""
+    done = subprocess.run([sys.executable, "-c", (
+        "import keras; keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=10)"
+        f".save({str(tmp_path / 'm.keras')!r})")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from edgert.converters import convert
+
+    result = convert(tmp_path / "m.keras", tmp_path / "m.tflite",
+                     recipe=ConvertRecipe(prune_channels=ChannelPruneConfig(0.5)))
+    report = result.channels
+    assert result.source_format.startswith("Keras 3") and not report.kept
+    assert report.pruned_groups >= report.groups - 3 and report.macs_ratio < 0.45
+    assert result.agreement is not None and not result.agreement.warning and result.agreement.max_rel_diff < 1e-4
