@@ -144,9 +144,8 @@ def _compare_rows(local: dict, board: dict) -> list[tuple[str, str, str]]:
 
 @click.command(epilog=examples(
     "edgert deploy model.tflite --to pi@raspberrypi.local --device rpi5 --setup",
-    "edgert deploy model.tflite --to mypi --bench --runs 200",
-    "edgert deploy model.tflite --to mypi --rollback",
-    "edgert deploy model.tflite --to mypi --setup --serve --serve-option=--max-batch=8"))
+    "edgert deploy model.tflite --to mypi --bench --runs 200 --serve",
+    "edgert deploy model.tflite --to mypi --rollback"))
 @click.argument("model", type=click.Path(path_type=Path), required=False)
 @click.option("--to", "to", required=True, envvar="EDGERT_DEPLOY_TO", metavar="[USER@]HOST[:PORT]",
               help="The board; HOST may be an alias from your SSH config.")
