@@ -26,18 +26,24 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise InputDataError(f"{p}: no such file")
     if p.suffix not in (".npy", ".npz"):
         raise InputDataError(f"{p}: use a .npy or .npz file (numpy.save / numpy.savez)")
-    import zipfile  # only here: its import (shutil, bz2, lzma) costs a board's start-up
-
     try:
         if p.suffix == ".npy":
+            with open(p, "rb") as f:
+                if f.read(6) != b"\x93NUMPY":  # numpy would call anything else pickled data
+                    raise InputDataError(f"{p} is not a .npy file (no NumPy header); save arrays with numpy.save")
             return {"x": np.load(p, allow_pickle=False)}
-        with np.load(p, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        import zipfile  # only for .npz: its import (shutil, bz2, lzma) costs a board's start-up
+
+        try:
+            with np.load(p, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except zipfile.BadZipFile as exc:
+            raise OSError(exc) from None
     except ValueError as exc:
         if "pickle" in str(exc):
             raise InputDataError(f"{p} holds Python objects; save plain numeric arrays with numpy.save") from None
         raise InputDataError(f"{p} is not a readable {p.suffix} file ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError) as exc:
         raise InputDataError(f"{p} is not a readable {p.suffix} file ({exc})") from None
     if not arrays:
         raise InputDataError(f"{p} holds no arrays")

@@ -301,3 +301,14 @@ def test_hints_quote_paths_with_spaces(runner, int8_tflite, tmp_path):
     assert result.exit_code == 0, result.output
     hint = next(line for line in result.output.splitlines() if "run it:" in line)
     assert f"python3 '{folder / 'digits int8.edgert'}' [verify" in hint
+
+
+def test_run_inputs_that_are_not_numpy_files_are_one_line(int8_tflite, tmp_path):
+    """A text file named .npy is 'not a .npy file' (numpy alone would call it pickled data); a damaged .npz is
+    'not a readable .npz file'; neither is a traceback."""
+    (tmp_path / "x.npy").write_text("1,2,3\n")
+    (tmp_path / "x.npz").write_bytes(b"PK\x03\x04 not a zip")
+    for name, message in (("x.npy", "is not a .npy file (no NumPy header); save arrays with numpy.save"),
+                          ("x.npz", "is not a readable .npz file")):
+        out = CliRunner().invoke(cli, ["run", str(int8_tflite), "--input", str(tmp_path / name)])
+        assert out.exit_code == 1 and message in out.output and out.output.count("\n") == 1, out.output
