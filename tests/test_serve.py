@@ -618,3 +618,15 @@ def test_metrics_carry_power_and_energy_per_inference_when_the_board_has_a_senso
     assert 1000.0 * 1.6 * 0.9 < values["edgert_energy_millijoules_total"] <= 1000.0 * elapsed
     per = values["edgert_energy_per_inference_millijoules"]
     assert 0 < per <= 1000.0 * elapsed / 5  # a window's energy over the rows (5 a request) run in it
+
+
+def test_the_dockerfile_runs_options_the_command_has():
+    """The image is not built here (no container daemon, no base image to pull); what it runs is checked: its
+    entry point's options exist, and it installs the wheel the README's install block builds, with [serve]."""
+    text = (Path(__file__).parent.parent / "Dockerfile").read_text()
+    entry = json.loads(next(line for line in text.splitlines() if line.startswith("ENTRYPOINT"))[len("ENTRYPOINT"):])
+    assert entry[:2] == ["edgert", "serve"]
+    help_text = subprocess.run([BIN / "edgert", "serve", "--help"], capture_output=True, text=True).stdout
+    for option in (word for word in entry if word.startswith("--")):
+        assert option in help_text, option
+    assert "dist/edgert-*-py3-none-any.whl" in text and "[serve]" in text
