@@ -29,25 +29,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from runtime_overhead import MODEL as MOBILENET  # noqa: E402
 from runtime_overhead import ensure_model, machine  # noqa: E402
+from soak import MODEL as DIGITS  # noqa: E402  (the same digits int8 model the runtime soak builds)
+from soak import build_model as build_digits  # noqa: E402
 
 import edgert  # noqa: E402
 
-DIGITS = Path("build/bench/digits_int8.tflite")
 BIN = Path(sys.executable).parent
 
 
 def ensure_digits() -> Path:
     if not DIGITS.exists():
         print(f"building {DIGITS} (once) ...", flush=True)
-        from edgert.converters import convert
-        from edgert.converters.digits import digits_split, train_digits_cnn
-
-        data = digits_split()
-        h5 = DIGITS.with_name("digits.h5")
-        train_digits_cnn(data).save(h5)
-        calibration = DIGITS.with_name("digits_calibration.npy")
-        np.save(calibration, data.x_train[:300])
-        convert(h5, DIGITS, int8=True, calibration_data=calibration, force=True)
+        build_digits(DIGITS)
     return DIGITS
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ import edgert
 
 pytestmark = pytest.mark.skipif(not os.environ.get("EDGERT_BOARD"),
                                 reason="the emulated arm64 board runs with `make board-test`")
+
+from tests.sshd import _free_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
 REMOTE = "/root/edgert"
@@ -179,12 +180,6 @@ def test_a_bundle_on_the_boards_own_python(pi, int8_tflite, tmp_path):
     assert bare.returncode != 0 and len(message.splitlines()) == 1 and "Traceback" not in message
     run = ssh(pi, f"{REMOTE}/venv/bin/python /root/digits_int8.edgert run")
     assert run.returncode == 0 and b"ran in" in run.stdout, run.stderr
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_serve_on_the_board_through_an_ssh_tunnel(pi, deployed, int8_tflite, digits):

@@ -28,13 +28,9 @@ from edgert.serve import ServeConfig, Server, create_app  # noqa: E402
 from edgert.serve.repository import Repository  # noqa: E402
 from edgert.serve.scheduler import DeadlineExceeded, Job, Overloaded, Scheduler  # noqa: E402
 
+from tests.sshd import _free_port  # noqa: E402
+
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Running:
