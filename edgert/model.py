@@ -185,6 +185,17 @@ class Model:
 
         return run_prepared
 
+    def quantize_inputs(self, inputs: Inputs) -> list[np.ndarray]:
+        """The inputs as the model stores them, in input order: float arrays for quantized inputs are quantized
+        with each input's scale and zero point, exactly as `run` would, and `run` passes the results through
+        untouched. Safe to call from any thread, outside the run lock (a server quantizes while the interpreter
+        runs the previous request).
+
+        Raises:
+            InputDataError: as `run` (count, name or dtype).
+        """
+        return [self._prepare(slot, array, fresh=True) for slot, array in zip(self._in, self._bind(inputs))]
+
     def _bind(self, inputs: Inputs) -> list[np.ndarray]:
         n = len(self._in)
         if isinstance(inputs, Mapping):
@@ -204,14 +215,18 @@ class Model:
         return [np.asarray(a) for a in inputs]
 
     @staticmethod
-    def _prepare(slot: _Slot, array: np.ndarray) -> np.ndarray:
+    def _prepare(slot: _Slot, array: np.ndarray, *, fresh: bool = False) -> np.ndarray:
+        """`array` in the input's stored type. The quantizing buffer is the slot's (callers hold the run lock) or,
+        when `fresh`, a new one."""
         if array.dtype == slot.dtype:
             return array
         kind = array.dtype.kind
         if slot.quantized and kind == "f":
-            buf = slot.scratch
+            buf = None if fresh else slot.scratch
             if buf is None or buf.shape != array.shape:
-                buf = slot.scratch = np.empty(array.shape, np.float32)
+                buf = np.empty(array.shape, np.float32)
+                if not fresh:
+                    slot.scratch = buf
             np.divide(array, np.float32(slot.scale), out=buf, casting="unsafe")
             np.rint(buf, out=buf)
             np.add(buf, slot.zero_point, out=buf)

@@ -156,6 +156,23 @@ def test_prepare_converts_once_and_matches_run(int8_tflite, digits):
         model.prepare(np.zeros((1, 3, 3), np.float32))
 
 
+def test_quantize_inputs_is_what_run_does_and_run_passes_it_through(int8_tflite, float_tflite, digits):
+    """A server quantizes outside the run lock: the result must be bit for bit run's own, in its own buffer."""
+    model = edgert.load(int8_tflite)
+    x = digits.x_test[:3].astype(np.float32)
+    (q,) = model.quantize_inputs(x)
+    (again,) = model.quantize_inputs(x * 1)
+    assert q.dtype == np.int8 and q.shape == x.shape and q is not again and not np.shares_memory(q, again)
+    spec = model.inputs[0]
+    np.testing.assert_array_equal(q, np.clip(np.rint(x / spec.scale[0]) + spec.zero_point[0], -128, 127))
+    np.testing.assert_array_equal(model.run(q)[0], model.run(x)[0])
+    assert model.quantize_inputs(q)[0] is q  # already stored: untouched
+    (f,) = edgert.load(float_tflite).quantize_inputs(x)
+    assert f is x  # a float model takes float32 as it is
+    with pytest.raises(edgert.InputDataError, match="expects int8"):
+        model.quantize_inputs(x.astype(np.float16).view(np.int16))
+
+
 def test_activations_over_the_limit_are_refused_at_load_and_on_resize(float_tflite, monkeypatch):
     """Each declared tensor may be small while a huge batch makes every activation huge (a fuzz finding)."""
     model = edgert.load(float_tflite)

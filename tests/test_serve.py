@@ -25,7 +25,7 @@ th = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from edgert.serve import ServeConfig, Server, create_app  # noqa: E402
-from edgert.serve.repository import Repository  # noqa: E402
+from edgert.serve.repository import Repository, Version  # noqa: E402
 from edgert.serve.scheduler import DeadlineExceeded, Job, Overloaded, Scheduler  # noqa: E402
 
 from tests.sshd import _free_port  # noqa: E402
@@ -389,22 +389,25 @@ class _FakeSpec:
 class _FakeModel:
     """Records what it ran; blocks while `gate` is clear."""
 
-    def __init__(self, name, log, gate, dynamic=False):
+    def __init__(self, name, log, gate, dynamic=False, delegate="xnnpack"):
         self.name, self.log, self.gate = name, log, gate
         self.inputs = [_FakeSpec(dynamic)]
-        self.delegation = type("D", (), {"used": "xnnpack", "fallback": False})()
+        self.delegation = type("D", (), {"used": delegate, "fallback": False})()
+        self.started = 0
 
     def run(self, inputs):
+        self.started += 1
         self.gate.wait(10)
         self.log.append((self.name, inputs[0].shape[0]))
         return [inputs[0] * 2]
 
 
 def _scheduler(names, gate, log, **kwargs):
-    models = {n: _FakeModel(n, log, gate, dynamic=kwargs.pop("dynamic", False)) for n in names}
-    repo = Repository({n: Path(n) for n in names}, load_model=lambda p: models[str(p)])
+    dynamic, copies = kwargs.pop("dynamic", False), kwargs.get("instances", 1)
+    models = {n: [_FakeModel(n, log, gate, dynamic) for _ in range(copies)] for n in names}
+    repo = Repository({n: Path(n) for n in names}, load_model=lambda p: models[str(p)][0])
     for entry in repo.entries.values():
-        entry.model, entry.version = models[entry.name], "1"
+        entry.current = Version("1", tuple(models[entry.name]))
     scheduler = Scheduler(repo, **kwargs)
     for entry in repo.entries.values():
         scheduler.route(entry)
@@ -461,6 +464,105 @@ def test_batches_never_exceed_max_batch_and_split_back_in_order():
         np.testing.assert_array_equal(out, np.full((job.rows, 2), 2 * job.rows))
     assert [rows for _, rows in log[1:]] == [6, 6, 5]  # 3+3, 3+1+2, 5: never past 8, never reordered
     scheduler.stop()
+
+
+def test_instances_run_one_models_requests_side_by_side_on_their_own_copies():
+    gate, log = threading.Event(), []
+    scheduler = _scheduler(["a"], gate, log, max_queue=10, instances=2)
+    replicas = scheduler.repository.get("a").current.replicas
+    futures = [scheduler.submit("a", _job("a")) for _ in range(2)]
+    deadline = time.monotonic() + 10
+    while sum(m.started for m in replicas) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [m.started for m in replicas] == [1, 1]  # both running at once, one on each copy
+    gate.set()
+    for f in futures:
+        f.result(10)
+    scheduler.stop()
+    assert len(scheduler.executors["cpu"].threads) == 2
+    assert scheduler.copies(replicas[0]) == 2
+    assert scheduler.copies(_FakeModel("t", log, gate, delegate="edgetpu")) == 1  # one device, one interpreter
+
+    one = _scheduler(["a"], threading.Event(), [], max_queue=10)
+    one.submit("a", _job("a"))
+    one.submit("a", _job("a"))
+    time.sleep(0.2)
+    assert one.repository.get("a").current.replicas[0].started == 1  # one executor thread: one at a time
+    one.repository.get("a").current.replicas[0].gate.set()
+    one.stop()
+
+
+def test_a_request_runs_on_the_version_it_was_checked_against():
+    """A deploy between a request's check and its turn does not change its model; batches never mix versions."""
+    gate, log = threading.Event(), []
+    scheduler = _scheduler(["a"], gate, log, max_queue=10, max_batch=8, batch_timeout=0.2, dynamic=True)
+    entry = scheduler.repository.get("a")
+    old = entry.current
+    blocker = scheduler.submit("a", _job("a", rows=8))
+    time.sleep(0.05)
+    first = Job("a", [np.ones((1, 2), np.float32)], 1, None, old)
+    scheduler.submit("a", first)
+    new_model = _FakeModel("a-v2", log, gate, dynamic=True)
+    entry.current = Version("2", (new_model,))
+    second = Job("a", [np.ones((1, 2), np.float32)], 1, None, entry.current)
+    scheduler.submit("a", second)
+    gate.set()
+    for job in (blocker, first.future, second.future):
+        job.result(10)
+    assert (first.version, second.version) == ("1", "2")
+    assert log[1:] == [("a", 1), ("a-v2", 1)]  # each on its own version, not stacked together
+    scheduler.stop()
+
+
+def test_a_full_queue_is_refused_before_the_body_is_read(float_tflite):
+    """Past capacity, a refusal costs next to nothing: it comes before the body is read or decoded (this body is
+    not even JSON, and the answer is still 503)."""
+    with Running(ServeConfig(models={"digits": Path(float_tflite)}, max_queue=1, poll=0)) as running:
+        executor = running.server.scheduler.executors["cpu"]
+        lane = executor.lanes["digits"]
+        with executor.cond:  # the executor cannot take the job while the test holds its lock
+            lane.jobs.append(_job("digits"))
+            status, headers, answer = running.http("POST", "/v2/models/digits/infer", b"{not json" * 1000)
+            lane.jobs.clear()
+        assert status == 503 and int(headers["retry-after"]) >= 1 and b"--max-queue" in answer, answer
+        status, _, answer = running.http("POST", "/v2/models/digits/infer", b"{not json")
+        assert status == 400, answer  # with room in the queue, the same body is decoded and refused as bad
+
+
+def test_instances_answer_as_edgert_run_does(int8_tflite, digits_x):
+    """`--instances 2`: two interpreters of the model, both used, every answer what one interpreter gives."""
+    config = ServeConfig(models={"digits_int8": Path(int8_tflite)}, instances=2, poll=0)
+    with Running(config) as running:
+        replicas = running.server.repository.get("digits_int8").current.replicas
+        assert len(replicas) == 2 and replicas[0] is not replicas[1]
+        used = [0, 0]
+        for i, replica in enumerate(replicas):
+            def counted(inputs, _run=replica.run, _i=i):
+                used[_i] += 1
+                time.sleep(0.002)  # long enough that four clients keep both busy
+                return _run(inputs)
+            replica.run = counted
+        expected = edgert.load(int8_tflite).run(digits_x)[0]
+        name = replicas[0].inputs[0].name
+        answers, errors = [], []
+
+        def client():
+            c = running.client()
+            try:
+                for _ in range(20):
+                    answers.append(_infer(c, "digits_int8", {name: digits_x})[0])
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        clients = [threading.Thread(target=client) for _ in range(4)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(60)
+        assert not errors and len(answers) == 80
+        for got in answers:
+            np.testing.assert_array_equal(got, expected)
+        assert min(used) > 0 and sum(used) == 80, used
 
 
 # -- the command -------------------------------------------------------------------------------------------------
@@ -562,7 +664,8 @@ def test_a_client_that_disconnects_mid_request_does_not_disturb_the_server(serve
 def test_tls_with_a_certificate_and_key(tmp_path, float_tflite, digits_x):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                           "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                           "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                           "-out", str(cert)],
                           capture_output=True)
     if made.returncode != 0:
         pytest.skip("openssl cannot make a test certificate here")

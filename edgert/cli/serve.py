@@ -44,7 +44,11 @@ def _token(path: Path | None) -> str | None:
                    "edgert deploy makes); new versions are picked up while serving.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per model.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads per interpreter (default: LiteRT's, one).")
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Interpreters per CPU model, run side by side (each with --threads): more throughput for "
+                   "several clients on a multi-core board. Accelerators run one.")
 @click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
               help="Requests waiting per model; more are answered 503 with Retry-After.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=1, show_default=True,
@@ -68,9 +72,9 @@ def _token(path: Path | None) -> str | None:
               help="One JSON line per inference request on stderr.")
 @delegate_options
 @fail_cleanly
-def serve(models, repository, host, port, threads, max_queue, max_batch, batch_timeout_ms, priorities, token_file,
-          tls_cert, tls_key, max_body, grace, poll, power, access_log, delegate, delegate_lib, delegate_options,
-          strict):
+def serve(models, repository, host, port, threads, instances, max_queue, max_batch, batch_timeout_ms, priorities,
+          token_file, tls_cert, tls_key, max_body, grace, poll, power, access_log, delegate, delegate_lib,
+          delegate_options, strict):
     """Serve models over the Open Inference Protocol (KServe v2 / Triton HTTP), one executor per accelerator."""
     import logging
     import sys
@@ -89,9 +93,9 @@ def serve(models, repository, host, port, threads, max_queue, max_batch, batch_t
     config = ServeConfig(
         models=parse_model_args(models), repository=repository, host=host, port=port, delegate=delegate,
         delegate_options=tuple(delegate_options), delegate_lib=str(delegate_lib) if delegate_lib else None,
-        strict=strict, threads=threads, max_queue=max_queue, max_batch=max_batch, batch_timeout_ms=batch_timeout_ms,
-        priorities=priorities, token=_token(token_file), tls_cert=tls_cert, tls_key=tls_key, max_body=max_body,
-        grace=grace, poll=poll, power=power)
+        strict=strict, threads=threads, instances=instances, max_queue=max_queue, max_batch=max_batch,
+        batch_timeout_ms=batch_timeout_ms, priorities=priorities, token=_token(token_file), tls_cert=tls_cert,
+        tls_key=tls_key, max_body=max_body, grace=grace, poll=poll, power=power)
     for name in priorities:
         if name not in config.models and repository is None:
             raise InputDataError(f"--priority {name}: no model of that name is served")

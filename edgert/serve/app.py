@@ -49,6 +49,7 @@ class ServeConfig:
     delegate_lib: str | None = None
     strict: bool = False
     threads: int | None = None
+    instances: int = 1  # interpreters per CPU model, run side by side (accelerators always run one)
     max_queue: int = 64
     max_batch: int = 1
     batch_timeout_ms: float = 2.0
@@ -77,7 +78,8 @@ class Server:
         self.repository = Repository(sources, model_loader(request, config.threads), folder=config.repository)
         self.scheduler = Scheduler(self.repository, max_queue=config.max_queue, max_batch=config.max_batch,
                                    batch_timeout=config.batch_timeout_ms / 1e3, priorities=config.priorities,
-                                   metrics=self.metrics)
+                                   metrics=self.metrics, instances=config.instances)
+        self.repository.copies = self.scheduler.copies
         self.repository.listeners.append(self.scheduler.route)
         self.watcher = Watcher(self.repository, config.poll)
         self.power = None
@@ -114,9 +116,10 @@ def _tensor_meta(spec, quantized_as_float: bool = True) -> dict:
 
 
 def bind_inputs(model, request: InferRequest) -> tuple[list[np.ndarray], int]:
-    """The request's tensors in model order, checked against the model's names, shapes and datatypes.
+    """The request's tensors in model order, checked against the model's names, shapes and datatypes, and in the
+    types the model stores.
 
-    Quantized inputs take FP32 (quantized by the server, as `edgert run` does) or the model's own integer type
+    Quantized inputs take FP32 (quantized here, exactly as `edgert run` quantizes) or the model's own integer type
     (passed as stored). Returns the arrays and the batch size.
 
     Raises:
@@ -141,15 +144,14 @@ def bind_inputs(model, request: InferRequest) -> tuple[list[np.ndarray], int]:
         if a.ndim != len(signature) or any(want not in (-1, got) for want, got in zip(signature, a.shape)):
             raise InputDataError(f"input '{spec.name}' has shape {list(a.shape)}; the model takes "
                                  f"{list(signature)} (-1: any size)")
-        if spec.quantized and a.dtype == storage and a.dtype != advertised:
-            # one canonical type per input, so that requests batched together stack without casting
-            a = (a.astype(np.float32) - np.float32(spec.zero_point[0])) * np.float32(spec.scale[0])
         n = a.shape[0] if a.ndim else 1
         if rows is not None and n != rows:
             raise InputDataError(f"input '{spec.name}' has {n} rows where the others have {rows}")
         rows = n
         arrays.append(a)
-    return arrays, rows or 1
+    # One type per input (the stored one), so that requests batched together stack without casting, and the
+    # quantizing is done here, while the executor runs the previous request.
+    return model.quantize_inputs(arrays), rows or 1
 
 
 class _Auth:
@@ -296,6 +298,7 @@ def create_app(config: ServeConfig, server: Server | None = None) -> Starlette:
     async def _infer(request: Request, entry, arrived: float):
         if not entry.ready:
             raise _NotReady(f"model '{entry.name}' is not ready: {entry.error}")
+        scheduler.admit(entry.name)
         body = await _read_body(request, config.max_body)
         body = decompress(body, request.headers.get("content-encoding"), config.max_body)
         header = request.headers.get(HEADER_LENGTH)
@@ -303,16 +306,17 @@ def create_app(config: ServeConfig, server: Server | None = None) -> Starlette:
             decoded = await asyncio.get_running_loop().run_in_executor(None, decode_infer, body, header)
         else:
             decoded = decode_infer(body, header)
-        model = entry.model
-        if model is None:
+        loaded = entry.current  # the version the request is checked against is the one it runs on
+        if loaded is None:
             raise _NotReady(f"model '{entry.name}' is not ready: {entry.error}")
+        model = loaded.replicas[0]
         out_names = [s.name for s in model.outputs]
         wrong = [n for n in decoded.outputs if n not in out_names]
         if wrong:
             raise InputDataError(f"unknown output(s) {wrong}; the model's outputs are {out_names}")
         arrays, rows = bind_inputs(model, decoded)
         deadline = arrived + decoded.timeout_us / 1e6 if decoded.timeout_us is not None else None
-        job = Job(entry.name, arrays, rows, deadline)
+        job = Job(entry.name, arrays, rows, deadline, loaded)
         future = scheduler.submit(entry.name, job)
         try:
             outputs = await asyncio.wrap_future(future)

@@ -99,21 +99,40 @@ def parse_model_args(specs: tuple[str, ...]) -> dict[str, Path]:
     return models
 
 
+@dataclass(frozen=True)
+class Version:
+    """One loaded version of a model: its id and its interpreters (one per CPU executor thread, see
+    Repository.copies). A request keeps the Version it was checked against and runs on it, so a deploy or a
+    rollback never changes the model under a request already accepted."""
+
+    id: str
+    replicas: tuple[Model, ...]
+
+
 @dataclass
 class Entry:
     """One served model: where it comes from, the version loaded now, and why it is not ready when it is not."""
 
     name: str
     source: Path
-    model: Model | None = None
-    version: str | None = None
+    current: Version | None = None  # swapped whole, so a reader sees one version's id and interpreters
     error: str | None = None  # why the model is not ready (load failure, unloaded)
     stale: str | None = None  # why the loaded version may no longer match the repository (deleted, damaged)
     loaded: bool = True  # False after an unload request
 
     @property
+    def model(self) -> Model | None:
+        current = self.current
+        return current.replicas[0] if current else None
+
+    @property
+    def version(self) -> str | None:
+        current = self.current
+        return current.id if current else None
+
+    @property
     def ready(self) -> bool:
-        return self.loaded and self.model is not None
+        return self.loaded and self.current is not None
 
 
 @dataclass
@@ -125,6 +144,7 @@ class Repository:
     folder: Path | None = None  # rescanned by load requests for names it did not have
     entries: dict[str, Entry] = field(default_factory=dict)
     listeners: list = field(default_factory=list)  # called with an Entry after each (re)load
+    copies: callable = staticmethod(lambda model: 1)  # (model) -> how many interpreters of it to keep
 
     def __post_init__(self):
         self._lock = threading.Lock()
@@ -169,12 +189,13 @@ class Repository:
             return entry
         try:
             model = self.load_model(where.file)
+            replicas = (model, *(self.load_model(where.file) for _ in range(self.copies(model) - 1)))
         except EdgertError as exc:
             self._failed(entry, str(exc))
             return entry
         with self._lock:
             before = entry.version
-            entry.model, entry.version, entry.error, entry.stale = model, where.version, None, None
+            entry.current, entry.error, entry.stale = Version(where.version, replicas), None, None
         if before is not None and before != where.version:
             log.info("%s: serving version %s (%s), replacing %s", name, where.version, model.delegation.describe(),
                      before)
@@ -201,7 +222,7 @@ class Repository:
         """
         with self._lock:
             entry = self.entries[name]
-            entry.loaded, entry.model, entry.version = False, None, None
+            entry.loaded, entry.current = False, None
             entry.error = "unloaded; POST /v2/repository/models/%s/load serves it again" % name
         log.info("%s: unloaded", name)
         return entry

@@ -1,7 +1,10 @@
 """Scheduling: one executor thread per accelerator calls the interpreters; per-model bounded queues feed it.
 
-- Models that run on the same delegate share one executor, so an accelerator (or the CPU cores XNNPACK uses) runs
-  one inference at a time, back to back, with no idle gap while requests wait.
+- Models that run on the same delegate share one executor, so an accelerator runs one inference at a time, back to
+  back, with no idle gap while requests wait. The CPU executor may run `instances` threads, each with its own copy
+  of the interpreter (`--instances`, Triton's instance count): on a multi-core board, two single-threaded
+  interpreters side by side do more inferences per second than one on two threads, and leave whole cores to the
+  HTTP side.
 - Between models, smooth weighted round-robin (`--priority name=weight`): over any window each model with work
   gets its weight's share of turns.
 - A full queue refuses at once (`Overloaded`, answered 503 with Retry-After); a request past its deadline is
@@ -50,6 +53,7 @@ class Job:
     inputs: list[np.ndarray]
     rows: int  # its batch size (the first dimension)
     deadline: float | None  # time.monotonic() seconds
+    loaded: object = None  # the repository.Version the inputs were checked against; None: the current one
     enqueued: float = field(default_factory=time.monotonic)
     future: Future = field(default_factory=Future)
     # Filled in by the executor, for the access log and the metrics:
@@ -73,14 +77,15 @@ class Lane:
 class Executor:
     """The thread that alone runs the models of one accelerator."""
 
-    def __init__(self, key: str, scheduler: Scheduler):
+    def __init__(self, key: str, scheduler: Scheduler, workers: int = 1):
         self.key, self.scheduler = key, scheduler
         self.lanes: dict[str, Lane] = {}
         self.cond = threading.Condition()
         self.stopping = False
-        self.busy_s = 0.0
-        self.thread = threading.Thread(target=self._loop, name=f"edgert-serve-{key}", daemon=True)
-        self.thread.start()
+        self.threads = [threading.Thread(target=self._loop, args=(i,), name=f"edgert-serve-{key}-{i}", daemon=True)
+                        for i in range(workers)]
+        for thread in self.threads:
+            thread.start()
 
     # -- submission (any thread) -------------------------------------------------------------------------------
 
@@ -121,7 +126,7 @@ class Executor:
         until = first.enqueued + s.batch_timeout
         while rows < s.max_batch:
             if lane.jobs:
-                if rows + lane.jobs[0].rows > s.max_batch:
+                if rows + lane.jobs[0].rows > s.max_batch or lane.jobs[0].loaded is not first.loaded:
                     break
                 job = lane.jobs.popleft()
                 jobs.append(job)
@@ -133,7 +138,7 @@ class Executor:
             self.cond.wait(left)
         return jobs
 
-    def _loop(self) -> None:
+    def _loop(self, slot: int) -> None:
         while True:
             with self.cond:
                 lane = self._pick()
@@ -144,9 +149,9 @@ class Executor:
                     lane = self._pick()
                 jobs = self._take(lane)
                 self.scheduler.on_depth(lane.name, len(lane.jobs))
-            self._run(lane.name, jobs)
+            self._run(lane.name, jobs, slot)
 
-    def _run(self, name: str, jobs: list[Job]) -> None:
+    def _run(self, name: str, jobs: list[Job], slot: int = 0) -> None:
         now = time.monotonic()
         live = []
         for job in jobs:
@@ -159,12 +164,13 @@ class Executor:
         if not live:
             return
         entry = self.scheduler.repository.get(name)
-        model = entry.model if entry is not None else None
-        if model is None:
+        if entry is None or not entry.ready:
             for job in live:
                 job.future.set_exception(Stopped(f"model '{name}' was unloaded while the request waited"))
             return
-        version = entry.version or ""
+        loaded = live[0].loaded or entry.current
+        model = loaded.replicas[slot % len(loaded.replicas)]
+        version = loaded.id
         inputs = live[0].inputs if len(live) == 1 else [
             np.concatenate([job.inputs[i] for job in live]) for i in range(len(live[0].inputs))]
         started = time.perf_counter()
@@ -180,7 +186,6 @@ class Executor:
                 job.future.set_exception(RuntimeError(f"inference failed ({type(exc).__name__})"))
             return
         compute = time.perf_counter() - started
-        self.busy_s += compute
         rows = sum(job.rows for job in live)
         self.scheduler.on_batch(name, rows, compute)
         start = 0
@@ -197,7 +202,9 @@ class Executor:
         with self.cond:
             self.stopping = True
             self.cond.notify_all()
-        self.thread.join(timeout)
+        until = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, until - time.monotonic()))
         with self.cond:
             for lane in self.lanes.values():
                 while lane.jobs:
@@ -210,8 +217,9 @@ class Scheduler:
     """Routes each model's jobs to its accelerator's executor."""
 
     def __init__(self, repository, *, max_queue: int = 64, max_batch: int = 1, batch_timeout: float = 0.002,
-                 priorities: dict[str, int] | None = None, metrics=None):
+                 priorities: dict[str, int] | None = None, metrics=None, instances: int = 1):
         self.repository = repository
+        self.instances = instances  # executor threads (and interpreters per model) on the CPU
         self.max_queue, self.max_batch, self.batch_timeout = max_queue, max_batch, batch_timeout
         self.priorities = priorities or {}
         self.metrics = metrics
@@ -227,13 +235,19 @@ class Scheduler:
         used = model.delegation.used
         return "cpu" if used in ("xnnpack", "cpu", "none", "") or model.delegation.fallback else used
 
+    def copies(self, model) -> int:
+        """Interpreters to keep of a model: one per CPU executor thread; an accelerator (an Edge TPU, a GPU) is
+        one device and runs one."""
+        return self.instances if self.accelerator(model) == "cpu" else 1
+
     def route(self, entry) -> None:
         """Attach a (re)loaded model to its accelerator's executor. Called by the repository after each load."""
         key = self.accelerator(entry.model)
         batchable = all(s.shape_signature[:1] == (-1,) for s in entry.model.inputs)
         with self._lock:
             old = self._routes.get(entry.name)
-            executor = self.executors.get(key) or self.executors.setdefault(key, Executor(key, self))
+            executor = self.executors.get(key) or self.executors.setdefault(
+                key, Executor(key, self, self.instances if key == "cpu" else 1))
             with executor.cond:
                 lane = executor.lanes.get(entry.name)
                 if lane is None:
@@ -253,6 +267,22 @@ class Scheduler:
         """Queue a job. Raises: Overloaded, Stopped, KeyError (not routed)."""
         self._routes[name].submit(name, job)
         return job.future
+
+    def admit(self, name: str) -> None:
+        """Refuse at once, before the request's body is read and decoded, when the model's queue is full now: past
+        capacity, a refusal should cost the server (and the accepted requests sharing its cores) next to nothing.
+        `submit` checks again, since the queue may fill meanwhile.
+
+        Raises: Overloaded, Stopped.
+        """
+        executor = self._routes.get(name)
+        lane = executor.lanes.get(name) if executor else None
+        if lane is None:
+            return
+        if executor.stopping:
+            raise Stopped("the server is shutting down")
+        if len(lane.jobs) >= self.max_queue:
+            raise Overloaded(name, len(lane.jobs), self.retry_after(executor, lane))
 
     def retry_after(self, executor: Executor, lane: Lane) -> int:
         """Seconds until the queue has likely drained, rounded up (HTTP allows whole seconds only)."""
