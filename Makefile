@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgert-installed
 
-.PHONY: demo test bench soak zoo fuzz install clean board board-test board-down
+.PHONY: demo test bench soak zoo fuzz install clean board board-test board-down container-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,14 @@ board-test: $(STAMP)
 
 board-down:
 	$(PY) -m tests.emulated_board down
+
+# The Dockerfile's image, built with podman (a stand-in for the base image, which cannot be pulled here; see
+# tests/container_image.py) and run: serving, user, health check, SIGTERM. Needs root and the network to Debian's
+# mirror and PyPI.
+container-test: $(STAMP)
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc debootstrap >/dev/null
+	EDGERT_CONTAINER=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_container.py
 
 # --one-file-system: never into a board's proc mount, even if `make board-down` was not run.
 clean:
