@@ -45,7 +45,7 @@ def _token(path: Path | None) -> str | None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads per interpreter (default: LiteRT's, one).")
+              help="CPU threads per interpreter (default: the interpreter's own, one with LiteRT).")
 @click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
               help="Interpreters per CPU model, run side by side (each with --threads): more throughput for "
                    "several clients on a multi-core board. Accelerators run one.")

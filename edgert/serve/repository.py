@@ -144,7 +144,7 @@ class Repository:
     folder: Path | None = None  # rescanned by load requests for names it did not have
     entries: dict[str, Entry] = field(default_factory=dict)
     listeners: list = field(default_factory=list)  # called with an Entry after each (re)load
-    copies: callable = staticmethod(lambda model: 1)  # (model) -> how many interpreters of it to keep
+    copies: callable = lambda model: 1  # (model) -> how many interpreters of it to keep (Scheduler.copies)
 
     def __post_init__(self):
         self._lock = threading.Lock()
