@@ -316,7 +316,7 @@ After=network-online.target
 Wants=network-online.target
 
 [Service]
-Environment=PYTHONPATH=%(code)s
+Environment=%(environment)s
 ExecStart=%(command)s
 Restart=on-failure
 RestartSec=2
@@ -326,6 +326,20 @@ TimeoutStopSec=%(stop)d
 [Install]
 WantedBy=%(wanted)s
 """
+
+
+def systemd_quote(text, variables=True):
+    """One word of a unit file, as systemd.service(5) reads it: quoted, with `%` (specifiers) and, in ExecStart
+    (`variables`), `$` taken literally, so that a folder named `my models` or `100%` stays one argument."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return '"%s"' % (escaped.replace("$", "$$") if variables else escaped)
+
+
+def unit_text(root, code, argv, grace, scope):
+    """The edgert-serve.service unit that runs `argv` with edgert's own code (`code`) first on the path."""
+    return UNIT % dict(root=root.replace("%", "%%"),
+                       environment=systemd_quote("PYTHONPATH=" + code, variables=False), command=" ".join(systemd_quote(a) for a in argv), stop=int(float(grace)) + 5,
+                       wanted="multi-user.target" if scope == "system" else "default.target")
 
 
 def systemd_scope():
@@ -428,8 +442,7 @@ def cmd_serve(root, name, host, port, grace, *options):
             os.makedirs(unit_dir)
         unit = os.path.join(unit_dir, "edgert-serve.service")
         with open(unit + ".tmp", "w") as f:
-            f.write(UNIT % dict(root=root, code=code, command=" ".join(argv), stop=int(float(grace)) + 5,
-                                wanted="multi-user.target" if scope == "system" else "default.target"))
+            f.write(unit_text(root, code, argv, grace, scope))
         os.rename(unit + ".tmp", unit)
         ctl = ["systemctl"] + ([] if scope == "system" else ["--user"])
         for step in (["daemon-reload"], ["enable", "edgert-serve.service"], ["restart", "edgert-serve.service"]):

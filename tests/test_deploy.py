@@ -320,6 +320,29 @@ def test_the_board_settings_come_from_the_environment(models, board, monkeypatch
     assert deploy.rollback("board", "digits").version == done.version
 
 
+def test_the_serve_unit_is_one_systemd_accepts_and_keeps_odd_paths_whole(tmp_path):
+    """Where systemd runs, deploy --serve writes edgert-serve.service: every argument survives systemd's quoting
+    (a space, a quote, a backslash, `%` specifiers and `$` variables), and systemd-analyze accepts the unit."""
+    import shlex
+
+    from edgert import remote_agent
+
+    root = str(tmp_path / 'my "models" 100% $HOME \\x')
+    argv = [sys.executable, "-m", "edgert", "serve", "--repository", root, "--port", "8000", "--instances", "2"]
+    unit = remote_agent.unit_text(root, root + "/server/lib", argv, "10", "system")
+    lines = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line)
+    literal = lines["ExecStart"].replace("%%", "%").replace("$$", "$")
+    assert shlex.split(literal) == argv
+    assert shlex.split(lines["Environment"].replace("%%", "%")) == [f"PYTHONPATH={root}/server/lib"]
+    assert lines["TimeoutStopSec"] == "15" and lines["WantedBy"] == "multi-user.target"
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("no systemd-analyze here to check the unit with")
+    path = tmp_path / "edgert-serve.service"
+    path.write_text(unit)
+    done = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def test_deploy_serve_runs_edgert_serve_on_the_board(models, board, digits):
     """--setup --serve with the board's plain Python: the venv gets the [serve] packages, the server runs from the
     board's own copy of edgert (here a background process: systemd does not run in this container), answers
