@@ -8,6 +8,9 @@
   minbase) with Debian's python3 (3.11), pip and the host's CA bundle (the registries' TLS is re-signed here), and
   Debian's "externally managed" marker removed, as the official image has none. Everything after FROM is the
   Dockerfile's own, unchanged: the wheel is installed with [serve] from PyPI.
+- A second image is a board with systemd: Debian bookworm (as Raspberry Pi OS is) with systemd as PID 1 and
+  OpenSSH, for `edgert deploy --serve`'s systemd unit (`systemd_board`). The emulated Pi (tests/emulated_board.py)
+  has no init, so there the server runs as a background process.
 - podman builds with chroot isolation and runs with runc, with explicit ulimits: this VM has hybrid cgroups, which
   crun refuses, and a hard file limit below podman's default. Neither flag changes what the image contains.
 Needs root and the network to Debian's mirror and PyPI.
@@ -24,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 HOME = REPO / "build" / "container"
 BASE = "docker.io/library/python:3.11-slim-bookworm"
 IMAGE = "localhost/edgert-serve:test"
+BOARD_IMAGE = "localhost/edgert-systemd-board:test"
 RUN_FLAGS = ("--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
 
 
@@ -77,8 +81,39 @@ def build() -> str:
     return IMAGE
 
 
+BOARD_CONTAINERFILE = """\
+FROM {base}
+RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \\
+        systemd systemd-sysv dbus libpam-systemd openssh-server python3-venv >/dev/null \\
+    && rm -rf /var/lib/apt/lists/*
+# pip on the board trusts the host's CA bundle (the registries' TLS is re-signed here)
+RUN printf '[global]\\ncert = /etc/ssl/certs/ca-certificates.crt\\n' > /etc/pip.conf
+# root gets a system unit; pi, an ordinary user, a user unit (kept running by lingering)
+COPY authorized_keys /root/.ssh/authorized_keys
+RUN chmod 700 /root/.ssh && chmod 600 /root/.ssh/authorized_keys && useradd --create-home pi \\
+    && install -d -m 700 -o pi -g pi /home/pi/.ssh \\
+    && install -m 600 -o pi -g pi /root/.ssh/authorized_keys /home/pi/.ssh/authorized_keys
+CMD ["/sbin/init"]
+"""
+
+
+def systemd_board() -> tuple[str, Path]:
+    """The image of a board with systemd and sshd, and the private key that logs in to it as root."""
+    ensure_base()
+    context = HOME / "board"
+    context.mkdir(parents=True, exist_ok=True)
+    key = HOME / "board_ed25519"
+    if not key.exists():
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgert-systemd-board", "-f", str(key))
+    shutil.copyfile(key.with_suffix(".pub"), context / "authorized_keys")
+    (context / "Containerfile").write_text(BOARD_CONTAINERFILE.format(base=BASE))
+    _run("podman", "build", "--quiet", "--isolation", "chroot", "--network", "host", "--pull=never", "-t",
+         BOARD_IMAGE, str(context), stdout=subprocess.DEVNULL)
+    return BOARD_IMAGE, key
+
+
 def clean() -> None:
-    subprocess.run(["podman", "rmi", "-f", IMAGE, BASE], capture_output=True)
+    subprocess.run(["podman", "rmi", "-f", IMAGE, BOARD_IMAGE, BASE], capture_output=True)
     shutil.rmtree(HOME, ignore_errors=True)
 
 

@@ -1,7 +1,10 @@
-"""The Dockerfile's image, built and run (`make container-test`; skipped elsewhere): see tests/container_image.py.
+"""Containers (`make container-test`; skipped elsewhere), see tests/container_image.py: the Dockerfile's image, and
+a board with systemd for `edgert deploy --serve`'s unit.
 
-It serves a read-only repository as `edgert deploy` fills it, answers tritonclient as `edgert run` does, runs as
-its own unprivileged user without TensorFlow, passes its own health check, and stops cleanly on SIGTERM.
+The image serves a read-only repository as `edgert deploy` fills it, answers tritonclient as `edgert run` does,
+runs as its own unprivileged user without TensorFlow, passes its own health check, and stops cleanly on SIGTERM.
+On the board, deploy --serve makes a system unit for root and a user unit for another user; a later deploy
+switches the served version without a restart, and --stop-serving stops and disables the unit.
 """
 
 from __future__ import annotations
@@ -107,3 +110,115 @@ def test_sigterm_stops_the_container_cleanly(container):
     state = subprocess.run(["podman", "inspect", name, "--format", "{{.State.ExitCode}}"], capture_output=True,
                            text=True).stdout.strip()
     assert state == "0" and _logs(name).rstrip().endswith("stopped"), _logs(name)
+
+
+# -- `edgert deploy --serve` to a board where systemd runs --------------------------------------------------------
+
+
+def _ssh(board, command: str, user: str = "root") -> subprocess.CompletedProcess:
+    return subprocess.run(["ssh", "-F", board["config"], board["alias"][user], command], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def systemd_board(tmp_path_factory):
+    """A board with systemd as PID 1 and OpenSSH (tests/container_image.py), reached by an ssh alias."""
+    why = container_image.podman_works()
+    if why:
+        pytest.fail(why)
+    image, key = container_image.systemd_board()
+    ssh_port, serve_port = _free_port(), _free_port()
+    name = f"edgert-board-{ssh_port}"
+    subprocess.run(["podman", "run", "-d", "--name", name, "--systemd=always", *container_image.RUN_FLAGS,
+                    "-p", f"127.0.0.1:{ssh_port}:22", "-p", f"127.0.0.1:{serve_port}:8000", image],
+                   check=True, capture_output=True)
+    home = tmp_path_factory.mktemp("systemd-board")
+    board = {"alias": {"root": "root@systemd-board", "pi": "pi@systemd-board"}, "config": str(home / "ssh_config"),
+             "name": name, "serve_port": serve_port}
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            state = subprocess.run(["podman", "exec", name, "systemctl", "is-system-running"], capture_output=True,
+                                   text=True).stdout.strip()
+            host_key = subprocess.run(["podman", "exec", name, "cat", "/etc/ssh/ssh_host_ed25519_key.pub"],
+                                      capture_output=True, text=True).stdout.split()
+            if state in ("running", "degraded") and host_key:
+                break
+            assert time.monotonic() < deadline, f"systemd in the board did not come up: {state}"
+            time.sleep(0.5)
+        (home / "known_hosts").write_text(f"[127.0.0.1]:{ssh_port} {host_key[0]} {host_key[1]}\n")
+        (home / "ssh_config").write_text(
+            f"Host systemd-board\n    HostName 127.0.0.1\n    Port {ssh_port}\n    IdentityFile {key}\n"
+            f"    IdentitiesOnly yes\n    UserKnownHostsFile {home / 'known_hosts'}\n    StrictHostKeyChecking yes\n"
+            "    BatchMode yes\n    ConnectTimeout 30\n")
+        while _ssh(board, "true").returncode != 0:
+            assert time.monotonic() < deadline, "sshd in the board did not answer"
+            time.sleep(0.5)
+        # what the README asks of a user whose server should outlive the login
+        subprocess.run(["podman", "exec", name, "loginctl", "enable-linger", "pi"], check=True, capture_output=True)
+        board["env"] = {**os.environ, "EDGERT_SSH_CONFIG": board["config"]}
+        yield board
+    finally:
+        subprocess.run(["podman", "rm", "-f", name], capture_output=True)
+
+
+def _deploy(board, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([BIN / "edgert", "deploy", *args], capture_output=True, text=True, env=board["env"],
+                          timeout=1800)
+
+
+@pytest.mark.parametrize("user,scope", [("root", "system"), ("pi", "user")])
+def test_deploy_serve_runs_a_systemd_unit_that_later_deploys_switch_and_stop_serving_stops(systemd_board,
+                                                                                            int8_tflite,
+                                                                                            float_tflite, user,
+                                                                                            scope):
+    """A system unit when the SSH user is root, a user unit otherwise: started by deploy --serve, serving what
+    edgert run answers, switched to a new version by a plain deploy without a restart, stopped (draining, exit 0)
+    and disabled by --stop-serving."""
+    board = systemd_board
+    alias = board["alias"][user]
+
+    def unit(what: str) -> str:
+        ctl = "systemctl" + (" --user" if scope == "user" else "")
+        return _ssh(board, f"{ctl} show -p {what} --value edgert-serve.service", user).stdout.strip()
+
+    done = _deploy(board, str(int8_tflite), "--to", alias, "--setup", "--serve", "--serve-host", "0.0.0.0",
+                   "--serve-port", "8000")
+    assert done.returncode == 0, done.stderr[-3000:]
+    print(f"\n{[line.strip() for line in done.stdout.splitlines() if 'serving' in line]}")
+    assert f"systemd {scope} unit" in done.stdout, done.stdout
+    assert unit("ActiveState") == "active" and unit("UnitFileState") == "enabled"
+    pid = unit("MainPID")
+
+    client = th.InferenceServerClient(f"127.0.0.1:{board['serve_port']}")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if client.is_model_ready("digits_int8"):
+                break
+        except Exception:  # noqa: BLE001 - the published port is still coming up
+            pass
+        assert time.monotonic() < deadline, "the board's server did not answer"
+        time.sleep(0.5)
+    x = np.random.default_rng(1).uniform(0, 16, (2, 8, 8, 1)).astype(np.float32)
+    model = edgert.load(int8_tflite)
+    item = th.InferInput(model.inputs[0].name, list(x.shape), "FP32")
+    item.set_data_from_numpy(x)
+    got = client.infer("digits_int8", [item]).as_numpy(model.outputs[0].name)
+    np.testing.assert_array_equal(got, model.run(x)[0])
+    first = client.get_model_metadata("digits_int8")["versions"]
+
+    # A later deploy without --serve: the unit keeps running, and serves the new version within seconds.
+    done = _deploy(board, str(float_tflite), "--name", "digits_int8", "--to", alias)
+    assert done.returncode == 0, done.stderr[-3000:]
+    deadline = time.monotonic() + 20
+    while client.get_model_metadata("digits_int8")["versions"] == first:
+        assert time.monotonic() < deadline, "the new version was not served"
+        time.sleep(0.2)
+    assert unit("MainPID") == pid  # switched without a restart
+    client.close()
+
+    stopped = _deploy(board, "--to", alias, "--stop-serving")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert unit("ActiveState") == "inactive" and unit("UnitFileState") == "disabled"
+    assert unit("Result") == "success"  # SIGTERM drained and exited 0
