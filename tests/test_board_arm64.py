@@ -26,6 +26,7 @@ pytestmark = pytest.mark.skipif(not os.environ.get("EDGERT_BOARD"),
                                 reason="the emulated arm64 board runs with `make board-test`")
 
 from tests.sshd import _free_port  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 BIN = Path(sys.executable).parent
 REMOTE = "/root/edgert"
@@ -192,15 +193,8 @@ def test_serve_on_the_board_through_an_ssh_tunnel(pi, deployed, int8_tflite, dig
     tunnel = subprocess.Popen(["ssh", "-F", pi["config"], "-N", "-L", f"{local}:127.0.0.1:8000", pi["alias"]])
     try:
         client = th.InferenceServerClient(f"127.0.0.1:{local}")
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if client.is_model_ready("digits_int8"):
-                    break
-            except Exception:  # noqa: BLE001 - the tunnel is still coming up
-                pass
-            assert time.monotonic() < deadline, "the board's server did not answer through the tunnel"
-            time.sleep(0.5)
+        wait_until(lambda: client.is_model_ready("digits_int8"), seconds=120,  # the tunnel comes up first
+                   failure=lambda: "the board's server did not answer through the tunnel")
         x = digits.x_test[:4].astype(np.float32)
         meta = client.get_model_metadata("digits_int8")
         item = th.InferInput(meta["inputs"][0]["name"], list(x.shape), "FP32")

@@ -28,6 +28,7 @@ th = pytest.importorskip("tritonclient.http")
 from tests import container_image  # noqa: E402
 from tests.sshd import _free_port  # noqa: E402
 from tests.test_serve import _deploy_locally  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -60,15 +61,8 @@ def container(image, tmp_path, float_tflite, int8_tflite):
     subprocess.run(["podman", "run", "-d", "--name", name, *container_image.RUN_FLAGS, "-p", f"127.0.0.1:{port}:8000",
                     "-v", f"{repository}:/models:ro", image], check=True, capture_output=True)
     client = th.InferenceServerClient(f"127.0.0.1:{port}")
-    deadline = time.monotonic() + 180  # under emulation the server takes a while to start
-    while True:
-        try:
-            if client.is_server_ready():
-                break
-        except Exception:  # noqa: BLE001 - not listening yet
-            pass
-        assert time.monotonic() < deadline, _logs(name)
-        time.sleep(0.2)
+    # under emulation the server takes a while to start
+    wait_until(client.is_server_ready, seconds=180, failure=lambda: _logs(name))
     yield name, client, version
     subprocess.run(["podman", "rm", "-f", name], capture_output=True)
 
@@ -208,15 +202,8 @@ def test_deploy_serve_runs_a_systemd_unit_that_later_deploys_switch_and_stop_ser
     pid = unit("MainPID")
 
     client = th.InferenceServerClient(f"127.0.0.1:{board['serve_port']}")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if client.is_model_ready("digits_int8"):
-                break
-        except Exception:  # noqa: BLE001 - the published port is still coming up
-            pass
-        assert time.monotonic() < deadline, "the board's server did not answer"
-        time.sleep(0.5)
+    wait_until(lambda: client.is_model_ready("digits_int8"), seconds=60,
+               failure=lambda: "the board's server did not answer")
     x = np.random.default_rng(1).uniform(0, 16, (2, 8, 8, 1)).astype(np.float32)
     model = edgert.load(int8_tflite)
     item = th.InferInput(model.inputs[0].name, list(x.shape), "FP32")

@@ -29,6 +29,7 @@ from edgert.serve.repository import Repository, Version  # noqa: E402
 from edgert.serve.scheduler import DeadlineExceeded, Job, Overloaded, Scheduler  # noqa: E402
 
 from tests.sshd import _free_port  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -597,16 +598,10 @@ def test_the_port_in_use_is_one_line(float_tflite):
 
 def _wait_ready(client, process: subprocess.Popen):
     """`client` once the server `process` answers ready (it fails the test if the process ends or 60 s pass)."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if client.is_server_ready():
-                return client
-        except Exception:  # noqa: BLE001 - not listening yet
-            pass
-        assert process.poll() is None, f"the server exited: {process.communicate()[1]}"
-        assert time.monotonic() < deadline, "the server did not answer ready within 60 s"
-        time.sleep(0.1)
+    wait_until(client.is_server_ready, seconds=60, alive=lambda: process.poll() is None,
+               failure=lambda: f"the server exited: {process.communicate()[1]}" if process.poll() is not None
+               else "the server did not answer ready within 60 s")
+    return client
 
 
 def test_sigterm_drains_requests_in_flight_and_exits_0(float_tflite, digits_x):
