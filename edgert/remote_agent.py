@@ -338,7 +338,8 @@ def systemd_quote(text, variables=True):
 def unit_text(root, code, argv, grace, scope):
     """The edgert-serve.service unit that runs `argv` with edgert's own code (`code`) first on the path."""
     return UNIT % dict(root=root.replace("%", "%%"),
-                       environment=systemd_quote("PYTHONPATH=" + code, variables=False), command=" ".join(systemd_quote(a) for a in argv), stop=int(float(grace)) + 5,
+                       environment=systemd_quote("PYTHONPATH=" + code, variables=False),
+                       command=" ".join(systemd_quote(a) for a in argv), stop=int(float(grace)) + 5,
                        wanted="multi-user.target" if scope == "system" else "default.target")
 
 

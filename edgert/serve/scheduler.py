@@ -1,4 +1,4 @@
-"""Scheduling: one executor thread per accelerator calls the interpreters; per-model bounded queues feed it.
+"""Scheduling: one executor per accelerator calls the interpreters; per-model bounded queues feed it.
 
 - Models that run on the same delegate share one executor, so an accelerator runs one inference at a time, back to
   back, with no idle gap while requests wait. The CPU executor may run `instances` threads, each with its own copy
@@ -75,7 +75,7 @@ class Lane:
 
 
 class Executor:
-    """The thread that alone runs the models of one accelerator."""
+    """The thread (on the CPU, `workers` threads) that alone runs the models of one accelerator."""
 
     def __init__(self, key: str, scheduler: Scheduler, workers: int = 1):
         self.key, self.scheduler = key, scheduler
@@ -90,16 +90,19 @@ class Executor:
     # -- submission (any thread) -------------------------------------------------------------------------------
 
     def submit(self, lane_name: str, job: Job) -> None:
-        s = self.scheduler
         with self.cond:
-            if self.stopping:
-                raise Stopped("the server is shutting down")
             lane = self.lanes[lane_name]
-            if len(lane.jobs) >= s.max_queue:
-                raise Overloaded(lane_name, len(lane.jobs), s.retry_after(self, lane))
+            self.refuse_if_full(lane)
             lane.jobs.append(job)
-            s.on_depth(lane_name, len(lane.jobs))
+            self.scheduler.on_depth(lane_name, len(lane.jobs))
             self.cond.notify()
+
+    def refuse_if_full(self, lane: Lane) -> None:
+        """Raise Stopped or Overloaded when `lane` cannot take another job now."""
+        if self.stopping:
+            raise Stopped("the server is shutting down")
+        if len(lane.jobs) >= self.scheduler.max_queue:
+            raise Overloaded(lane.name, len(lane.jobs), self.scheduler.retry_after(self, lane))
 
     # -- the executor thread -----------------------------------------------------------------------------------
 
@@ -247,7 +250,7 @@ class Scheduler:
         with self._lock:
             old = self._routes.get(entry.name)
             executor = self.executors.get(key) or self.executors.setdefault(
-                key, Executor(key, self, self.instances if key == "cpu" else 1))
+                key, Executor(key, self, self.copies(entry.model)))
             with executor.cond:
                 lane = executor.lanes.get(entry.name)
                 if lane is None:
@@ -277,12 +280,8 @@ class Scheduler:
         """
         executor = self._routes.get(name)
         lane = executor.lanes.get(name) if executor else None
-        if lane is None:
-            return
-        if executor.stopping:
-            raise Stopped("the server is shutting down")
-        if len(lane.jobs) >= self.max_queue:
-            raise Overloaded(name, len(lane.jobs), self.retry_after(executor, lane))
+        if lane is not None:
+            executor.refuse_if_full(lane)
 
     def retry_after(self, executor: Executor, lane: Lane) -> int:
         """Seconds until the queue has likely drained, rounded up (HTTP allows whole seconds only)."""
