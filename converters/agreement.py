@@ -8,9 +8,8 @@ warning in the report and on the terminal: the report's promise is that the `.tf
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -56,6 +55,8 @@ class Agreement:
         return min((o.min_cosine for o in self.outputs), default=1.0)
 
     def describe(self) -> str:
+        if not self.outputs:
+            return f"no output could be paired by name with {self.reference}"
         if self.mode == "float32":
             head = f"max relative difference {self.max_rel_diff:.1e}"
         else:
@@ -73,20 +74,6 @@ class Agreement:
                 "outputs": [o.to_dict() for o in self.outputs], "warning": self.warning or None}
 
 
-def _pair_outputs(reference: list[np.ndarray], converted: list[np.ndarray]) -> list[tuple[int, int]]:
-    """Match reference outputs to the .tflite's: in order when the shapes agree in order, else by shape (the
-    converter may store outputs in another order), keeping the order among outputs of the same shape."""
-    if [r.shape for r in reference] == [c.shape for c in converted]:
-        return list(enumerate(range(len(converted))))
-    pairs, used = [], set()
-    for i, r in enumerate(reference):
-        j = next((j for j, c in enumerate(converted) if j not in used and c.shape == r.shape), None)
-        if j is not None:
-            used.add(j)
-            pairs.append((i, j))
-    return pairs
-
-
 def _cosines(r: np.ndarray, c: np.ndarray) -> np.ndarray:
     r2, c2 = r.reshape(len(r), -1), c.reshape(len(c), -1)
     dot = np.sum(r2 * c2, axis=1)
@@ -95,40 +82,55 @@ def _cosines(r: np.ndarray, c: np.ndarray) -> np.ndarray:
     return np.where(identical, 1.0, dot / np.maximum(norms, 1e-30))
 
 
-def compare(mode: str, reference_name: str, inputs_name: str, reference: list[np.ndarray],
-            converted: list[np.ndarray], names: Sequence[str]) -> Agreement:
-    """Agreement of `converted` outputs (the .tflite's, sample-major) with `reference` outputs."""
+def compare(mode: str, reference_name: str, inputs_name: str, reference: Mapping[str, np.ndarray],
+            converted: Mapping[str, np.ndarray]) -> Agreement:
+    """Agreement of `converted` outputs (the .tflite's, by signature name, sample-major) with `reference` outputs
+    (the source model's, by the names its author gave them). Outputs are paired by name only: two outputs can
+    share a shape, so order and shape say nothing about which is which."""
     outputs = []
-    for i, j in _pair_outputs(reference, converted):
-        r, c = reference[i].astype(np.float64), converted[j].astype(np.float64)
+    for name, r in reference.items():
+        if name not in converted:
+            continue
+        r, c = np.asarray(r, np.float64), np.asarray(converted[name], np.float64)
+        if r.shape != c.shape:
+            outputs.append(OutputAgreement(name, math.inf, math.inf, 0.0, 0.0, -math.inf, None))
+            continue
         diff = np.abs(r - c)
         peak = float(np.max(np.abs(r))) if r.size else 0.0
         cos = _cosines(r, c)
         noise = float(np.sum((r - c) ** 2))
         sqnr = math.inf if noise == 0 else 10 * math.log10(max(float(np.sum(r ** 2)), 1e-30) / noise)
         top1 = float(np.mean(r.argmax(axis=-1) == c.argmax(axis=-1))) if r.ndim == 2 and r.shape[1] > 1 else None
-        outputs.append(OutputAgreement(names[j] if j < len(names) else f"output {j}",
-                                       float(diff.max()) if diff.size else 0.0,
+        outputs.append(OutputAgreement(name, float(diff.max()) if diff.size else 0.0,
                                        float(diff.max()) / peak if peak > 0 else float(diff.max(initial=0.0)),
                                        float(cos.mean()), float(cos.min()), sqnr, top1))
-    agreement = Agreement(mode, reference_name, inputs_name, len(reference[0]) if reference else 0, tuple(outputs))
-    bad_reference = sum(int(np.size(r) - np.isfinite(r).sum()) for r in reference)
-    bad_converted = sum(int(np.size(c) - np.isfinite(c).sum()) for c in converted)
-    return _with_warning(agreement, len(reference), len(converted), bad_reference, bad_converted)
+    first = next(iter(reference.values()), None)
+    agreement = Agreement(mode, reference_name, inputs_name, len(first) if first is not None else 0, tuple(outputs))
+    bad_reference = sum(int(np.size(r) - np.isfinite(r).sum()) for r in reference.values())
+    bad_converted = sum(int(np.size(c) - np.isfinite(c).sum()) for c in converted.values())
+    unmatched = ([n for n in reference if n not in converted], [n for n in converted if n not in reference])
+    shapes = [(n, np.shape(reference[n]), np.shape(converted[n])) for n in reference
+              if n in converted and np.shape(reference[n]) != np.shape(converted[n])]
+    return _with_warning(agreement, unmatched, shapes, bad_reference, bad_converted)
 
 
-def _with_warning(a: Agreement, n_reference: int, n_converted: int, bad_reference: int = 0,
-                  bad_converted: int = 0) -> Agreement:
+def _with_warning(a: Agreement, unmatched: tuple[list[str], list[str]] = ([], []), shapes=(),
+                  bad_reference: int = 0, bad_converted: int = 0) -> Agreement:
     from dataclasses import replace
 
-    if bad_reference:
+    only_reference, only_converted = unmatched
+    if only_reference or only_converted:
+        why = (f"outputs are paired by name, and {a.reference}'s output(s) {', '.join(only_reference) or 'none'} "
+               f"have no namesake in the .tflite, whose unmatched output(s) are {', '.join(only_converted) or 'none'}"
+               "; those were not compared (the .tflite's signature should carry the model's output names)")
+    elif shapes:
+        name, want, got = shapes[0]
+        why = f"output {name} has shape {tuple(got)} in the .tflite and {tuple(want)} in {a.reference}"
+    elif bad_reference:
         why = (f"{a.reference} itself outputs NaN or infinity ({bad_reference} values on these {a.samples} "
                f"{a.inputs}), so agreement cannot be judged: check the model's weights and the inputs' range")
     elif bad_converted:
         why = f"the .tflite outputs NaN or infinity ({bad_converted} values) where {a.reference} does not"
-    elif len(a.outputs) != n_reference or n_reference != n_converted:
-        why = (f"the .tflite has {n_converted} output(s) and {a.reference} {n_reference}; {len(a.outputs)} could be "
-               "matched by shape")
     elif a.mode == "float32":
         why = "" if a.max_rel_diff <= FLOAT32_MAX_REL_DIFF else (
             f"the float32 .tflite differs from {a.reference} by {a.max_rel_diff:.1e} of the largest output "
@@ -143,35 +145,27 @@ def _with_warning(a: Agreement, n_reference: int, n_converted: int, bad_referenc
     return replace(a, warning=why)
 
 
-def _bare_name(tensor_name: str) -> str:
-    """`serving_default_image:0` -> `image`: a converted input's name as the model called it."""
-    name = re.sub(r":\d+$", "", tensor_name)
-    return name[len("serving_default_"):] if name.startswith("serving_default_") else name
-
-
-def run_tflite(path: str, samples: list[np.ndarray], names: Sequence[str] = ()) -> tuple[list[np.ndarray], list[str]]:
-    """The .tflite's outputs (dequantized) for each sample, one at a time (batch-1 models stay batch 1).
-
-    `names` are the samples' input names: with several inputs, each goes to the .tflite input whose name holds it
-    (`serving_default_image:0` for `image`), else they go in order."""
+def run_tflite(path: str, samples: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The .tflite's outputs (dequantized) by signature name for each sample, one at a time (batch-1 models stay
+    batch 1). `samples` are keyed by input name: the signature's names, or the tensor names of a file without one;
+    a single input is taken whatever its name."""
     import edgert
 
     model = edgert.load(path)
-    order = list(range(len(samples)))
-    if len(samples) > 1 and len(names) == len(samples):
-        found = [next((k for k, name in enumerate(names) if name == _bare_name(spec.name)), None)
-                 for spec in model.inputs]
-        if None not in found and len(set(found)) == len(found):
-            order = found
-    per_sample = [model.run([samples[k][i:i + 1] for k in order]) for i in range(len(samples[0]))]
-    outputs = [np.concatenate([s[k] for s in per_sample]) for k in range(len(per_sample[0]))]
-    return outputs, [s.name for s in model.outputs]
+    arrays = list(samples.values())
+    if len(arrays) == 1 and len(model.inputs) == 1:
+        feed = lambda i: arrays[0][i:i + 1]  # noqa: E731
+    else:
+        feed = lambda i: {k: v[i:i + 1] for k, v in samples.items()}  # noqa: E731
+    per_sample = [model.run_by_name(feed(i)) for i in range(len(arrays[0]))]
+    return {name: np.concatenate([s[name] for s in per_sample]) for name in per_sample[0]}
 
 
-def measure(mode: str, tflite_path: str, reference: Callable[[list[np.ndarray]], list[np.ndarray]],
+def measure(mode: str, tflite_path: str, reference: Callable[[list[np.ndarray]], Mapping[str, np.ndarray]],
             reference_name: str, samples: list[np.ndarray], inputs_name: str,
-            input_names: Sequence[str] = ()) -> Agreement:
-    """Run the reference and the .tflite on the same samples and compare."""
-    expected = [np.asarray(o) for o in reference(samples)]
-    got, names = run_tflite(tflite_path, samples, input_names)
-    return compare(mode, reference_name, inputs_name, expected, got, names)
+            input_names: Sequence[str]) -> Agreement:
+    """Run the reference and the .tflite on the same samples (one array per input, named by `input_names`) and
+    compare their outputs by name."""
+    expected = {k: np.asarray(v) for k, v in reference(samples).items()}
+    got = run_tflite(tflite_path, dict(zip(input_names, samples)))
+    return compare(mode, reference_name, inputs_name, expected, got)

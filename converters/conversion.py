@@ -176,6 +176,7 @@ def convert(
     custom_objects: str | os.PathLike | dict | None = None,
     trust_model: bool = False,
     force_range: bool = False,
+    signature: str | None = None,
 ) -> ConversionResult:
     """Convert a Keras model (`.h5`, `.keras`, from tf_keras or Keras 3) or a SavedModel directory to `.tflite`.
 
@@ -199,6 +200,8 @@ def convert(
             leading Rescaling or Normalization layer (an image folder for a model that states none is refused).
         force_range: accept calibration arrays whose range disagrees with the training or evaluation data or the
             range the model states (refused otherwise: int8 silently loses the model's accuracy).
+        signature: the SavedModel signature to convert, where it has several (default `serving_default`). The
+            `.tflite` always carries it as `serving_default`, with the source's own input and output names.
 
     After converting, the `.tflite` is run through the edgert runtime beside the model it came from on a few
     samples (calibration data when given, else seeded random inputs); `agreement` reports how closely they agree
@@ -214,7 +217,7 @@ def convert(
         recipe = ConvertRecipe(Quantization.INT8 if int8 else Quantization.FLOAT32, float_io=float_io,
                                calibration_samples=calibration_samples)
     run = _Run(recipe, model_path, output_path, calibration_data, train_data, val_data, eval_data, image_range,
-               force, started, custom_objects, trust_model, force_range)
+               force, started, custom_objects, trust_model, force_range, signature)
     try:
         return run.execute()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: say how far it got; nothing half-written is left
@@ -244,10 +247,12 @@ class _Run:
     """One conversion: checks everything cheap first, then the stages, then writes all outputs."""
 
     def __init__(self, recipe, model_path, output_path, calibration_data, train_data, val_data, eval_data,
-                 image_range, force, started, custom_objects=None, trust_model=False, force_range=False):
+                 image_range, force, started, custom_objects=None, trust_model=False, force_range=False,
+                 signature=None):
         self.recipe, self.model_path, self.image_range, self.force, self.started = (
             recipe, Path(model_path), image_range, force, started)
         self.custom_objects, self.trust_model, self.force_range = custom_objects, trust_model, force_range
+        self.signature = signature
         self.declared = None  # the input range the model states (ranges.Declared), once it is loaded
         self.paths = {"calibration": calibration_data, "train": train_data, "val": val_data, "eval": eval_data}
         self.notes: list[str] = []
@@ -285,10 +290,8 @@ class _Run:
             check_source(recipe.distill.teacher, self.trust_model)
 
         self.step = "loading the model"
-        from edgert.converters.custom_objects import resolve_custom_objects
-
-        custom = self._custom = resolve_custom_objects(self.custom_objects)
-        source = open_model(self.model_path, custom, self.trust_model)
+        source = open_model(self.model_path, self.custom_objects, self.trust_model, self.signature)
+        custom = self._custom = source.custom_objects
         self.notes.extend(source.notes)
         has_stages = bool(recipe.prune or recipe.cluster or recipe.distill or recipe.qat or recipe.prune_channels)
         if has_stages and source.kind != "keras":
@@ -342,6 +345,7 @@ class _Run:
         flatbuffer = to_tflite(tf, converter, self.mode, recipe, calibration, str(self.model_path), self.notes)
         if recipe.prune is not None and self.mode is Quantization.FLOAT32 and not recipe.qat:
             flatbuffer = self._sparse_if_faster(tf, source, model, flatbuffer)
+        flatbuffer = self._named(flatbuffer, source, model)
         if getattr(self, "channel_report", None) is not None:
             self._channel_latency(tf, source, calibration, flatbuffer)
         info = describe(flatbuffer, str(out))  # never write a model the runtime could not read back
@@ -391,6 +395,17 @@ class _Run:
         write_bytes_atomic(result.report_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
         return result
 
+    def _named(self, flatbuffer: bytes, source, model) -> bytes:
+        """The flatbuffer with a `serving_default` signature in the source model's own names."""
+        from edgert.converters.signature import keras_names, write_signature
+
+        self.step = "writing the signature"
+        named, note = write_signature(flatbuffer, keras_names(model) if model is not None else source.names,
+                                      source.names)
+        if note:
+            self.notes.append(note)
+        return named
+
     def _rebuild(self, model, custom):
         """tfmot needs tf_keras: the Keras 3 model is rebuilt there and checked against itself."""
         from edgert.converters.keras3 import rebuild_in_tf_keras
@@ -415,15 +430,16 @@ class _Run:
             from edgert.converters.keras3 import call_model
 
             def reference(xs):
-                return call_model(model, xs)
+                # The final model's outputs, flattened, carry the source's names by position (write_signature).
+                return dict(zip(source.names.outputs, call_model(model, xs)))
         else:
-            signature = tf.saved_model.load(str(source.path)).signatures["serving_default"]
+            signature = source.function
 
             def reference(xs):
                 outputs = signature(**{spec.name: tf.constant(x) for spec, x in zip(source.inputs, xs)})
-                return [np.asarray(outputs[k]) for k in sorted(outputs)]
+                return {k: np.asarray(v) for k, v in outputs.items()}
         return agreement.measure(self.mode.value, str(tflite_path), reference, reference_name, samples, what,
-                                 [spec.name for spec in source.inputs])
+                                 source.names.inputs if model is not None else [s.name for s in source.inputs])
 
     # -- data ------------------------------------------------------------------------------------------------
 
@@ -444,11 +460,7 @@ class _Run:
         if source.keras_model is not None:
             shape = source.keras_model.output_shape
         else:
-            from edgert.converters._tf import import_tf
-
-            tf, _ = import_tf()
-            fn = tf.saved_model.load(str(source.path)).signatures["serving_default"]
-            shape = next(iter(fn.structured_outputs.values())).shape
+            shape = next(iter(source.function.structured_outputs.values())).shape
         if isinstance(shape, list) or len(shape) != 2 or shape[1] is None:
             raise InputDataError(f"labelled data needs a classifier with one (batch, classes) output; "
                                  f"the model outputs {shape}")
@@ -498,7 +510,7 @@ class _Run:
 
             self.step = "distilling"
             t0 = time.perf_counter()
-            teacher = open_teacher(recipe.distill.teacher, self._custom, self.trust_model).keras_model
+            teacher = open_teacher(recipe.distill.teacher, self.custom_objects, self.trust_model).keras_model
             if teacher is None:
                 raise InputDataError("--distill-from needs a Keras model (.h5 or .keras) as the teacher")
             model, notes = distill(model, teacher, recipe.distill, train, recipe.train, probabilities,

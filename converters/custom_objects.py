@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
 import inspect
 import pkgutil
 import sys
+import types
 from pathlib import Path
 
 from edgert.errors import InputDataError, brief
@@ -53,22 +55,73 @@ def keras3_application_layers() -> dict[str, type]:
     return _layer_classes(applications, keras.layers.Layer)
 
 
-def resolve_custom_objects(given: str | Path | dict | None) -> dict[str, object]:
-    """Custom objects as the converters take them: none, a dict by name, or a Python file to load."""
+def resolve_custom_objects(given: str | Path | dict | None, keras3: bool = False) -> dict[str, object]:
+    """Custom objects as the converters take them: none, a dict by name, or a Python file to load.
+
+    `keras3`: the model was written by Keras 3, so the file's `tf.keras` is Keras 3, as it would be in a process
+    that loads the model without tf_keras."""
     if given is None or isinstance(given, dict):
         return dict(given or {})
     from edgert.converters._tf import import_keras3
 
     import_keras3()  # the user's file imports keras: on the TensorFlow backend, beside tf_keras
-    return load_custom_objects(given)
+    if not keras3:
+        return load_custom_objects(given)
+    with tf_keras_is_keras3():
+        return load_custom_objects(given)
+
+
+# The parts of `tf.keras` a user's file imports as modules (`from tensorflow.keras.layers import Dense`).
+_KERAS_MODULES = ("activations", "applications", "backend", "callbacks", "constraints", "initializers", "layers",
+                  "losses", "metrics", "models", "ops", "optimizers", "regularizers", "saving", "utils")
+
+
+@contextlib.contextmanager
+def tf_keras_is_keras3():
+    """While a user's file is imported: `import tensorflow as tf` gives a TensorFlow whose `tf.keras` is Keras 3.
+
+    edgert runs tf_keras (Keras 2) beside Keras 3 in one process, with `TF_USE_LEGACY_KERAS=1`, so `tf.keras` is
+    tf_keras there; code written for a Keras 3 model (`L = tf.keras.layers`) would build Keras 2 layers inside a
+    Keras 3 model. The file keeps the `tensorflow` it imported, so its functions see Keras 3 when they run too.
+    Everything but `keras` is TensorFlow's own."""
+    import keras
+    import tensorflow
+
+    class _TensorFlow(types.ModuleType):
+        def __getattr__(self, name):
+            return getattr(tensorflow, name)
+
+    proxy = _TensorFlow("tensorflow", tensorflow.__doc__)
+    proxy.__dict__.update({k: getattr(tensorflow, k) for k in ("__path__", "__spec__", "__file__", "__version__")
+                           if hasattr(tensorflow, k)})
+    proxy.keras = keras
+    replaced = {"tensorflow": proxy, "tensorflow.keras": keras,
+                **{f"tensorflow.keras.{m}": getattr(keras, m) for m in _KERAS_MODULES if hasattr(keras, m)}}
+    saved = {name: sys.modules.get(name) for name in replaced}
+    sys.modules.update(replaced)
+    try:
+        yield
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+# Libraries whose classes and functions every loader knows already: never passed on as the user's own (a Keras 3
+# `Dense` imported by the file must not replace tf_keras's when a tf_keras model loads).
+_KNOWN_LIBRARIES = {"keras", "tf_keras", "tensorflow", "tensorflow_model_optimization", "numpy", "builtins", "jax",
+                    "torch", "typing", "abc", "functools", "collections", "dataclasses", "math", "enum"}
 
 
 def load_custom_objects(path: str | Path) -> dict[str, object]:
     """Import the user's Python file and return the custom objects it provides.
 
     The file registers its layers the usual way (`@keras.saving.register_keras_serializable()`, or tf_keras's
-    `get_custom_objects()[name] = cls`), which loaders find by themselves; a module-level `custom_objects` or
-    `CUSTOM_OBJECTS` dict, and every Keras layer class the file defines, are returned by name as well.
+    `get_custom_objects()[name] = cls`), which loaders find by themselves. Every class and function the file holds
+    at module level, whether it defines or imports it (from its own package, say), is returned under that name, and
+    a module-level `custom_objects` or `CUSTOM_OBJECTS` dict adds names of its own choosing.
 
     Raises:
         InputDataError: the file is missing, not Python, or fails to import (its error, one line).
@@ -82,6 +135,10 @@ def load_custom_objects(path: str | Path) -> dict[str, object]:
     spec = importlib.util.spec_from_file_location(name, p)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    folder = str(p.resolve().parent)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)  # the file's own imports of modules beside it, as `python FILE.py` finds them
     try:
         spec.loader.exec_module(module)
     except BaseException as exc:  # its own bug, a missing import, even sys.exit: one line, never a traceback
@@ -96,17 +153,19 @@ def load_custom_objects(path: str | Path) -> dict[str, object]:
             tb = tb.tb_next
         raise InputDataError(f"--custom-objects {p} failed to import{where}: {type(exc).__name__}: "
                              f"{brief(exc, 200)}") from None
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
     objects: dict[str, object] = {}
-    for value in vars(module).values():
-        if inspect.isclass(value) and value.__module__ == name and _is_layer_class(value):
-            objects[value.__name__] = value
+    for key, value in vars(module).items():
+        if key.startswith("_") or not (inspect.isclass(value) or inspect.isfunction(value)):
+            continue
+        if (getattr(value, "__module__", None) or "builtins").split(".")[0] in _KNOWN_LIBRARIES:
+            continue
+        objects[key] = value
+        objects.setdefault(value.__name__, value)  # imported under another name: the model knows the class's own
     for key in ("custom_objects", "CUSTOM_OBJECTS"):
         given = getattr(module, key, None)
         if isinstance(given, dict):
             objects.update({str(k): v for k, v in given.items()})
     return objects
-
-
-def _is_layer_class(cls: type) -> bool:
-    return any(base.__module__.split(".")[0] in ("keras", "tf_keras") and base.__name__ in ("Layer", "Model")
-               for base in cls.__mro__[1:])

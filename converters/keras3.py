@@ -32,28 +32,6 @@ def is_keras3_model(model) -> bool:
     return type(model).__module__.split(".")[0] == "keras"
 
 
-def concrete_function(tf, model, batch: int | None = None):
-    """The model's inference traced as a TensorFlow concrete function, one argument per model input in
-    `model.inputs` order, named after the inputs. The converter freezes its variables (converting it without a
-    trackable object, see `tflite.converter_for`)."""
-    specs = [tf.TensorSpec((batch, *t.shape[1:]), t.dtype, name=_input_name(t)) for t in model.inputs]
-    structure = getattr(model, "_inputs_struct", None)
-
-    @tf.function
-    def serve(*args):
-        if structure is not None and len(args) > 1:
-            from keras import tree
-
-            return model(tree.pack_sequence_as(structure, list(args)), training=False)
-        return model(args[0] if len(args) == 1 else list(args), training=False)
-
-    return serve.get_concrete_function(*specs)
-
-
-def _input_name(tensor) -> str:
-    return str(tensor.name).split(":")[0]
-
-
 # -- the rebuild ------------------------------------------------------------------------------------------------
 
 

@@ -427,9 +427,7 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
             int8 = next((c for c in candidates if c.name == "int8"), None)
             if level == "post-training" and int8 is not None and not int8.feasible and int8.error is None:
                 scores: dict[str, float] = {}
-                from edgert.converters.custom_objects import resolve_custom_objects
-
-                custom = resolve_custom_objects(custom_objects)
+                custom = custom_objects  # open_model imports a file with the Keras that wrote the model
                 names = sensitive_layers(str(model), _calibration(model, calibration_data, train_data, image_range,
                                                                   custom, trust_model),
                                          scores=scores, custom_objects=custom, trust_model=trust_model)

@@ -8,13 +8,14 @@ import contextlib
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgert.converters.keras_files import KERAS3, SAVED_MODEL, TF_KERAS, KerasFile, newer_than_installed, \
     read_keras_file, version_tuple
-from edgert.errors import ModelFormatError, brief
+from edgert.converters.signature import DEFAULT_KEY, IONames, keras_names, saved_model_names
+from edgert.errors import InputDataError, ModelFormatError, brief
 
 TRUST_HINT = "pass --trust-model if you trust where the file came from"
 
@@ -42,6 +43,10 @@ class SourceModel:
     framework: str = TF_KERAS
     file: KerasFile | None = None
     notes: tuple[str, ...] = ()  # how it was loaded, when that is worth knowing
+    names: IONames | None = None  # the names its author gave its inputs and outputs
+    signature: str = DEFAULT_KEY  # the SavedModel signature converted
+    function: Any = None  # that signature, loaded (SavedModel only)
+    custom_objects: dict = field(default_factory=dict)  # the user's objects, as the model's Keras took them
 
     @property
     def size_bytes(self) -> int:
@@ -75,11 +80,24 @@ def _keras_inputs(model) -> tuple[InputShape, ...]:
     return tuple(InputShape(str(t.name).split(":")[0], tuple(t.shape[1:])) for t in model.inputs)
 
 
-def _saved_model_inputs(tf, path: Path) -> tuple[InputShape, ...]:
+def _saved_model_signature(tf, path: Path, key: str | None):
+    """The SavedModel's signature `key` (default: `serving_default`, or the only one there is), loaded."""
     loaded = tf.saved_model.load(str(path))
-    signature = loaded.signatures.get("serving_default")
-    if signature is None:
-        raise ModelFormatError(f"{path} has no 'serving_default' signature; export the model with one")
+    keys = sorted(loaded.signatures.keys())
+    if key is None:
+        key = DEFAULT_KEY if DEFAULT_KEY in keys or len(keys) != 1 else keys[0]
+    if key not in keys:
+        if not keys:
+            raise ModelFormatError(f"{path} has no signature; export the model with one (tf.saved_model.save(..., "
+                                   "signatures=...))")
+        raise InputDataError(f"{path} has no signature '{key}'; it has {', '.join(keys)}: choose one with "
+                             "--signature NAME")
+    signature = loaded.signatures[key]
+    signature._edgert_keep = loaded  # the loaded object owns the variables the function reads
+    return key, signature
+
+
+def _saved_model_inputs(signature) -> tuple[InputShape, ...]:
     _, specs = signature.structured_input_signature
     return tuple(InputShape(name, tuple(spec.shape[1:])) for name, spec in sorted(specs.items()))
 
@@ -125,8 +143,8 @@ def _loadable(found: KerasFile):
         yield str(link)
 
 
-def open_model(path: str | os.PathLike, custom_objects: dict[str, object] | None = None,
-               trust_model: bool = False) -> SourceModel:
+def open_model(path: str | os.PathLike, custom_objects: str | os.PathLike | dict[str, object] | None = None,
+               trust_model: bool = False, signature: str | None = None) -> SourceModel:
     """Load a Keras model or SavedModel for conversion, with the Keras that wrote it.
 
     Files written by tf_keras (Keras 2) load in tf_keras; files written by Keras 3 load in Keras 3 on the TensorFlow
@@ -144,11 +162,16 @@ def open_model(path: str | os.PathLike, custom_objects: dict[str, object] | None
     """
     from edgert.converters._tf import import_keras3, import_tf
 
+    from edgert.converters.custom_objects import resolve_custom_objects
+
     found = check_source(path, trust_model)
     p = found.path
+    if signature is not None and found.writer != SAVED_MODEL:
+        raise InputDataError(f"--signature chooses a SavedModel's signature; {p} is a Keras file")
     tf, tf_keras = import_tf()
-    user = dict(custom_objects or {})
+    user = resolve_custom_objects(custom_objects, keras3=found.writer == KERAS3)
     notes: tuple[str, ...] = ()
+    function = None
     if found.writer == KERAS3:
         keras = import_keras3()
         installed = keras.__version__
@@ -187,8 +210,9 @@ def open_model(path: str | os.PathLike, custom_objects: dict[str, object] | None
             inputs = _keras_inputs(model)
         else:
             model = None
-            inputs = _saved_model_inputs(tf, p)
-    except ModelFormatError:
+            signature, function = _saved_model_signature(tf, p, signature)
+            inputs = _saved_model_inputs(function)
+    except (ModelFormatError, InputDataError):
         raise
     except Exception as exc:  # h5py, zip, deserialisation and graph errors all mean "cannot read this model"
         raise _load_error(found, installed, exc) from None
@@ -200,4 +224,6 @@ def open_model(path: str | os.PathLike, custom_objects: dict[str, object] | None
                 f"{p}: input '{spec.name}' has shape {shape} with unknown dimensions besides the batch; "
                 "rebuild the model with a fixed input shape (e.g. Input(shape=(224, 224, 3))) and save it again")
     kind = "saved_model" if found.writer == SAVED_MODEL else "keras"
-    return SourceModel(p, kind, inputs, model, found.writer, found, notes)
+    names = keras_names(model) if model is not None else saved_model_names(function)
+    return SourceModel(p, kind, inputs, model, found.writer, found, notes, names, signature or DEFAULT_KEY,
+                       function, user)

@@ -21,30 +21,34 @@ EDGETPU_COMPILER = "edgetpu_compiler"
 
 def converter_for(tf, source, model, *, batch: int | None = None):
     """A TFLiteConverter for `model` (a tf_keras or Keras 3 model object) or, without one, the SavedModel at
-    `source.path`; `batch` fixes the batch dimension (the Edge TPU needs static shapes)."""
-    from edgert.converters.keras3 import concrete_function, is_keras3_model
+    `source.path` (its `source.signature`); `batch` fixes the batch dimension (the Edge TPU needs static shapes).
+
+    A traced model returns its outputs in a dict by name, so that the `.tflite` can carry them (see
+    `signature.write_signature`)."""
+    from edgert.converters.keras3 import is_keras3_model
+    from edgert.converters.signature import keras_names, named_call
 
     if model is None:
         if batch is not None:
             raise InputDataError("--edgetpu needs a Keras model (.h5 or .keras) to fix its batch size to 1")
-        return tf.lite.TFLiteConverter.from_saved_model(str(source.path))
-    if is_keras3_model(model):
-        # Without a trackable object the converter freezes the function's variables into constants itself; given
-        # one, it exports a SavedModel first and takes three times as long (MobileNetV2: 3.1 s against 8.4 s
-        # here). absl calls this path deprecated in a warning, silenced.
-        traced = concrete_function(tf, model, batch)
-        absl = logging.getLogger("absl")
-        level = absl.level
-        absl.setLevel(logging.ERROR)
-        try:
-            return tf.lite.TFLiteConverter.from_concrete_functions([traced])
-        finally:
-            absl.setLevel(level)
-    if batch is not None:
-        specs = [tf.TensorSpec((batch, *shape.shape), tf.float32) for shape in source.inputs]
-        fn = tf.function(lambda *x: model(x[0] if len(x) == 1 else list(x), training=False))
-        return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function(*specs)], model)
-    return tf.lite.TFLiteConverter.from_keras_model(model)
+        return tf.lite.TFLiteConverter.from_saved_model(str(source.path), signature_keys=[source.signature])
+    if not is_keras3_model(model) and batch is None:
+        return tf.lite.TFLiteConverter.from_keras_model(model)
+    names = keras_names(model)
+    specs = [tf.TensorSpec((batch, *tuple(t.shape)[1:]), t.dtype, name=name) for t, name in zip(model.inputs, names.inputs)]
+    traced = tf.function(named_call(model, names, tf)).get_concrete_function(*specs)
+    if not is_keras3_model(model):
+        return tf.lite.TFLiteConverter.from_concrete_functions([traced], model)
+    # Without a trackable object the converter freezes the function's variables into constants itself; given
+    # one, it exports a SavedModel first and takes three times as long (MobileNetV2: 3.1 s against 8.4 s
+    # here). absl calls this path deprecated in a warning, silenced.
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        return tf.lite.TFLiteConverter.from_concrete_functions([traced])
+    finally:
+        absl.setLevel(level)
 
 
 def to_tflite(tf, converter, mode: Quantization, recipe: ConvertRecipe, calibration: list[np.ndarray] | None,

@@ -50,15 +50,18 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return arrays
 
 
-def match_inputs(arrays: dict[str, np.ndarray], names: list[str], source: str | os.PathLike):
-    """Arrays read from `source` arranged for `Model.run`: one array, a list in input order, or a dict by name.
+def match_inputs(arrays: dict[str, np.ndarray], specs, source: str | os.PathLike):
+    """Arrays read from `source` arranged for `Model.run`: one array, a list in input order, or a dict by name
+    (each key an input's signature name or its tensor name).
 
     Raises:
         InputDataError: the file's arrays do not map onto the model's inputs.
     """
+    names = [s.name for s in specs]
     if len(arrays) == 1 and len(names) == 1:
         return next(iter(arrays.values()))
-    if set(arrays) == set(names):
+    known = {n for s in specs for n in (s.name, s.tensor_name)}
+    if len(arrays) == len(names) and set(arrays) <= known:
         return arrays
     if len(arrays) == len(names) and all(k == f"arr_{i}" for i, k in enumerate(arrays)):
         return list(arrays.values())

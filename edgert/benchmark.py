@@ -224,7 +224,7 @@ def _measure(model, *, threads, delegate, delegate_options, delegate_lib, strict
         arrays: Inputs = random_inputs(model.inputs, seed)
         inputs_text = f"seeded random (seed {seed})"
     elif isinstance(inputs, (str, os.PathLike)):
-        arrays = match_inputs(load_arrays(inputs), [s.name for s in model.inputs], inputs)
+        arrays = match_inputs(load_arrays(inputs), model.inputs, inputs)
         inputs_text = str(inputs)
     else:
         arrays, inputs_text = inputs, "given arrays"

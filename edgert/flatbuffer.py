@@ -216,6 +216,16 @@ class SubgraphInfo:
 
 
 @dataclass(frozen=True)
+class SignatureInfo:
+    """One SignatureDef: the names its author gave a subgraph's inputs and outputs, as (name, tensor index)."""
+
+    key: str
+    subgraph: int
+    inputs: tuple[tuple[str, int], ...]
+    outputs: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
 class FlatModel:
     """What the flatbuffer says, after validation."""
 
@@ -225,6 +235,30 @@ class FlatModel:
     buffer_sizes: tuple[int, ...]
     metadata: tuple[tuple[str, int], ...]  # (name, buffer index)
     buffer_offsets: tuple[int, ...] = ()  # where each buffer's bytes start in the file
+    signatures: tuple[SignatureInfo, ...] = ()
+
+    def main_signature(self) -> SignatureInfo | None:
+        """The signature of the main subgraph that a user addresses: `serving_default` where there is one, else the
+        first that runs subgraph 0."""
+        mains = [s for s in self.signatures if s.subgraph == 0]
+        return next((s for s in mains if s.key == "serving_default"), mains[0] if mains else None)
+
+    def signature_names(self) -> dict[int, str]:
+        """Main-subgraph input and output tensor index -> its signature name (only tensors the signature names,
+        each name once: a file whose signature repeats a name keeps tensor names for those)."""
+        sig = self.main_signature()
+        if sig is None:
+            return {}
+        main = self.subgraphs[0]
+        names: dict[int, str] = {}
+        for entries, allowed in ((sig.inputs, set(main.inputs)), (sig.outputs, set(main.outputs))):
+            counts: dict[str, int] = {}
+            for name, _ in entries:
+                counts[name] = counts.get(name, 0) + 1
+            for name, index in entries:
+                if name and counts[name] == 1 and index in allowed:
+                    names[index] = name
+        return names
 
     def buffer(self, data: bytes, index: int) -> bytes:
         """The bytes of buffer `index` (weights, metadata) of the model `data` this was parsed from."""
@@ -582,5 +616,24 @@ def _parse(data: bytes, source: str) -> FlatModel:
             raise ModelFormatError(f"{source}: metadata {i} refers to missing buffer {buffer}")
         metadata.append((md.string(0, f"metadata {i} name") or "", buffer))
 
+    signatures = []
+    for i, sd in enumerate(model.tables(7, "signature_defs")):
+        where = f"signature {i}"
+        graph = sd.scalar(4, _U32, 0)
+        if graph >= len(subgraphs):
+            raise ModelFormatError(f"{source}: {where} refers to missing subgraph {graph}")
+        n = len(subgraphs[graph].tensors)
+        maps = []
+        for field, what in ((0, "input"), (1, "output")):
+            entries = []
+            for tm in sd.tables(field, f"{where} {what}s"):
+                index = tm.scalar(1, _U32, 0)
+                if index >= n:
+                    raise ModelFormatError(f"{source}: {where} {what} refers to tensor {index}, but subgraph {graph} "
+                                           f"has {n}")
+                entries.append((tm.string(0, f"{where} {what} name") or "", index))
+            maps.append(tuple(entries))
+        signatures.append(SignatureInfo(sd.string(2, f"{where} key") or "", graph, maps[0], maps[1]))
+
     return FlatModel(version, model.string(3, "description") or "", tuple(subgraphs), tuple(buffer_sizes),
-                     tuple(metadata), tuple(buffer_offsets))
+                     tuple(metadata), tuple(buffer_offsets), tuple(signatures))

@@ -13,7 +13,12 @@ from edgert.errors import ModelFormatError
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One model input or output: what `Model.run` expects or returns before (de)quantization."""
+    """One model input or output: what `Model.run` expects or returns before (de)quantization.
+
+    `name` is the name the model's author gave it, from the `.tflite` signature (`image`, `box`); `tensor_name` is
+    the converter's internal tensor name (`serving_default_image:0`, `StatefulPartitionedCall:1`), accepted as an
+    alias. A file without a signature has only tensor names, and then both are the same.
+    """
 
     name: str
     shape: tuple[int, ...]
@@ -23,6 +28,11 @@ class TensorSpec:
     scale: tuple[float, ...] = ()
     zero_point: tuple[int, ...] = ()
     quantized_dimension: int = 0
+    tensor_name: str = ""
+
+    def __post_init__(self):
+        if not self.tensor_name:
+            object.__setattr__(self, "tensor_name", self.name)
 
     @property
     def quantized(self) -> bool:
@@ -48,10 +58,11 @@ class TensorSpec:
         return d
 
     @classmethod
-    def from_flat(cls, t: flatbuffer.TensorInfo) -> TensorSpec:
+    def from_flat(cls, t: flatbuffer.TensorInfo, name: str | None = None) -> TensorSpec:
+        """`name`: the tensor's signature name, where the file's signature gives it one."""
         q = t.quantization
-        return cls(t.name, t.shape, t.dtype, t.index, t.shape_signature,
-                   q.scale if q else (), q.zero_point if q else (), q.quantized_dimension if q else 0)
+        return cls(name or t.name, t.shape, t.dtype, t.index, t.shape_signature,
+                   q.scale if q else (), q.zero_point if q else (), q.quantized_dimension if q else 0, t.name)
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,7 @@ class ModelInfo:
     description: str
     metadata: tuple[str, ...]
     quantization: str  # float32, float16 weights, dynamic range, full integer, int16x8
+    signature: str = ""  # the signature whose names `inputs` and `outputs` carry; "" for a file without one
 
     @property
     def operator_count(self) -> int:
@@ -82,7 +94,7 @@ class ModelInfo:
             "operators": dict(self.operators), "operator_count": self.operator_count,
             "custom_operators": list(self.custom_operators), "tensor_count": self.tensor_count,
             "subgraph_count": self.subgraph_count, "schema_version": self.schema_version,
-            "description": self.description, "metadata": list(self.metadata),
+            "description": self.description, "metadata": list(self.metadata), "signature": self.signature or None,
         }
 
 
@@ -114,14 +126,16 @@ def describe(data: bytes, source: str = "model", flat: flatbuffer.FlatModel | No
     custom = sorted({op.opcode for sg in fm.subgraphs for op in sg.operators if op.custom})
     tensors = [t for sg in fm.subgraphs for t in sg.tensors]
     weight_types = {t.dtype for t in tensors if fm.buffer_sizes[t.buffer] > 0}
+    names = fm.signature_names()
     return ModelInfo(
         path=source, size_bytes=len(data),
-        inputs=tuple(TensorSpec.from_flat(main.tensors[i]) for i in main.inputs),
-        outputs=tuple(TensorSpec.from_flat(main.tensors[i]) for i in main.outputs),
+        inputs=tuple(TensorSpec.from_flat(main.tensors[i], names.get(i)) for i in main.inputs),
+        outputs=tuple(TensorSpec.from_flat(main.tensors[i], names.get(i)) for i in main.outputs),
         operators=tuple(ops.most_common()), custom_operators=tuple(custom),
         tensor_count=len(tensors), subgraph_count=len(fm.subgraphs), schema_version=fm.version,
         description=fm.description, metadata=tuple(name for name, _ in fm.metadata),
         quantization=_quantization_mode(main, weight_types),
+        signature=(fm.main_signature().key or "(unnamed)") if names else "",
     )
 
 

@@ -43,14 +43,15 @@ class _Slot:
         return self.scale != 0.0
 
 
-def _spec_from_details(d: dict) -> TensorSpec:
+def _spec_from_details(d: dict, names: Mapping[int, str]) -> TensorSpec:
     q = d.get("quantization_parameters") or {}
     scales = tuple(float(s) for s in q.get("scales", ()))
+    index = int(d["index"])
     return TensorSpec(
-        name=d["name"], shape=tuple(int(x) for x in d["shape"]), dtype=np.dtype(d["dtype"]).name,
-        index=int(d["index"]), shape_signature=tuple(int(x) for x in d.get("shape_signature", d["shape"])),
+        name=names.get(index) or d["name"], shape=tuple(int(x) for x in d["shape"]), dtype=np.dtype(d["dtype"]).name,
+        index=index, shape_signature=tuple(int(x) for x in d.get("shape_signature", d["shape"])),
         scale=scales, zero_point=tuple(int(z) for z in q.get("zero_points", ())),
-        quantized_dimension=int(q.get("quantized_dimension", 0)),
+        quantized_dimension=int(q.get("quantized_dimension", 0)), tensor_name=d["name"],
     )
 
 
@@ -72,6 +73,7 @@ class Model:
         flat = parse(data, self.path)  # validates the flatbuffer before native code sees it
         self.info: ModelInfo = describe(data, self.path, flat)
         self._flat = flat
+        self._names = flat.signature_names()  # tensor index -> the signature's name for it
         self._check_planned_sizes(None)  # before the interpreter allocates anything
         self.backend: Backend = get_backend()
         self.threads = threads
@@ -106,9 +108,11 @@ class Model:
 
     def _refresh_slots(self) -> None:
         it = self._interpreter
-        self._in = [_Slot.of(_spec_from_details(d)) for d in it.get_input_details()]
-        self._out = [_Slot.of(_spec_from_details(d)) for d in it.get_output_details()]
-        self._by_name = {s.spec.name: i for i, s in enumerate(self._in)}
+        self._in = [_Slot.of(_spec_from_details(d, self._names)) for d in it.get_input_details()]
+        self._out = [_Slot.of(_spec_from_details(d, self._names)) for d in it.get_output_details()]
+        # Inputs by signature name, and by tensor name as an alias where that does not shadow a signature name.
+        self._by_name = {s.spec.tensor_name: i for i, s in enumerate(self._in)}
+        self._by_name.update({s.spec.name: i for i, s in enumerate(self._in)})
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -124,17 +128,37 @@ class Model:
 
     # -- inference ---------------------------------------------------------------------------------------------
 
+    def output_index(self, name: str) -> int:
+        """The position in `outputs` (and in `run`'s list) of the output called `name`: its signature name or its
+        tensor name.
+
+        Raises:
+            InputDataError: no output has that name (the message lists the names there are).
+        """
+        for by in ("name", "tensor_name"):
+            for i, s in enumerate(self._out):
+                if getattr(s.spec, by) == name:
+                    return i
+        raise InputDataError(f"the model has no output '{name}'; its outputs are "
+                             f"{', '.join(s.spec.name for s in self._out)}")
+
+    def run_by_name(self, inputs: Inputs, *, raw: bool = False) -> dict[str, np.ndarray]:
+        """`run`, with the outputs in a dict by name (the signature's names; tensor names in a file without one)."""
+        return dict(zip((s.spec.name for s in self._out), self.run(inputs, raw=raw)))
+
     def run(self, inputs: Inputs, *, raw: bool = False) -> list[np.ndarray]:
         """Run one inference.
 
         Args:
-            inputs: one array (single-input models), a sequence in input order, or a mapping by input name.
+            inputs: one array (single-input models), a sequence in input order, or a mapping by input name (the
+                signature's names, or the tensor names as aliases).
                 Quantized inputs take float arrays, which are quantized with the input's scale and zero point,
                 or arrays of the input's own integer dtype, which are passed through untouched.
             raw: return outputs as the model stores them (int8 for full-integer models) instead of dequantized.
 
         Returns:
-            The outputs in model order, float32 unless `raw` (or the output is not quantized).
+            The outputs in model order, float32 unless `raw` (or the output is not quantized); `run_by_name`
+            returns them by name.
 
         Raises:
             InputDataError: the inputs do not match the model's in count, name, shape or dtype.
@@ -199,13 +223,23 @@ class Model:
     def _bind(self, inputs: Inputs) -> list[np.ndarray]:
         n = len(self._in)
         if isinstance(inputs, Mapping):
-            unknown = sorted(set(inputs) - set(self._by_name))
-            missing = sorted(set(self._by_name) - set(inputs))
-            if unknown or missing:
+            arrays: list = [None] * n
+            unknown, twice = [], []
+            for key, value in inputs.items():
+                position = self._by_name.get(key)
+                if position is None:
+                    unknown.append(key)
+                elif arrays[position] is not None:
+                    twice.append(self._in[position].spec.name)
+                else:
+                    arrays[position] = value
+            missing = [s.spec.name for s, a in zip(self._in, arrays) if a is None]
+            if unknown or missing or twice:
                 raise InputDataError(
-                    f"inputs by name must be exactly {sorted(self._by_name)}; "
-                    f"unknown: {unknown or 'none'}, missing: {missing or 'none'}")
-            return [np.asarray(inputs[s.spec.name]) for s in self._in]
+                    f"inputs by name must be exactly {[s.spec.name for s in self._in]}; "
+                    f"unknown: {sorted(map(str, unknown)) or 'none'}, missing: {missing or 'none'}"
+                    + (f", given twice (by name and by tensor name): {twice}" if twice else ""))
+            return [np.asarray(a) for a in arrays]
         if isinstance(inputs, np.ndarray) or not isinstance(inputs, Sequence):
             if n != 1:
                 raise InputDataError(f"the model has {n} inputs; pass a list or a dict by name, not one array")

@@ -44,9 +44,12 @@ def fmt(value, spec: str = ".2f", missing: str = "-") -> str:
 
 
 def spec_rows(specs) -> list[str]:
+    """A table of inputs or outputs by name; a tensor name that differs from the signature name follows as its
+    alias."""
     rows = [f"  {'#':>2}  {'name':<34} {'shape':<18} {'dtype':<8} quantization"]
     for i, s in enumerate(specs):
-        rows.append(f"  {i:>2}  {s.name:<34} {str(s.shape):<18} {s.dtype:<8} {s.describe_quantization()}")
+        rows.append(f"  {i:>2}  {s.name:<34} {str(s.shape):<18} {s.dtype:<8} {s.describe_quantization()}"
+                    + (f"  (tensor {s.tensor_name})" if s.tensor_name != s.name else ""))
     return rows
 
 

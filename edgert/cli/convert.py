@@ -72,11 +72,13 @@ from edgert.cli._common import examples, fail_cleanly, kib, parse_range, spec_ro
               help="A Python file defining (and registering) the model's own layers.")
 @click.option("--trust-model", is_flag=True,
               help="Allow layers that run Python code stored in the model (Lambda); only for files you trust.")
+@click.option("--signature", metavar="NAME", help="The SavedModel signature to convert, where it has several "
+              "[default: serving_default]; the .tflite carries it as serving_default.")
 @click.option("--force", is_flag=True, help="Overwrite the output (and its .recipe.json/.report.json).")
 @click.option("json_", "--json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
 def convert(model, output, calibration_data, train_data, val_data, eval_data, recipe_path, preset, image_range,
-            force_range, custom_objects, trust_model, seed, force, json_, **options):
+            force_range, custom_objects, trust_model, signature, seed, force, json_, **options):
     """Convert a Keras model (.h5, .keras) or SavedModel directory to TFLite, optionally pruning, clustering,
     distilling and training for quantization on the way."""
     from edgert.converters import ConvertRecipe, RecipeError, recipe_from_options  # TensorFlow loads later
@@ -107,7 +109,7 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
         result = convert_model(model, output, recipe=recipe, calibration_data=calibration_data,
                                train_data=train_data, val_data=val_data, eval_data=eval_data,
                                image_range=image_range, force=force, custom_objects=custom_objects,
-                               trust_model=trust_model, force_range=force_range)
+                               trust_model=trust_model, force_range=force_range, signature=signature)
     except ConversionInterrupted as stopped:
         click.echo(stopped.describe(), err=True)
         raise click.exceptions.Exit(130) from None
@@ -127,6 +129,11 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
         click.echo(f"  accuracy    {src} -> {result.accuracy_tflite:.2%} on {result.eval_samples} samples{drop}")
     if result.agreement is not None:
         click.echo(f"  agreement   {result.agreement.describe()}")
+        if len(result.agreement.outputs) > 1:
+            for o in result.agreement.outputs:
+                measure = (f"max relative difference {o.max_rel_diff:.1e}" if result.agreement.mode == "float32"
+                           else f"cosine {o.cosine:.4f}")
+                click.echo(f"    {o.name:<20} {measure}")
     click.echo(f"  time        {result.duration_s:.1f} s")
     if len(result.stages) > 1:
         click.echo("stages")

@@ -107,6 +107,7 @@ def inspect(model, json_, threads, delegate, delegate_lib, delegate_options, str
     click.echo(f"backend       {backend}")
     if info.metadata:
         click.echo(f"metadata      {', '.join(info.metadata)}")
+    click.echo(f"signature     {info.signature or 'none (tensor names only)'}")
     click.echo("inputs")
     click.echo("\n".join(spec_rows(info.inputs)))
     click.echo("outputs")
@@ -124,7 +125,7 @@ def inspect(model, json_, threads, delegate, delegate_lib, delegate_options, str
 def _load_inputs(path: Path, model: edgert.Model):
     from edgert.arrays import load_arrays, match_inputs
 
-    return match_inputs(load_arrays(path), [s.name for s in model.inputs], path)
+    return match_inputs(load_arrays(path), model.inputs, path)
 
 
 def _summary(name: str, a: np.ndarray) -> str:
