@@ -34,10 +34,21 @@ class KerasFile:
 
     @property
     def label(self) -> str:
+        """What wrote the file, as it says: `Keras 2.0.5 .h5` (standalone Keras 2, and the `keras` package that was
+        tf.keras from TF 2.6 to 2.15), `tf.keras 2.2.4-tf .h5` (TensorFlow's own copy), `tf_keras 2.21.0 .h5` (a
+        Keras 2 file from 2.16 on, when only tf_keras wrote them), `Keras 3.15.1 .keras`."""
         if self.writer == SAVED_MODEL:
             return "SavedModel"
-        keras = "tf_keras" if self.writer == TF_KERAS else "Keras"
-        return f"{keras} {self.keras_version or '(version not recorded)'} .{self.format}"
+        version = self.keras_version
+        if self.writer != TF_KERAS:
+            keras = "Keras"
+        elif version and version.endswith("-tf"):
+            keras = "tf.keras"
+        elif version and version_tuple(version)[:2] >= (2, 16):
+            keras = "tf_keras"
+        else:
+            keras = "Keras" if version else "Keras 2"
+        return f"{keras} {version or '(version not recorded)'} .{self.format}"
 
     @property
     def code_layers(self) -> tuple[str, ...]:

@@ -80,6 +80,43 @@ def _keras_inputs(model) -> tuple[InputShape, ...]:
     return tuple(InputShape(str(t.name).split(":")[0], tuple(t.shape[1:])) for t in model.inputs)
 
 
+def _subclassed(model) -> bool:
+    """A Keras 3 model subclassed from `keras.Model` with its own `call`: no graph of layers, no `inputs`."""
+    try:
+        return not model.inputs
+    except AttributeError:
+        return True
+
+
+def _as_functional(keras, model, path: Path):
+    """A subclassed Keras 3 model as a functional model that calls it on inputs of the shape it was built with, so
+    that it converts like any other. Names are what Keras's exporter gives such a model: `args_0, ...` for the
+    inputs (the model names none), the keys of a dict of outputs, else `output_0, ...`.
+
+    Raises:
+        ModelFormatError: the model was saved without being built, so its input shape is unknown.
+    """
+    config = model.get_build_config() or {}
+    shape = config.get("input_shape")
+    if shape is None:
+        raise ModelFormatError(f"{path}: the subclassed model {type(model).__name__} was saved without being built, "
+                               "so its input shape is unknown; call model.build((None, ...)) (or run it once) "
+                               "before saving")
+    shapes = shape if shape and isinstance(shape[0], (list, tuple)) else [shape]
+    inputs = [keras.Input(tuple(s[1:]), name=f"args_{i}") for i, s in enumerate(shapes)]
+    outputs = model(inputs[0] if len(inputs) == 1 else inputs)
+    if isinstance(outputs, dict):
+        output_names = tuple(sorted(outputs))
+    else:
+        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        output_names = tuple(f"output_{i}" for i in range(len(outputs)))
+        outputs = dict(zip(output_names, outputs))
+    wrapped = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=model.name)
+    names = IONames(tuple(t.name for t in inputs), output_names)
+    return wrapped, names, (f"{type(model).__name__} is a subclassed model: converted as called on its build shape "
+                            f"{tuple(shapes[0])}")
+
+
 def _saved_model_signature(tf, path: Path, key: str | None):
     """The SavedModel's signature `key` (default: `serving_default`, or the only one there is), loaded."""
     loaded = tf.saved_model.load(str(path))
@@ -171,7 +208,7 @@ def open_model(path: str | os.PathLike, custom_objects: str | os.PathLike | dict
     tf, tf_keras = import_tf()
     user = resolve_custom_objects(custom_objects, keras3=found.writer == KERAS3)
     notes: tuple[str, ...] = ()
-    function = None
+    function = names = None
     if found.writer == KERAS3:
         keras = import_keras3()
         installed = keras.__version__
@@ -200,6 +237,9 @@ def open_model(path: str | os.PathLike, custom_objects: str | os.PathLike | dict
                 except Exception:
                     raise first from None
                 notes = (note,)
+            if _subclassed(model):
+                model, names, note = _as_functional(keras, model, p)
+                notes += (note,)
             inputs = _keras_inputs(model)
         elif found.writer == TF_KERAS:
             from edgert.converters.custom_objects import tf_keras_application_layers
@@ -224,6 +264,7 @@ def open_model(path: str | os.PathLike, custom_objects: str | os.PathLike | dict
                 f"{p}: input '{spec.name}' has shape {shape} with unknown dimensions besides the batch; "
                 "rebuild the model with a fixed input shape (e.g. Input(shape=(224, 224, 3))) and save it again")
     kind = "saved_model" if found.writer == SAVED_MODEL else "keras"
-    names = keras_names(model) if model is not None else saved_model_names(function)
+    if names is None:
+        names = keras_names(model) if model is not None else saved_model_names(function)
     return SourceModel(p, kind, inputs, model, found.writer, found, notes, names, signature or DEFAULT_KEY,
                        function, user)

@@ -76,6 +76,7 @@ def _task_values(meta: MetadataSpec, info) -> dict[str, str]:
                 "OUTPUT_ZERO_POINT": str(out.zero_point[0]) if out.quantized else "0",
                 "READ_SCORE": _READ[out.dtype],
                 "SCORE_KIND": "dequantized from " + out.dtype if out.quantized else "as the model outputs it",
+                "RUN_MODEL": _run_one(info), "OUTPUT_NAME": _kotlin_string(out.name),
                 "_labels": meta.labels or tuple(str(i) for i in range(classes))}
     if meta.task == "detection":
         roles = detection_roles(outputs, info.path)
@@ -85,16 +86,31 @@ def _task_values(meta: MetadataSpec, info) -> dict[str, str]:
         if not meta.labels:
             raise MetadataError("a detector needs --labels: its class outputs are indices into the label file")
         boxes, _, _, count = (outputs[i] for i in roles)
+        named = bool(info.signature)
+        keys = [_kotlin_string(outputs[i].name) if named else str(i) for i in roles]
         return {"NUM_CLASSES": str(len(meta.labels)), "MAX_DETECTIONS": str(boxes.shape[1]),
-                "COUNT_BYTES": str(4 * max(1, math.prod(count.shape))), "BOXES_OUTPUT": str(roles[0]),
-                "CLASSES_OUTPUT": str(roles[1]), "SCORES_OUTPUT": str(roles[2]), "COUNT_OUTPUT": str(roles[3]),
+                "COUNT_BYTES": str(4 * max(1, math.prod(count.shape))), "BOXES_OUTPUT": keys[0],
+                "CLASSES_OUTPUT": keys[1], "SCORES_OUTPUT": keys[2], "COUNT_OUTPUT": keys[3],
+                "OUTPUT_KEY": "String" if named else "Int",
+                "RUN_MODEL": ("interpreter.runSignature(mapOf<String, Any>(INPUT_NAME to input),\n"
+                              if named else "interpreter.runForMultipleInputsOutputs(arrayOf<Any>(input),\n"),
                 "_labels": meta.labels}
     out = outputs[0]
     _check_dtype(out, "output")
     classes = out.shape[-1]
     return {"NUM_CLASSES": str(classes), "OUTPUT_HEIGHT": str(out.shape[1]), "OUTPUT_WIDTH": str(out.shape[2]),
             "OUTPUT_DTYPE": out.dtype, "OUTPUT_BYTES": str(_BYTES[out.dtype]), "READ_RAW": _READ_RAW[out.dtype],
+            "RUN_MODEL": _run_one(info), "OUTPUT_NAME": _kotlin_string(out.name),
             "_labels": meta.labels or tuple(str(i) for i in range(classes))}
+
+
+def _run_one(info) -> str:
+    """The Kotlin that runs a one-output model: by the signature's names where the file has a signature (LiteRT's
+    `runSignature`), else by position."""
+    if info.signature:
+        return ("interpreter.runSignature(mapOf<String, Any>(INPUT_NAME to input), "
+                "mapOf<String, Any>(OUTPUT_NAME to output))")
+    return "interpreter.run(input, output)"
 
 
 def _check_dtype(spec, what: str) -> None:
@@ -220,7 +236,7 @@ def export_android(model_path: str | os.PathLike, package: str, out_dir: str | o
         "PACKAGE_PATH": package.replace(".", "/"), "MODEL_SHA256": hashlib.sha256(with_metadata).hexdigest()[:16],
         "MODEL_TITLE": meta.name, "CLASS_NAME": class_name,
         "INPUT_HEIGHT": str(height), "INPUT_WIDTH": str(width), "INPUT_CHANNELS": str(channels),
-        "INPUT_DTYPE": spec_in.dtype,
+        "INPUT_DTYPE": spec_in.dtype, "INPUT_NAME": _kotlin_string(spec_in.name),
         "INPUT_MEAN": ", ".join(_float(v) for v in norm.mean), "INPUT_STD": ", ".join(_float(v) for v in norm.std),
         "INPUT_SCALE": f"{spec_in.scale[0]:.9g}" if spec_in.quantized else "0",
         "INPUT_ZERO_POINT": str(spec_in.zero_point[0]) if spec_in.quantized else "0",

@@ -264,9 +264,10 @@ def _plan(info, meta: MetadataSpec):
 def detection_roles(outputs, source: str = "the model") -> tuple[int, int, int, int]:
     """The output indices of (boxes, classes, scores, count) of an SSD-style detector.
 
-    The converter may store outputs in any order; their names keep the function's order (`X`, `X:1`, `X:2`, `X:3`
-    from TFLite_Detection_PostProcess, `StatefulPartitionedCall:k` from TensorFlow), which is tried first, then the
-    shapes: boxes are [1, N, 4], the count has one element, classes come before scores.
+    The converter may store outputs in any order. The signature's names are tried first where they say the role
+    (`detection_boxes`, `detection_classes`, `detection_scores`, `num_detections`); then the tensor names, which keep
+    the function's order (`X`, `X:1`, `X:2`, `X:3` from TFLite_Detection_PostProcess, `StatefulPartitionedCall:k`
+    from TensorFlow); then the shapes: boxes are [1, N, 4], the count has one element, classes come before scores.
 
     Raises:
         MetadataError: not four outputs of those shapes.
@@ -277,14 +278,21 @@ def detection_roles(outputs, source: str = "the model") -> tuple[int, int, int, 
                             f"of detections; {source} has {len(outputs)} ({shapes})")
 
     def key(i):
-        base, _, k = outputs[i].name.rpartition(":")
-        return (base, int(k)) if base and k.isdigit() else (outputs[i].name, 0)
+        tensor = getattr(outputs[i], "tensor_name", outputs[i].name)
+        base, _, k = tensor.rpartition(":")
+        return (base, int(k)) if base and k.isdigit() else (tensor, 0)
 
     def fits(order) -> bool:
         boxes, classes, scores, count = (outputs[i].shape for i in order)
         n = boxes[1] if len(boxes) == 3 and boxes[2] == 4 else None
         return n is not None and classes[-1:] == (n,) and scores[-1:] == (n,) and math.prod(count) == 1
 
+    words = (("box", "location"), ("class", "categor", "label"), ("score", "confidence"), ("num", "count"))
+    by_role = [[i for i in range(4) if any(w in outputs[i].name.lower() for w in role)] for role in words]
+    if all(len(found) == 1 for found in by_role) and len({f[0] for f in by_role}) == 4:
+        named = tuple(f[0] for f in by_role)
+        if fits(named):
+            return named
     if len({key(i)[0] for i in range(4)}) == 1:
         by_name = tuple(sorted(range(4), key=key))
         if fits(by_name):

@@ -113,6 +113,31 @@ def two_input_tflite(models_dir):
     return convert(path, models_dir / "two_inputs.tflite").output_path
 
 
+def keras3_named_model(path):
+    """A Keras 3 `.keras` with an input `image` (8x8x1) and a dict of two outputs of equal shape, `score` and
+    `box` (the dict lists score first; the signature sorts them): the case where order and shape cannot say which
+    output is which."""
+    from edgert.converters._tf import import_keras3
+
+    keras = import_keras3()
+    image = keras.Input((8, 8, 1), name="image")
+    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(keras.layers.Flatten()(image))
+    score = keras.layers.Dense(4, activation="sigmoid", name="score_head")(hidden)
+    box = keras.layers.Dense(4, name="box_head")(hidden)
+    keras.Model(image, {"score": score, "box": box}).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def named_tflite(models_dir):
+    """`keras3_named_model` converted to float32: signature names (`image`, `box`, `score`) that differ from the
+    tensor names."""
+    from edgert.converters import convert
+
+    source = keras3_named_model(models_dir / "named.keras")
+    return convert(source, models_dir / "named.tflite").output_path
+
+
 @pytest.fixture(scope="session")
 def custom_op_tflite(models_dir):
     """A model whose only operator is the custom op `Igamma` (no TFLite kernel)."""

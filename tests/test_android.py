@@ -105,7 +105,10 @@ def _compile(sources: list[Path], work: Path) -> Path:
     return work
 
 
-def _run(work: Path, task: str, class_name: str, assets: Path, gray: np.ndarray, outputs: list[bytes]) -> dict:
+def _run(work: Path, task: str, class_name: str, assets: Path, gray: np.ndarray, outputs: list[bytes],
+         names: tuple[str, list[str]] | None = None) -> dict:
+    """Run the generated class; `names` (the input's and the outputs' signature names, in the order of `outputs`)
+    make the stand-in interpreter answer `runSignature` only under those names."""
     pixels = (0xFF << 24) | (gray.astype(np.int64) << 16) | (gray.astype(np.int64) << 8) | gray.astype(np.int64)
     (work / "pixels.bin").write_bytes(pixels.astype("<u4").tobytes())
     files = []
@@ -114,7 +117,8 @@ def _run(work: Path, task: str, class_name: str, assets: Path, gray: np.ndarray,
         files[-1].write_bytes(data)
     done = subprocess.run(["java", "-cp", f"{work}/stubs:{work}/generated.jar:{work}/harness", "Harness", task,
                            class_name, str(assets), str(work / "pixels.bin"), str(gray.shape[1]), str(gray.shape[0]),
-                           ",".join(map(str, files))], capture_output=True, text=True, timeout=60)
+                           ",".join(map(str, files)), *((names[0], ",".join(names[1])) if names else ())],
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     result["log"] = done.stderr
@@ -133,8 +137,9 @@ def test_generated_classes_compile_and_prepare_what_edgert_would_feed(int8_tflit
     # int8: the bytes the classifier feeds are what edgert's runtime makes of the same pixels.
     model = edgert.load(int8_tflite)
     raw_out = np.random.default_rng(4).integers(-128, 128, 10).astype(np.int8)
+    names = (model.inputs[0].name, [model.outputs[0].name])  # the generated class runs the signature by name
     r = _run(work, "classification", "com.example.digits.DigitsInt8Classifier", int8_out / "app/src/main/assets",
-             gray, [raw_out.tobytes()])
+             gray, [raw_out.tobytes()], names)
     spec = model.inputs[0]
     x = (gray.astype(np.float32) - 0.0) / 255.0
     q = np.clip(np.floor(x / np.float32(spec.scale[0]) + 0.5) + spec.zero_point[0], -128, 127).astype(np.int8)
@@ -159,7 +164,7 @@ def test_generated_classes_compile_and_prepare_what_edgert_would_feed(int8_tflit
     raw_float = np.random.default_rng(5).uniform(0, 1, 10).astype(np.float32)
     gray16 = gray % 17
     r = _run(work, "classification", "com.example.digits.DigitsClassifier", float_out / "app/src/main/assets",
-             gray16, [raw_float.tobytes()])
+             gray16, [raw_float.tobytes()], names)
     fed = np.frombuffer(np.array(r["input"], np.int8).tobytes(), np.float32)
     np.testing.assert_allclose(fed, gray16.ravel().astype(np.float32) / 16.0, rtol=1e-6)
     np.testing.assert_allclose(r["scores"], raw_float, rtol=1e-6)
@@ -251,9 +256,12 @@ def test_detector_and_segmenter_compile_and_read_their_outputs(detector_and_segm
     segd = export_android(seg, "com.example.seg", seg_out, meta=MetadataSpec(name="Parts", task="segmentation"))
     assert (det.class_name, segd.class_name) == ("SsdDetector", "SegInt8Segmenter")
     source = (det_out / det.kotlin_source).read_text()
-    roles = metadata.detection_roles(edgert.inspect_model(ssd).outputs)
+    info = edgert.inspect_model(ssd)
+    roles = metadata.detection_roles(info.outputs)
+    assert info.signature  # the generated class addresses the outputs by their signature names
     for role, index in zip(("BOXES", "CLASSES", "SCORES", "COUNT"), roles):
-        assert f"private const val {role}_OUTPUT = {index}" in source
+        assert f'private const val {role}_OUTPUT = "{info.outputs[index].name}"' in source
+    assert "runSignature(" in source and "runForMultipleInputsOutputs" not in source
     assert [t.name for t in det.metadata.outputs][roles[1]] == "category"  # metadata follows the same roles
     work = _compile([det_out / det.kotlin_source, seg_out / segd.kotlin_source], tmp_path / "jvm")
 
@@ -265,7 +273,8 @@ def test_detector_and_segmenter_compile_and_read_their_outputs(detector_and_segm
     by_role = [boxes.tobytes(), classes.tobytes(), scores.tobytes(), count.tobytes()]
     outputs = [by_role[roles.index(i)] for i in range(4)]  # as the interpreter would fill its outputs
     gray = np.full((32, 32), 128)
-    r = _run(work, "detection", "com.example.det.SsdDetector", det_out / "app/src/main/assets", gray, outputs)
+    names = (info.inputs[0].name, [o.name for o in info.outputs])
+    r = _run(work, "detection", "com.example.det.SsdDetector", det_out / "app/src/main/assets", gray, outputs, names)
     assert r["detections"] == ("[Detection(label=cat, score=0.9, left=6.4, top=3.2, right=19.2, bottom=16.0), "
                                "Detection(label=bird, score=0.7, left=16.0, top=8.0, right=32.0, bottom=24.0), "
                                "Detection(label=dog, score=0.6, left=0.0, top=0.0, right=16.0, bottom=16.0)]")
@@ -273,8 +282,10 @@ def test_detector_and_segmenter_compile_and_read_their_outputs(detector_and_segm
     np.testing.assert_allclose(fed, np.full(16 * 16 * 3, 128 / 255, np.float32), rtol=1e-6)
 
     raw = np.random.default_rng(6).integers(-128, 128, (16 * 16, 4)).astype(np.int8)
+    seg_info = edgert.inspect_model(seg)
     r = _run(work, "segmentation", "com.example.seg.SegInt8Segmenter", seg_out / "app/src/main/assets",
-             np.random.default_rng(7).integers(0, 256, (16, 16)), [raw.tobytes()])
+             np.random.default_rng(7).integers(0, 256, (16, 16)), [raw.tobytes()],
+             (seg_info.inputs[0].name, [seg_info.outputs[0].name]))
     assert r["mask"] == raw.argmax(axis=1).tolist()
     assert r["delegate"] == "cpu" and r["closed"] is True
 

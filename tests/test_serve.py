@@ -142,11 +142,39 @@ def test_metadata_config_and_repository_index(served, int8_tflite):
     assert meta["outputs"][0]["shape"] == [-1, 10] and meta["versions"] == [meta["versions"][0]]
     config = client.get_model_config("digits_int8")
     assert config["parameters"]["delegate"] == model.delegation.used
+    # Triton's own schema: the batch dimension is dynamic, so the model batches and dims leave it out.
+    assert config["max_batch_size"] >= 1 and "dynamic_batching" not in config
+    assert config["input"] == [{"name": model.inputs[0].name, "data_type": "TYPE_FP32", "dims": [8, 8, 1]}]
+    assert config["output"][0]["dims"] == [10] and config["output"][0]["data_type"] == "TYPE_FP32"
     assert client.is_model_ready("digits") and not client.is_model_ready("nope")
     index = client.get_model_repository_index()
     assert {row["name"]: row["state"] for row in index} == {"digits": "READY", "digits_int8": "READY",
                                                              "two": "READY"}
     assert served.http("GET", "/v2")[0] == 200
+
+
+def test_signature_names_are_the_interface_and_tensor_names_aliases(named_tflite, digits_x):
+    """A model whose signature names differ from its tensor names: metadata, config and answers use the
+    signature's names; a client that still sends the tensor names is answered too."""
+    model = edgert.load(named_tflite)
+    assert [s.name for s in model.inputs] == ["image"] and {s.name for s in model.outputs} == {"box", "score"}
+    assert all(s.tensor_name != s.name for s in model.outputs)
+    with Running(ServeConfig(models={"named": Path(named_tflite)}, poll=0)) as served:
+        client = served.client()
+        meta = client.get_model_metadata("named")
+        assert [t["name"] for t in meta["outputs"]] == [s.name for s in model.outputs]
+        config = client.get_model_config("named")
+        assert [t["name"] for t in config["output"]] == [s.name for s in model.outputs]
+        x = digits_x[:2]
+        expected = model.run_by_name(x)
+        for key in ("image", model.inputs[0].tensor_name):
+            inputs = [th.InferInput(key, list(x.shape), "FP32")]
+            inputs[0].set_data_from_numpy(x)
+            alias = next(s.tensor_name for s in model.outputs if s.name == "score")
+            asked = [th.InferRequestedOutput("box"), th.InferRequestedOutput(alias)]
+            result = client.infer("named", inputs, outputs=asked)
+            np.testing.assert_array_equal(result.as_numpy("box"), expected["box"])
+            np.testing.assert_array_equal(result.as_numpy(alias), expected["score"])
 
 
 def test_bad_requests_get_a_json_error_naming_the_tensor(served, digits_x):

@@ -115,6 +115,15 @@ def _tensor_meta(spec, quantized_as_float: bool = True) -> dict:
     return {"name": spec.name, "datatype": datatype(shown), "shape": list(spec.shape_signature or spec.shape)}
 
 
+def _config_tensor(spec, batched: bool) -> dict:
+    """One input or output in Triton's model-config schema: `data_type` (TYPE_FP32, ...) and `dims`, without the
+    batch dimension when the model batches (Triton's `max_batch_size` > 0), else the exact shape."""
+    shown = _tensor_meta(spec)
+    kserve = shown["datatype"]
+    dims = list(spec.shape_signature or spec.shape)[1:] if batched else list(spec.shape)
+    return {"name": spec.name, "data_type": "TYPE_STRING" if kserve == "BYTES" else f"TYPE_{kserve}", "dims": dims}
+
+
 def bind_inputs(model, request: InferRequest) -> tuple[list[np.ndarray], int]:
     """The request's tensors in model order, checked against the model's names, shapes and datatypes, and in the
     types the model stores.
@@ -127,14 +136,20 @@ def bind_inputs(model, request: InferRequest) -> tuple[list[np.ndarray], int]:
     """
     specs = model.inputs
     names = [s.name for s in specs]
-    unknown = [n for n in request.inputs if n not in names]
-    missing = [n for n in names if n not in request.inputs]
+    given = request.inputs
+    if any(n not in given for n in names):  # tensor names are aliases of the signature's names
+        aliases = {s.tensor_name: s.name for s in specs if s.tensor_name not in names}
+        given = {aliases.get(n, n): a for n, a in request.inputs.items()}
+        if len(given) != len(request.inputs):
+            raise InputDataError(f"an input is given both by name and by tensor name; the model's inputs are {names}")
+    unknown = [n for n in given if n not in names]
+    missing = [n for n in names if n not in given]
     if unknown or missing:
         raise InputDataError(f"unknown input(s) {unknown or 'none'}, missing {missing or 'none'}; the model's inputs "
                              f"are {names}")
     arrays, rows = [], None
     for spec in specs:
-        a = request.inputs[spec.name]
+        a = given[spec.name]
         storage = np.dtype(spec.dtype)
         advertised = np.dtype(np.float32) if spec.quantized else storage
         if a.dtype not in (advertised, storage):
@@ -237,13 +252,16 @@ def create_app(config: ServeConfig, server: Server | None = None) -> Starlette:
         if error:
             return error
         model = entry.model
-        batchable = all(s.shape_signature[:1] == (-1,) for s in model.inputs)
+        # Triton's schema: a model whose batch dimension is dynamic batches (max_batch_size > 0, dims without it);
+        # one with a fixed shape does not (max_batch_size 0, its exact dims), so Triton's tools need no --shape.
+        batchable = all(s.shape_signature[:1] == (-1,) for s in model.inputs + model.outputs)
         return JSONResponse({
             "name": entry.name, "platform": "tensorflow_lite", "backend": "edgert",
-            "max_batch_size": config.max_batch if batchable and config.max_batch > 1 else 0,
-            "dynamic_batching": {"max_queue_delay_microseconds": int(config.batch_timeout_ms * 1e3)}
-            if batchable and config.max_batch > 1 else None,
-            "input": [_tensor_meta(s) for s in model.inputs], "output": [_tensor_meta(s) for s in model.outputs],
+            "max_batch_size": max(config.max_batch, 1) if batchable else 0,
+            **({"dynamic_batching": {"max_queue_delay_microseconds": int(config.batch_timeout_ms * 1e3)}}
+               if batchable and config.max_batch > 1 else {}),
+            "input": [_config_tensor(s, batchable) for s in model.inputs],
+            "output": [_config_tensor(s, batchable) for s in model.outputs],
             "parameters": {"delegate": model.delegation.used, "delegation": model.delegation.describe(),
                            "path": model.path, "stale": entry.stale}})
 
@@ -311,7 +329,8 @@ def create_app(config: ServeConfig, server: Server | None = None) -> Starlette:
             raise _NotReady(f"model '{entry.name}' is not ready: {entry.error}")
         model = loaded.replicas[0]
         out_names = [s.name for s in model.outputs]
-        wrong = [n for n in decoded.outputs if n not in out_names]
+        aliases = {s.tensor_name: s.name for s in model.outputs if s.tensor_name not in out_names}
+        wrong = [n for n in decoded.outputs if n not in out_names and n not in aliases]
         if wrong:
             raise InputDataError(f"unknown output(s) {wrong}; the model's outputs are {out_names}")
         arrays, rows = bind_inputs(model, decoded)
@@ -322,7 +341,7 @@ def create_app(config: ServeConfig, server: Server | None = None) -> Starlette:
             outputs = await asyncio.wrap_future(future)
         except CancelledError:
             raise Stopped("the request was cancelled") from None
-        body, json_size = encode_infer(entry.name, job.version, decoded, out_names, outputs)
+        body, json_size = encode_infer(entry.name, job.version, decoded, out_names, outputs, aliases)
         headers = {"Content-Type": "application/octet-stream" if json_size is not None else "application/json"}
         if json_size is not None:
             headers["Inference-Header-Content-Length"] = str(json_size)

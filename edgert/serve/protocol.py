@@ -169,13 +169,14 @@ def decode_infer(body: bytes, header_length: str | None = None) -> InferRequest:
 
 
 def encode_infer(model: str, version: str, request: InferRequest, names: list[str],
-                 arrays: list[np.ndarray]) -> tuple[bytes, int | None]:
-    """The response body and, when it carries binary tensors, the length of its JSON part."""
+                 arrays: list[np.ndarray], aliases: dict[str, str] | None = None) -> tuple[bytes, int | None]:
+    """The response body and, when it carries binary tensors, the length of its JSON part. An output asked for by
+    an alias (its tensor name; `aliases` maps it to its name) is answered under the name it was asked for."""
     chosen = request.outputs or tuple(names)
     by_name = dict(zip(names, arrays))
     tensors, blobs = [], []
     for name in chosen:
-        array = np.ascontiguousarray(by_name[name])
+        array = np.ascontiguousarray(by_name[name] if name in by_name else by_name[(aliases or {})[name]])
         tensor = {"name": name, "datatype": datatype(array.dtype), "shape": list(array.shape)}
         if request.binary.get(name, request.binary_default):
             raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()

@@ -5,7 +5,8 @@ import java.nio.file.Files;
 import java.nio.file.Paths;
 
 /** Runs a generated class on the JVM and prints what it did as JSON:
- *  java Harness TASK CLASS ASSETS_DIR PIXELS(int32 LE, W*H) W H OUTPUT_FILE[,OUTPUT_FILE...] */
+ *  java Harness TASK CLASS ASSETS_DIR PIXELS(int32 LE, W*H) W H OUTPUT_FILE[,OUTPUT_FILE...]
+ *       [INPUT_NAME OUTPUT_NAME[,OUTPUT_NAME...]]  (the model's signature names, in the order of the files) */
 public class Harness {
     public static void main(String[] args) throws Exception {
         String task = args[0];
@@ -16,6 +17,10 @@ public class Harness {
         java.nio.ByteBuffer.wrap(raw).order(java.nio.ByteOrder.LITTLE_ENDIAN).asIntBuffer().get(pixels);
         org.tensorflow.lite.Interpreter.nextOutputs = new java.util.ArrayList<>();
         for (String f : args[6].split(",")) org.tensorflow.lite.Interpreter.nextOutputs.add(Files.readAllBytes(Paths.get(f)));
+        if (args.length > 8) {
+            org.tensorflow.lite.Interpreter.inputNames = java.util.Arrays.asList(args[7]);
+            org.tensorflow.lite.Interpreter.outputNames = java.util.Arrays.asList(args[8].split(","));
+        }
         Context context = new Context() {
             public AssetManager getAssets() { return new AssetManager(assets); }
         };

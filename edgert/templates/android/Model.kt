@@ -34,6 +34,8 @@ class %%{CLASS_NAME}(context: Context, numThreads: Int = 4) : Closeable {
         const val INPUT_WIDTH = %%{INPUT_WIDTH}
         const val INPUT_CHANNELS = %%{INPUT_CHANNELS}
         const val INPUT_DTYPE = "%%{INPUT_DTYPE}"
+        /** The input's name in the model's signature. */
+        const val INPUT_NAME = %%{INPUT_NAME}
         const val NUM_CLASSES = %%{NUM_CLASSES}
 
         /** A pixel value v in %%{RANGE_LOW}..%%{RANGE_HIGH} becomes the model's input (v - INPUT_MEAN) / INPUT_STD. */
