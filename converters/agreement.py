@@ -1,5 +1,6 @@
 """Numerical agreement of a converted `.tflite` with the model it came from, measured through the edgert runtime.
 
+Outputs are paired by name (the source's output names, the `.tflite`'s signature names), never by order or shape.
 Float models are judged by the largest difference relative to the largest output (`max_rel_diff`); quantized ones
 by the cosine similarity of each output, top-1 agreement for classifier-shaped outputs and SQNR. A poor result is a
 warning in the report and on the terminal: the report's promise is that the `.tflite` computes what the model does.

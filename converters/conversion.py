@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,97 +22,16 @@ from edgert.converters.recipe import (
     TrainConfig,
 )
 from edgert.converters.agreement import Agreement
+from edgert.converters.measure import Background, interleaved_p50, seeded_samples, tflite_accuracy
+from edgert.converters.results import ConversionResult, StageReport
 from edgert.converters.sources import check_source, open_model
 from edgert.errors import InputDataError, brief
 from edgert.files import atomic_path, check_output_path, write_bytes_atomic
-from edgert.info import TensorSpec, describe
+from edgert.info import describe
 
 DROP_WARNING = 5.0  # accuracy points lost that earn a warning line
 FULL_INTEGER_HINT = ("weights only were quantized (dynamic range); full-integer models, as the Edge TPU and NNAPI "
                      "int8 need, require --calibration-data")
-
-
-@dataclass(frozen=True)
-class StageReport:
-    """The model after one stage: size, weights and what the stage did."""
-
-    stage: str
-    seconds: float
-    params: int
-    size_bytes: int
-    gzip_bytes: int
-    sparsity: dict[str, float] = field(default_factory=dict)  # fraction of zero weights per layer
-    clusters: dict[str, int] = field(default_factory=dict)  # distinct weight values per clustered layer
-    quantized_layers: tuple[str, ...] = ()
-    float_layers: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "seconds": round(self.seconds, 3)}
-
-
-@dataclass(frozen=True)
-class ConversionResult:
-    """What `convert` produced, with the per-stage report that is also saved as `<output>.report.json`."""
-
-    source_path: str
-    output_path: str
-    mode: Quantization
-    source_size_bytes: int
-    output_size_bytes: int
-    output_gzip_bytes: int
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    calibration_samples: int
-    duration_s: float
-    recipe: ConvertRecipe
-    stages: tuple[StageReport, ...] = ()
-    accuracy_source: float | None = None
-    accuracy_tflite: float | None = None
-    eval_samples: int = 0
-    edgetpu_output: str | None = None
-    notes: tuple[str, ...] = ()
-    source_format: str = ""  # what wrote the model, read from the file: "Keras 3.15.1 .keras", "SavedModel"
-    agreement: Agreement | None = None  # the .tflite against the model it was converted from
-    warnings: tuple[str, ...] = ()
-    channels: object | None = None  # the ChannelPruneReport of --prune-channels: per layer and for the model
-
-    @property
-    def size_ratio(self) -> float:
-        """Source size divided by output size (4.0 means four times smaller)."""
-        return self.source_size_bytes / self.output_size_bytes
-
-    @property
-    def accuracy_drop(self) -> float | None:
-        """Accuracy points lost from the original model to the final .tflite (positive means worse)."""
-        if self.accuracy_source is None or self.accuracy_tflite is None:
-            return None
-        return (self.accuracy_source - self.accuracy_tflite) * 100
-
-    @property
-    def recipe_path(self) -> str:
-        return self.output_path + ".recipe.json"
-
-    @property
-    def report_path(self) -> str:
-        return self.output_path + ".report.json"
-
-    def to_dict(self) -> dict:
-        return {
-            "source_path": self.source_path, "output_path": self.output_path, "mode": self.mode.value,
-            "source_size_bytes": self.source_size_bytes, "output_size_bytes": self.output_size_bytes,
-            "output_gzip_bytes": self.output_gzip_bytes, "size_ratio": round(self.size_ratio, 3),
-            "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
-            "calibration_samples": self.calibration_samples, "duration_s": round(self.duration_s, 3),
-            "recipe": self.recipe.to_dict(), "stages": [s.to_dict() for s in self.stages],
-            "accuracy_source": self.accuracy_source, "accuracy_tflite": self.accuracy_tflite,
-            "accuracy_drop_points": None if self.accuracy_drop is None else round(self.accuracy_drop, 3),
-            "eval_samples": self.eval_samples, "edgetpu_output": self.edgetpu_output, "notes": list(self.notes),
-            "source_format": self.source_format,
-            "agreement": None if self.agreement is None else self.agreement.to_dict(),
-            "warnings": list(self.warnings), "recipe_path": self.recipe_path, "report_path": self.report_path,
-            "channels": None if self.channels is None else self.channels.to_dict(),
-        }
 
 
 def default_output_path(model_path: str | os.PathLike, mode: Quantization) -> Path:
@@ -350,7 +267,7 @@ class _Run:
             self._channel_latency(tf, source, calibration, flatbuffer)
         info = describe(flatbuffer, str(out))  # never write a model the runtime could not read back
         # zlib releases the GIL: the compressed size (seconds for a 100 MB model) is measured beside the checks.
-        gzipped = _Background(lambda: len(gzip.compress(flatbuffer, 6)))
+        gzipped = Background(lambda: len(gzip.compress(flatbuffer, 6)))
         result_extra["output_gzip_bytes"] = gzipped
         self.step = "checking the .tflite against the model"
         with atomic_path(out) as tmp:
@@ -358,7 +275,7 @@ class _Run:
             result_extra["agreement"] = self._agreement(tf, tmp, source, model, reference, calibration, data)
             if "eval" in data:
                 self.step = "measuring the .tflite's accuracy"
-                result_extra["accuracy_tflite"] = _tflite_accuracy(tmp, data["eval"])
+                result_extra["accuracy_tflite"] = tflite_accuracy(tmp, data["eval"])
         try:
             return self._finish(out, source, flatbuffer, info, calibration, result_extra)
         except BaseException:
@@ -425,7 +342,7 @@ class _Run:
         elif "eval" in data:
             samples, what = [data["eval"].x[:n]], "evaluation samples"
         else:
-            samples, what = _seeded_samples(source.inputs, n), "seeded random inputs"
+            samples, what = seeded_samples(source.inputs, n), "seeded random inputs"
         if model is not None:
             from edgert.converters.keras3 import call_model
 
@@ -437,7 +354,7 @@ class _Run:
 
             def reference(xs):
                 outputs = signature(**{spec.name: tf.constant(x) for spec, x in zip(source.inputs, xs)})
-                return {k: np.asarray(v) for k, v in outputs.items()}
+                return {k: np.asarray(outputs[k]) for k in sorted(outputs)}
         return agreement.measure(self.mode.value, str(tflite_path), reference, reference_name, samples, what,
                                  source.names.inputs if model is not None else [s.name for s in source.inputs])
 
@@ -567,7 +484,7 @@ class _Run:
                 path = Path(folder) / f"{label}.tflite"
                 path.write_bytes(data)
                 timings[label] = path
-            p50 = _interleaved_p50(timings)
+            p50 = interleaved_p50(timings)
         ratio = p50["sparse"] / p50["dense"]
         keep = ratio < 0.95
         self.notes.append(f"sparse encoding (XNNPACK sparse inference): {p50['sparse']:.3f} vs {p50['dense']:.3f} ms "
@@ -590,7 +507,7 @@ class _Run:
             paths = {"before": Path(folder) / "before.tflite", "after": Path(folder) / "after.tflite"}
             paths["before"].write_bytes(unpruned)
             paths["after"].write_bytes(pruned)
-            p50 = _interleaved_p50(paths)
+            p50 = interleaved_p50(paths)
         report = self.channel_report
         report.latency_before_ms, report.latency_after_ms = p50["before"], p50["after"]
         self.notes.append(f"channels: p50 {p50['before']:.3f} -> {p50['after']:.3f} ms here (single thread, "
@@ -622,60 +539,3 @@ class _Run:
             notes.append("no --train-data: the pruned model was not fine-tuned, so expect an accuracy drop")
         self._stage("channels", time.perf_counter() - t0, pruned, notes=notes)
         return pruned
-
-
-def _interleaved_p50(paths: dict[str, Path], seconds: float = 1.0) -> dict[str, float]:
-    """Median single-thread latency (ms) of each model on the same seeded inputs, alternating in short rounds."""
-    import edgert
-    from edgert.arrays import random_inputs
-
-    models = {label: edgert.load(path, threads=1) for label, path in paths.items()}
-    prepared = {label: m.prepare(random_inputs(m.inputs)) for label, m in models.items()}
-    times: dict[str, list[float]] = {label: [] for label in models}
-    deadline = time.perf_counter() + seconds * len(models)
-    while time.perf_counter() < deadline or min(len(t) for t in times.values()) < 5:
-        for label, run in prepared.items():
-            started = time.perf_counter()
-            run()
-            times[label].append(time.perf_counter() - started)
-    return {label: float(np.median(t)) * 1e3 for label, t in times.items()}
-
-
-class _Background:
-    """A function run in a thread; `result()` waits for it (and raises what it raised)."""
-
-    def __init__(self, fn):
-        import threading
-
-        self._value, self._error = None, None
-
-        def run():
-            try:
-                self._value = fn()
-            except BaseException as exc:  # handed to whoever asks for the result
-                self._error = exc
-
-        self._thread = threading.Thread(target=run, name="edgert-background", daemon=True)
-        self._thread.start()
-
-    def result(self):
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
-def _seeded_samples(inputs, n: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.random((n, *spec.shape), dtype=np.float32) for spec in inputs]
-
-
-def _tflite_accuracy(path, data) -> float:
-    import edgert
-
-    model = edgert.load(path)
-    correct = 0
-    for start in range(0, len(data), 256):
-        predictions = model.run(data.x[start:start + 256])[0]
-        correct += int((predictions.argmax(axis=1) == data.y[start:start + 256]).sum())
-    return correct / len(data)

@@ -160,9 +160,9 @@ def _load_error(found: KerasFile, installed: str, exc: Exception) -> ModelFormat
         match = pattern.search(text)
         if match:
             name = match.group(1).split(">")[-1]
-            return ModelFormatError(f"{p}: {keras} does not know the class '{name}' used in the model; give its "
-                                    f"definition with --custom-objects FILE.py (a file that defines it and registers "
-                                    f"it with @keras.saving.register_keras_serializable())")
+            return ModelFormatError(f"{p}: {keras} does not know the class '{name}' used in the model; give it with "
+                                    f"--custom-objects FILE.py, a file that defines or imports it (or lists it in a "
+                                    f"module-level custom_objects dict, {{'{name}': {name}}})")
     return ModelFormatError(f"{p}: cannot load the model with {keras} {installed} ({brief(exc, 240)})")
 
 

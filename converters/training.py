@@ -30,8 +30,12 @@ def seed_everything(seed: int) -> None:
 
 
 def outputs_are_probabilities(model, x: np.ndarray) -> bool:
-    """True when the model already ends in a softmax (rows in [0, 1] summing to 1), so losses take no logits."""
-    p = np.asarray(model(x[:16], training=False))
+    """True when the model already ends in a softmax (rows in [0, 1] summing to 1), so losses take no logits. A model
+    with several outputs (a list or a dict) is not a classifier: False."""
+    p = model(x[:16], training=False)
+    if isinstance(p, (dict, list, tuple)):
+        return False
+    p = np.asarray(p)
     return bool(np.all(p >= -1e-6) and np.all(p <= 1 + 1e-6) and np.allclose(p.sum(axis=-1), 1, atol=1e-3))
 
 

@@ -24,7 +24,7 @@ def test_description_matches_interpreter(converted, mode):
                            (info.outputs, interpreter.get_output_details())):
         assert len(specs) == len(details)
         for spec, d in zip(specs, details):
-            assert spec.name == d["name"]
+            assert spec.tensor_name == d["name"]
             assert spec.shape == tuple(d["shape"])
             assert spec.dtype == np.dtype(d["dtype"]).name
             q = d["quantization_parameters"]
@@ -32,6 +32,10 @@ def test_description_matches_interpreter(converted, mode):
             assert spec.zero_point == tuple(q["zero_points"])
     ops = sorted(op["op_name"] for op in interpreter._get_ops_details())
     assert sorted(name for name, n in info.operators for _ in range(n)) == ops
+    # The names come from the signature, as the interpreter's own signature runner reads it.
+    listed = interpreter.get_signature_list()[info.signature]
+    assert sorted(s.name for s in info.inputs) == sorted(listed["inputs"])
+    assert sorted(s.name for s in info.outputs) == sorted(listed["outputs"])
 
 
 def test_quantization_modes_are_named(converted):
@@ -146,3 +150,23 @@ def test_weights_shorter_than_their_shape_are_refused(float_tflite, tmp_path):
     with pytest.raises(ModelFormatError, match=rf"declares shape \[{grown[0]}, .*but its buffer \d+ holds "
                                                 rf"{flat.buffer_sizes[weights.buffer]} bytes"):
         edgert.load(bad)
+
+
+def test_a_signature_that_names_a_missing_tensor_is_refused(converted, tmp_path):
+    """The signature's tensor indices are checked like every other index: LiteRT's signature runner would read
+    past the subgraph's tensors."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from edgert.errors import ModelFormatError
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(open(converted["float32"].output_path, "rb").read()))
+    model.signatureDefs[0].outputs[0].tensorIndex = 99999
+    bad = tmp_path / "bad_signature.tflite"
+    bad.write_bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    with pytest.raises(ModelFormatError, match=r"signature 0 output refers to tensor 99999, but subgraph 0 has \d+"):
+        edgert.inspect_model(bad)
+    model.signatureDefs[0].outputs[0].tensorIndex = model.subgraphs[0].inputs[0]  # an input named as an output
+    odd = tmp_path / "odd_signature.tflite"
+    odd.write_bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    info = edgert.inspect_model(odd)  # valid indices: the model loads, and that tensor keeps its tensor name
+    assert info.outputs[0].name == info.outputs[0].tensor_name
