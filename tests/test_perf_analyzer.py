@@ -42,12 +42,14 @@ def server(float_tflite, fixed_batch_tflite):
                                 "--no-access-log"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     client = th.InferenceServerClient(f"127.0.0.1:{port}")
 
-    wait_until(client.is_server_ready, seconds=60, failure=lambda: f"edgert serve did not start: "
-               f"{process.stderr.read()[-2000:] if process.poll() is not None else 'not ready in 60 s'}",
-               alive=lambda: process.poll() is None)
-    yield port, client
-    process.terminate()
-    process.wait(30)
+    try:
+        wait_until(client.is_server_ready, seconds=60, failure=lambda: f"edgert serve did not start: "
+                   f"{process.stderr.read()[-2000:] if process.poll() is not None else 'not ready in 60 s'}",
+                   alive=lambda: process.poll() is None)
+        yield port, client
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 def _perf_analyzer(port: int, model: str, *extra: str) -> subprocess.CompletedProcess:

@@ -183,7 +183,7 @@ def test_bad_requests_get_a_json_error_naming_the_tensor(served, digits_x):
     cases = [
         ({name: digits_x[:, :4]}, "has shape [5, 4, 8, 1]; the model takes [-1, 8, 8, 1]"),
         ({name: digits_x.astype(np.uint8)}, f"input '{name}' is UINT8; send FP32"),
-        ({"image": digits_x}, "unknown input(s) ['image']"),
+        ({"pixels": digits_x}, "unknown input(s) ['pixels'], missing ['image']; the model's inputs are ['image']"),
     ]
     for arrays, message in cases:
         with pytest.raises(InferenceServerException) as caught:
