@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -255,8 +255,7 @@ class CompiledEngine:
             pass
 
 
-@dataclass
-class Opened:
+class Opened(NamedTuple):
     """What `open_model` built: the engine, the binding that must outlive it, and the report."""
 
     engine: Any

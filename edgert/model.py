@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
@@ -18,17 +17,17 @@ from edgert.info import ModelInfo, TensorSpec, describe, read_model_bytes
 Inputs = Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray]]
 
 
-@dataclass
 class _Slot:
-    """Per-tensor facts precomputed once so `run` does no lookups on the hot path."""
+    """Per-tensor facts precomputed once so `run` does no lookups on the hot path (a plain class: a dataclass
+    would cost start-up time, see flatbuffer.py)."""
 
-    spec: TensorSpec
-    dtype: np.dtype
-    scale: float = 0.0
-    zero_point: int = 0
-    qmin: int = 0
-    qmax: int = 0
-    scratch: np.ndarray | None = None  # float32 buffer reused for quantizing inputs (used under the run lock)
+    __slots__ = ("spec", "dtype", "scale", "zero_point", "qmin", "qmax", "scratch")
+
+    def __init__(self, spec: TensorSpec, dtype: np.dtype, scale: float = 0.0, zero_point: int = 0, qmin: int = 0,
+                 qmax: int = 0):
+        self.spec, self.dtype, self.scale, self.zero_point, self.qmin, self.qmax = (
+            spec, dtype, scale, zero_point, qmin, qmax)
+        self.scratch: np.ndarray | None = None  # float32 buffer reused for quantizing inputs (under the run lock)
 
     @classmethod
     def of(cls, spec: TensorSpec) -> _Slot:
