@@ -35,7 +35,8 @@ def converter_for(tf, source, model, *, batch: int | None = None):
     if not is_keras3_model(model) and batch is None:
         return tf.lite.TFLiteConverter.from_keras_model(model)
     names = keras_names(model)
-    specs = [tf.TensorSpec((batch, *tuple(t.shape)[1:]), t.dtype, name=name) for t, name in zip(model.inputs, names.inputs)]
+    specs = [tf.TensorSpec((batch, *tuple(t.shape)[1:]), t.dtype, name=name)
+             for t, name in zip(model.inputs, names.inputs)]
     traced = tf.function(named_call(model, names, tf)).get_concrete_function(*specs)
     if not is_keras3_model(model):
         return tf.lite.TFLiteConverter.from_concrete_functions([traced], model)

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 import edgert
 from edgert.cli import cli
 from edgert.converters import ConvertRecipe, Quantization, convert
+from edgert.converters.recipe import ChannelPruneConfig
 from edgert.errors import InputDataError, ModelFormatError
 from tests.test_keras3 import save_as_user
 
@@ -109,6 +110,19 @@ def test_equal_shape_outputs_in_another_order_agree_by_name(named_tflite, tmp_pa
     assert report["agreement"]["warning"] is None
 
 
+def test_a_keras3_dict_model_keeps_its_names_through_the_tf_keras_rebuild(named_tflite, tmp_path):
+    """Channel pruning rebuilds the Keras 3 model in tf_keras (list outputs, layer names): the .tflite still carries
+    the dict's keys, and each is the pruned model's output of that name."""
+    source = str(named_tflite).replace(".tflite", ".keras")
+    np.save(tmp_path / "calibration.npy", np.random.default_rng(6).random((32, 8, 8, 1), dtype=np.float32))
+    result = convert(source, tmp_path / "pruned.tflite", recipe=ConvertRecipe(Quantization.INT8,
+                                                                                 prune_channels=ChannelPruneConfig(0.5)),
+                     calibration_data=tmp_path / "calibration.npy")
+    assert [s.stage for s in result.stages][:2] == ["original", "rebuild"]
+    assert signature_of(result.output_path) == {"serving_default": {"inputs": ["image"], "outputs": ["box", "score"]}}
+    assert [o.name for o in result.agreement.outputs] == ["box", "score"] and not result.warnings
+
+
 @pytest.fixture(scope="module")
 def two_signatures(tmp_path_factory):
     """A SavedModel with two signatures and no serving_default, as `tf.saved_model.save` writes a tf.Module's."""
@@ -170,8 +184,8 @@ def unsigned_tflite(tmp_path_factory):
 
     tf, _ = import_tf()
 
-    @tf.function(input_signature=[tf.TensorSpec((1, 3), tf.float32, name="x"),
-                                  tf.TensorSpec((1, 3), tf.float32, name="y")])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec((1, 3), tf.float32, name="x"),
+                                                   tf.TensorSpec((1, 3), tf.float32, name="y")])
     def add(x, y):
         return x + 2 * y, x - y
 
@@ -275,7 +289,8 @@ def tf_keras_style_model(tmp_path_factory):
         g = Gate(name="gate")(i)
         m = tf.keras.Model(i, {{"logit": head(1, "logit_head")(g), "embedding": head(3, "emb_head")(g)}})
         m.layers[1].w.assign(np.linspace(-1, 1, 6).astype("float32"))
-        np.savez({str(folder / 'expected.npz')!r}, **{{k: np.asarray(v) for k, v in m(np.load({str(folder / 'x.npy')!r})).items()}})
+        outputs = m(np.load({str(folder / 'x.npy')!r}))
+        np.savez({str(folder / 'expected.npz')!r}, **{{k: np.asarray(v) for k, v in outputs.items()}})
         m.save({str(folder / 'gated.keras')!r})
         """)
     env = {k: v for k, v in os.environ.items() if k not in ("TF_USE_LEGACY_KERAS", "KERAS_BACKEND")}
@@ -342,7 +357,8 @@ def test_a_keras3_model_trained_under_pytorch_keeps_its_names(tmp_path):
         m.compile(optimizer="adam", loss={"class_probs": "categorical_crossentropy", "score": "mse", "box": "mse"})
         m.fit(x, y, epochs=2, batch_size=8, verbose=0)
         np.savez(OUT + ".x.npz", **{k: v[:4] for k, v in x.items()})
-        np.savez(OUT + ".y.npz", **{k: np.asarray(v.detach().cpu()) for k, v in m({k: v[:4] for k, v in x.items()}).items()})
+        y4 = m({k: v[:4] for k, v in x.items()})
+        np.savez(OUT + ".y.npz", **{k: np.asarray(v.detach().cpu()) for k, v in y4.items()})
         """)
     out = tmp_path / "torch.keras"
     save_as_user(code, out, backend="torch")

@@ -68,6 +68,7 @@ def test_prune75_int8_sparsity_and_accuracy(h5_path, tmp_path, data_npz, float_a
     result = _run(h5_path, tmp_path, data_npz, "prune75", preset("prune75_int8"))
     prune_stage = next(s for s in result.stages if s.stage == "prune")
     assert prune_stage.sparsity and min(prune_stage.sparsity.values()) >= 0.74
+    assert [s.name for s in result.inputs] == ["image"] and [s.name for s in result.outputs] == ["dense"]
     exported = [w for w in _weights(result.output_path).values() if w.size >= 64]
     assert exported and all((w == 0).mean() >= 0.74 for w in exported)
     assert (float_accuracy - result.accuracy_tflite) * 100 <= 2.0
@@ -81,6 +82,8 @@ def test_qat_int8_within_1_point(h5_path, tmp_path, data_npz, float_accuracy):
     qat_stage = next(s for s in result.stages if s.stage == "qat")
     assert "conv2d" in qat_stage.quantized_layers and not qat_stage.float_layers
     assert result.inputs[0].dtype == "int8"
+    # QAT wraps every layer (quant_dense): the .tflite keeps the source's names all the same.
+    assert [s.name for s in result.inputs] == ["image"] and [s.name for s in result.outputs] == ["dense"]
     assert (float_accuracy - result.accuracy_tflite) * 100 <= 1.0
 
 
