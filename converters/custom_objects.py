@@ -115,13 +115,32 @@ _KNOWN_LIBRARIES = {"keras", "tf_keras", "tensorflow", "tensorflow_model_optimiz
                     "torch", "typing", "abc", "functools", "collections", "dataclasses", "math", "enum"}
 
 
+@functools.cache
+def _keras_builtin_names() -> frozenset[str]:
+    """Names Keras resolves by itself (activations, layers, initializers, losses, ...), in Keras 3 and tf_keras."""
+    import importlib
+
+    names: set[str] = set()
+    for package in ("keras", "tf_keras"):
+        try:
+            root = importlib.import_module(package)
+        except ImportError:
+            continue
+        for part in ("activations", "layers", "initializers", "regularizers", "constraints", "losses", "metrics",
+                     "optimizers"):
+            names.update(n for n in dir(getattr(root, part, None)) if not n.startswith("_"))
+    return frozenset(names)
+
+
 def load_custom_objects(path: str | Path) -> dict[str, object]:
     """Import the user's Python file and return the custom objects it provides.
 
     The file registers its layers the usual way (`@keras.saving.register_keras_serializable()`, or tf_keras's
     `get_custom_objects()[name] = cls`), which loaders find by themselves. Every class and function the file holds
     at module level, whether it defines or imports it (from its own package, say), is returned under that name, and
-    a module-level `custom_objects` or `CUSTOM_OBJECTS` dict adds names of its own choosing.
+    a module-level `custom_objects` or `CUSTOM_OBJECTS` dict adds names of its own choosing. Keras's and
+    TensorFlow's own objects are left out, and so is an imported one named like a Keras built-in (`softmax` from
+    scipy), which would otherwise replace the built-in wherever the model uses it; one the file defines is kept.
 
     Raises:
         InputDataError: the file is missing, not Python, or fails to import (its error, one line).
@@ -157,11 +176,15 @@ def load_custom_objects(path: str | Path) -> dict[str, object]:
         if added and folder in sys.path:
             sys.path.remove(folder)
     objects: dict[str, object] = {}
+    builtin = _keras_builtin_names()
     for key, value in vars(module).items():
         if key.startswith("_") or not (inspect.isclass(value) or inspect.isfunction(value)):
             continue
-        if (getattr(value, "__module__", None) or "builtins").split(".")[0] in _KNOWN_LIBRARIES:
+        origin = getattr(value, "__module__", None) or "builtins"
+        if origin.split(".")[0] in _KNOWN_LIBRARIES:
             continue
+        if origin != name and (key in builtin or value.__name__ in builtin):
+            continue  # an imported helper (scipy's `softmax`) must not replace the Keras built-in of that name
         objects[key] = value
         objects.setdefault(value.__name__, value)  # imported under another name: the model knows the class's own
     for key in ("custom_objects", "CUSTOM_OBJECTS"):

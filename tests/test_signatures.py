@@ -320,6 +320,14 @@ def test_a_custom_objects_file_in_tf_keras_style_loads_its_keras3_model(tf_keras
             else:  # over all samples, the int8 outputs point the way the Keras model's do
                 a, b = got.ravel(), expected[name].ravel()
                 assert np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.98, name
+    # What a file gives: its own and imported classes and functions, but never an imported helper named like a Keras
+    # built-in (scipy's softmax would replace Keras's softmax activation in the model).
+    from edgert.converters.custom_objects import resolve_custom_objects
+
+    (folder / "helpers.py").write_text("from scipy.special import softmax  # noqa: F401\n"
+                                       "from netlib import Gate, head  # noqa: F401\n\n\n"
+                                       "def swish(x):\n    return x\n")
+    assert sorted(resolve_custom_objects(folder / "helpers.py", keras3=True)) == ["Gate", "head", "swish"]
     # Without the file: one line that says what to do, naming the module-level dict as the other way.
     out = CliRunner().invoke(cli, ["convert", str(folder / "gated.keras"), "-o", str(tmp_path / "no.tflite")])
     assert out.exit_code == 1 and "\n" not in out.output.strip()
