@@ -356,7 +356,7 @@ class _Run:
                 outputs = signature(**{spec.name: tf.constant(x) for spec, x in zip(source.inputs, xs)})
                 return {k: np.asarray(outputs[k]) for k in sorted(outputs)}
         return agreement.measure(self.mode.value, str(tflite_path), reference, reference_name, samples, what,
-                                 source.names.inputs if model is not None else [s.name for s in source.inputs])
+                                 [s.name for s in source.inputs])
 
     # -- data ------------------------------------------------------------------------------------------------
 

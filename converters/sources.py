@@ -76,8 +76,9 @@ def check_source(path: str | os.PathLike, trust_model: bool = False) -> KerasFil
     return found
 
 
-def _keras_inputs(model) -> tuple[InputShape, ...]:
-    return tuple(InputShape(str(t.name).split(":")[0], tuple(t.shape[1:])) for t in model.inputs)
+def _keras_inputs(model, names: IONames) -> tuple[InputShape, ...]:
+    """The model's inputs under the names its signature will carry (`keras_names`)."""
+    return tuple(InputShape(name, tuple(t.shape[1:])) for name, t in zip(names.inputs, model.inputs))
 
 
 def _subclassed(model) -> bool:
@@ -240,17 +241,20 @@ def open_model(path: str | os.PathLike, custom_objects: str | os.PathLike | dict
             if _subclassed(model):
                 model, names, note = _as_functional(keras, model, p)
                 notes += (note,)
-            inputs = _keras_inputs(model)
+            names = names or keras_names(model)
+            inputs = _keras_inputs(model, names)
         elif found.writer == TF_KERAS:
             from edgert.converters.custom_objects import tf_keras_application_layers
 
             with _loadable(found) as loadable:
                 model = tf_keras.models.load_model(loadable, compile=False, safe_mode=not trust_model,
                                                    custom_objects={**tf_keras_application_layers(), **user})
-            inputs = _keras_inputs(model)
+            names = keras_names(model)
+            inputs = _keras_inputs(model, names)
         else:
             model = None
             signature, function = _saved_model_signature(tf, p, signature)
+            names = saved_model_names(function)
             inputs = _saved_model_inputs(function)
     except (ModelFormatError, InputDataError):
         raise
@@ -264,7 +268,5 @@ def open_model(path: str | os.PathLike, custom_objects: str | os.PathLike | dict
                 f"{p}: input '{spec.name}' has shape {shape} with unknown dimensions besides the batch; "
                 "rebuild the model with a fixed input shape (e.g. Input(shape=(224, 224, 3))) and save it again")
     kind = "saved_model" if found.writer == SAVED_MODEL else "keras"
-    if names is None:
-        names = keras_names(model) if model is not None else saved_model_names(function)
     return SourceModel(p, kind, inputs, model, found.writer, found, notes, names, signature or DEFAULT_KEY,
                        function, user)
