@@ -88,12 +88,13 @@ def compare(mode: str, reference_name: str, inputs_name: str, reference: Mapping
     """Agreement of `converted` outputs (the .tflite's, by signature name, sample-major) with `reference` outputs
     (the source model's, by the names its author gave them). Outputs are paired by name only: two outputs can
     share a shape, so order and shape say nothing about which is which."""
-    outputs = []
+    outputs, shapes = [], []
     for name, r in reference.items():
         if name not in converted:
             continue
         r, c = np.asarray(r, np.float64), np.asarray(converted[name], np.float64)
         if r.shape != c.shape:
+            shapes.append((name, r.shape, c.shape))
             outputs.append(OutputAgreement(name, math.inf, math.inf, 0.0, 0.0, -math.inf, None))
             continue
         diff = np.abs(r - c)
@@ -110,8 +111,6 @@ def compare(mode: str, reference_name: str, inputs_name: str, reference: Mapping
     bad_reference = sum(int(np.size(r) - np.isfinite(r).sum()) for r in reference.values())
     bad_converted = sum(int(np.size(c) - np.isfinite(c).sum()) for c in converted.values())
     unmatched = ([n for n in reference if n not in converted], [n for n in converted if n not in reference])
-    shapes = [(n, np.shape(reference[n]), np.shape(converted[n])) for n in reference
-              if n in converted and np.shape(reference[n]) != np.shape(converted[n])]
     return _with_warning(agreement, unmatched, shapes, bad_reference, bad_converted)
 
 

@@ -106,16 +106,12 @@ def _as_functional(keras, model, path: Path):
     shapes = shape if shape and isinstance(shape[0], (list, tuple)) else [shape]
     inputs = [keras.Input(tuple(s[1:]), name=f"args_{i}") for i, s in enumerate(shapes)]
     outputs = model(inputs[0] if len(inputs) == 1 else inputs)
-    if isinstance(outputs, dict):
-        output_names = tuple(sorted(outputs))
-    else:
+    if not isinstance(outputs, dict):  # named as Keras's exporter names them; a dict keeps its keys
         outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-        output_names = tuple(f"output_{i}" for i in range(len(outputs)))
-        outputs = dict(zip(output_names, outputs))
+        outputs = {f"output_{i}": o for i, o in enumerate(outputs)}
     wrapped = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=model.name)
-    names = IONames(tuple(t.name for t in inputs), output_names)
-    return wrapped, names, (f"{type(model).__name__} is a subclassed model: converted as called on its build shape "
-                            f"{tuple(shapes[0])}")
+    return wrapped, (f"{type(model).__name__} is a subclassed model: converted as called on its build shape "
+                     f"{tuple(shapes[0])}")
 
 
 def _saved_model_signature(tf, path: Path, key: str | None):
@@ -209,7 +205,7 @@ def open_model(path: str | os.PathLike, custom_objects: str | os.PathLike | dict
     tf, tf_keras = import_tf()
     user = resolve_custom_objects(custom_objects, keras3=found.writer == KERAS3)
     notes: tuple[str, ...] = ()
-    function = names = None
+    function = None
     if found.writer == KERAS3:
         keras = import_keras3()
         installed = keras.__version__
@@ -239,9 +235,9 @@ def open_model(path: str | os.PathLike, custom_objects: str | os.PathLike | dict
                     raise first from None
                 notes = (note,)
             if _subclassed(model):
-                model, names, note = _as_functional(keras, model, p)
+                model, note = _as_functional(keras, model, p)
                 notes += (note,)
-            names = names or keras_names(model)
+            names = keras_names(model)
             inputs = _keras_inputs(model, names)
         elif found.writer == TF_KERAS:
             from edgert.converters.custom_objects import tf_keras_application_layers
