@@ -118,8 +118,6 @@ _KNOWN_LIBRARIES = {"keras", "tf_keras", "tensorflow", "tensorflow_model_optimiz
 @functools.cache
 def _keras_builtin_names() -> frozenset[str]:
     """Names Keras resolves by itself (activations, layers, initializers, losses, ...), in Keras 3 and tf_keras."""
-    import importlib
-
     names: set[str] = set()
     for package in ("keras", "tf_keras"):
         try:

@@ -374,17 +374,23 @@ def seeded_inputs(model, count: int, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def call_model(model, arrays: list[np.ndarray]) -> list[np.ndarray]:
-    """Run a tf_keras or Keras 3 model on one array per input (in `model.inputs` order), arranged as the model
-    takes them (a dict for a Keras 3 model built on a dict of inputs); its outputs, flattened."""
+def model_call(model, tensors: list):
+    """Call a tf_keras or Keras 3 model on one array or tensor per input (in `model.inputs` order), arranged as the
+    model takes them (a dict for a Keras 3 model built on a dict of inputs); its outputs, flattened. Works eagerly
+    and inside a `tf.function`."""
     from keras import tree
 
     structure = getattr(model, "_inputs_struct", None)
     if is_keras3_model(model) and structure is not None:
-        inputs = tree.pack_sequence_as(structure, list(arrays))
+        inputs = tree.pack_sequence_as(structure, list(tensors))
     else:
-        inputs = arrays[0] if len(arrays) == 1 else list(arrays)
-    return [np.asarray(o) for o in tree.flatten(model(inputs, training=False))]
+        inputs = tensors[0] if len(tensors) == 1 else list(tensors)
+    return tree.flatten(model(inputs, training=False))
+
+
+def call_model(model, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """`model_call` on arrays, with array outputs."""
+    return [np.asarray(o) for o in model_call(model, arrays)]
 
 
 def _outputs(model, samples: list[np.ndarray]) -> list[np.ndarray]:

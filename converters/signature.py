@@ -60,21 +60,12 @@ def saved_model_names(signature) -> IONames:
     return IONames(tuple(sorted(inputs)), tuple(sorted(signature.structured_outputs)))
 
 
-def named_call(model, names: IONames, tf):
+def named_call(model, names: IONames):
     """A `tf.function` body for `model` that returns its outputs in a dict keyed by `names.outputs`."""
-    from edgert.converters.keras3 import is_keras3_model
-
-    structure = getattr(model, "_inputs_struct", None) if is_keras3_model(model) else None
+    from edgert.converters.keras3 import model_call
 
     def call(*args):
-        if structure is not None and len(args) > 1:
-            from keras import tree
-
-            inputs = tree.pack_sequence_as(structure, list(args))
-        else:
-            inputs = args[0] if len(args) == 1 else list(args)
-        flat = tf.nest.flatten(model(inputs, training=False))
-        return dict(zip(names.outputs, flat))
+        return dict(zip(names.outputs, model_call(model, list(args))))
 
     return call
 

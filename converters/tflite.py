@@ -37,7 +37,7 @@ def converter_for(tf, source, model, *, batch: int | None = None):
     names = keras_names(model)
     specs = [tf.TensorSpec((batch, *tuple(t.shape)[1:]), t.dtype, name=name)
              for t, name in zip(model.inputs, names.inputs)]
-    traced = tf.function(named_call(model, names, tf)).get_concrete_function(*specs)
+    traced = tf.function(named_call(model, names)).get_concrete_function(*specs)
     if not is_keras3_model(model):
         return tf.lite.TFLiteConverter.from_concrete_functions([traced], model)
     # Without a trackable object the converter freezes the function's variables into constants itself; given
