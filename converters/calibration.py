@@ -22,6 +22,10 @@ def decode_images(files: Sequence[Path], spec: InputShape, value_range: tuple[fl
     if len(spec.shape) != 3:
         raise InputDataError(f"images need a model input of shape (H, W, C); "
                              f"input '{spec.name}' has shape {spec.shape}")
+    channel_first = spec.shape[0] in (1, 3, 4) and spec.shape[-1] not in (1, 3, 4)  # a (C, H, W) input
+    if channel_first:
+        return np.ascontiguousarray(decode_images(files, InputShape(spec.name, (*spec.shape[1:], spec.shape[0])),
+                                                  value_range).transpose(0, 3, 1, 2))
     height, width, channels = spec.shape
     tf, _ = import_tf()
     low, high = value_range
@@ -87,9 +91,12 @@ def load_calibration_data(
     return load_calibration_arrays(path, inputs, max_samples, value_range)[0]
 
 
-def load_calibration_arrays(path, inputs, max_samples: int = 200, value_range=None
+def load_calibration_arrays(path, inputs, max_samples: int = 200, value_range=None, notes: list[str] | None = None
                             ) -> tuple[list[np.ndarray], list[str]]:
-    """`load_calibration_data`, with the dtypes the file stored (images: `image`), for range checks."""
+    """`load_calibration_data`, with the dtypes the file stored (images: `image`), for range checks.
+
+    Arrays in the source framework's layout (an input's `source_shape`, channel-first) are transposed to the
+    model's, and `notes` says so."""
     p = Path(path)
     if max_samples < 1:
         raise InputDataError(f"--calibration-samples must be at least 1, got {max_samples}")
@@ -111,6 +118,13 @@ def load_calibration_arrays(path, inputs, max_samples: int = 200, value_range=No
     for spec, a in zip(inputs, arrays):
         if a.dtype.kind not in "fiub":
             raise InputDataError(f"calibration data for '{spec.name}' has dtype {a.dtype}; it must be numeric")
+        if spec.source_shape is not None and tuple(a.shape[1:]) == spec.source_shape != spec.shape:
+            from edgert.converters.foreign.layout import to_last
+
+            a = to_last(a)
+            if notes is not None:
+                notes.append(f"calibration data for '{spec.name}' is channel-first, as the source takes it: "
+                             f"transposed to the .tflite's channel-last {(len(a), *spec.shape)}")
         if a.ndim != len(spec.shape) + 1 or tuple(a.shape[1:]) != spec.shape:
             raise InputDataError(
                 f"calibration data for input '{spec.name}' has shape {a.shape}; the model expects "

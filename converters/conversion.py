@@ -22,10 +22,11 @@ from edgert.converters.recipe import (
     TrainConfig,
 )
 from edgert.converters.agreement import Agreement
+from edgert.converters.foreign import ForeignOptions
 from edgert.converters.measure import Background, interleaved_p50, seeded_samples, tflite_accuracy
 from edgert.converters.results import ConversionResult, StageReport
 from edgert.converters.sources import check_source, open_model
-from edgert.errors import InputDataError, brief
+from edgert.errors import ConversionError, InputDataError, ModelFormatError, brief
 from edgert.files import atomic_path, check_output_path, write_bytes_atomic
 from edgert.info import describe
 
@@ -35,7 +36,10 @@ FULL_INTEGER_HINT = ("weights only were quantized (dynamic range); full-integer 
 
 
 def default_output_path(model_path: str | os.PathLike, mode: Quantization) -> Path:
-    p = Path(model_path)
+    from edgert.converters.foreign import parse_source
+
+    foreign = parse_source(model_path)
+    p = foreign[1] if foreign else Path(model_path)
     stem = p.name if p.is_dir() else p.stem
     return p.parent / f"{stem}{mode.suffix}.tflite"
 
@@ -94,8 +98,10 @@ def convert(
     trust_model: bool = False,
     force_range: bool = False,
     signature: str | None = None,
+    foreign: ForeignOptions | None = None,
 ) -> ConversionResult:
-    """Convert a Keras model (`.h5`, `.keras`, from tf_keras or Keras 3) or a SavedModel directory to `.tflite`.
+    """Convert a Keras model (`.h5`, `.keras`, from tf_keras or Keras 3), a SavedModel directory, an ONNX file
+    (`model.onnx`) or a PyTorch module (`net.py:make_model`, a function returning it) to `.tflite`.
 
     The simple form takes `int8`, `calibration_data` and `float_io`; `recipe` describes anything more (pruning,
     clustering, distillation, QAT, every post-training mode) and then replaces those three.
@@ -119,6 +125,8 @@ def convert(
             range the model states (refused otherwise: int8 silently loses the model's accuracy).
         signature: the SavedModel signature to convert, where it has several (default `serving_default`). The
             `.tflite` always carries it as `serving_default`, with the source's own input and output names.
+        foreign: for an ONNX file or a PyTorch module, the route, layout, input shapes and weights (see
+            `converters.foreign.ForeignOptions`); post-training modes only, checked against torch or onnxruntime.
 
     After converting, the `.tflite` is run through the edgert runtime beside the model it came from on a few
     samples (calibration data when given, else seeded random inputs); `agreement` reports how closely they agree
@@ -134,7 +142,7 @@ def convert(
         recipe = ConvertRecipe(Quantization.INT8 if int8 else Quantization.FLOAT32, float_io=float_io,
                                calibration_samples=calibration_samples)
     run = _Run(recipe, model_path, output_path, calibration_data, train_data, val_data, eval_data, image_range,
-               force, started, custom_objects, trust_model, force_range, signature)
+               force, started, custom_objects, trust_model, force_range, signature, foreign)
     try:
         return run.execute()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: say how far it got; nothing half-written is left
@@ -143,6 +151,8 @@ def convert(
         from edgert.converters._tf import missing_extra
 
         raise missing_extra(exc) from None
+    finally:
+        run.cleanup()
 
 
 class ConversionInterrupted(KeyboardInterrupt):
@@ -165,11 +175,20 @@ class _Run:
 
     def __init__(self, recipe, model_path, output_path, calibration_data, train_data, val_data, eval_data,
                  image_range, force, started, custom_objects=None, trust_model=False, force_range=False,
-                 signature=None):
+                 signature=None, foreign=None):
         self.recipe, self.model_path, self.image_range, self.force, self.started = (
             recipe, Path(model_path), image_range, force, started)
         self.custom_objects, self.trust_model, self.force_range = custom_objects, trust_model, force_range
         self.signature = signature
+        from edgert.converters.foreign import ForeignOptions, parse_source
+
+        self.foreign_source = parse_source(model_path)
+        if foreign is not None and self.foreign_source is None:
+            raise InputDataError("--route, --layout, --input-shape and --weights are for PyTorch modules "
+                                 "(FILE.py:FACTORY) and .onnx files")
+        self.foreign = foreign or ForeignOptions()
+        self.opened = None  # foreign.Opened, for a PyTorch or ONNX source
+        self._workdir = None
         self.declared = None  # the input range the model states (ranges.Declared), once it is loaded
         self.paths = {"calibration": calibration_data, "train": train_data, "val": val_data, "eval": eval_data}
         self.notes: list[str] = []
@@ -187,9 +206,30 @@ class _Run:
             check_output_path(str(out) + side, force=self.force)
         return out
 
+    def cleanup(self) -> None:
+        if self._workdir is not None:
+            self._workdir.cleanup()
+
+    def _open(self):
+        """The source model: a Keras model or SavedModel, or a PyTorch or ONNX source through its route."""
+        if self.foreign_source is None:
+            return open_model(self.model_path, self.custom_objects, self.trust_model, self.signature)
+        import tempfile
+
+        from edgert.converters.foreign import open_foreign
+
+        if self.custom_objects is not None or self.signature is not None:
+            raise InputDataError("--custom-objects and --signature are for Keras models and SavedModels")
+        kind, path, factory = self.foreign_source
+        self._workdir = tempfile.TemporaryDirectory(prefix="edgert-foreign-")
+        self.opened = open_foreign(kind, path, factory, self.foreign, self.mode, self.recipe.float_io,
+                                   self.trust_model, Path(self._workdir.name), self.notes)
+        return self.opened.source
+
     def execute(self) -> ConversionResult:
         recipe = self.recipe
-        check_source(self.model_path, self.trust_model)
+        if self.foreign_source is None:
+            check_source(self.model_path, self.trust_model)
         out = self._check_outputs()
         missing = [o for o in recipe.needs_training_data if self.paths["train"] is None]
         if missing:
@@ -205,12 +245,16 @@ class _Run:
             raise InputDataError("--val-data is used while fine-tuning; add --train-data or drop it")
         if recipe.distill:
             check_source(recipe.distill.teacher, self.trust_model)
+        has_stages = bool(recipe.prune or recipe.cluster or recipe.distill or recipe.qat or recipe.prune_channels)
+        if self.foreign_source is not None and (has_stages or any(
+                self.paths[k] is not None for k in ("train", "val", "eval"))):
+            raise InputDataError("pruning, clustering, distillation, QAT and --train/--val/--eval-data need a Keras "
+                                 "model; a PyTorch or ONNX source supports post-training quantization only")
 
         self.step = "loading the model"
-        source = open_model(self.model_path, self.custom_objects, self.trust_model, self.signature)
+        source = self._open()
         custom = self._custom = source.custom_objects
         self.notes.extend(source.notes)
-        has_stages = bool(recipe.prune or recipe.cluster or recipe.distill or recipe.qat or recipe.prune_channels)
         if has_stages and source.kind != "keras":
             raise InputDataError("pruning, clustering, distillation and QAT need a Keras model (.h5 or .keras); "
                                  "a SavedModel directory supports post-training quantization only")
@@ -241,6 +285,8 @@ class _Run:
         if model is not None and has_stages:
             self._stage("original", 0.0, model)
         reference = "the SavedModel" if model is None else "the Keras model"
+        if self.opened is not None:
+            reference = self.opened.reference_name
         if has_stages:
             from edgert.converters.training import outputs_are_probabilities, seed_everything
 
@@ -258,8 +304,15 @@ class _Run:
         from edgert.converters.tflite import converter_for, to_tflite
 
         self.step = f"converting to TFLite ({self.mode.value})"
-        converter = converter_for(tf, source, model, batch=1 if self.mode is Quantization.EDGETPU else None)
-        flatbuffer = to_tflite(tf, converter, self.mode, recipe, calibration, str(self.model_path), self.notes)
+        if self.opened is not None and self.opened.convert is not None:
+            flatbuffer = self.opened.convert(self.mode, calibration, self.notes)
+        else:
+            converter = converter_for(tf, source, model, batch=1 if self.mode is Quantization.EDGETPU else None)
+            # a SavedModel's calibration samples go by signature key (the converter's input order is its own)
+            keys = (list(self.opened.model_names.inputs) if self.opened is not None
+                    else [s.name for s in source.inputs] if model is None else None)
+            flatbuffer = to_tflite(tf, converter, self.mode, recipe, calibration, str(self.model_path), self.notes,
+                                   calibration_names=keys)
         if recipe.prune is not None and self.mode is Quantization.FLOAT32 and not recipe.qat:
             flatbuffer = self._sparse_if_faster(tf, source, model, flatbuffer)
         flatbuffer = self._named(flatbuffer, source, model)
@@ -272,7 +325,16 @@ class _Run:
         self.step = "checking the .tflite against the model"
         with atomic_path(out) as tmp:
             tmp.write_bytes(flatbuffer)
-            result_extra["agreement"] = self._agreement(tf, tmp, source, model, reference, calibration, data)
+            try:
+                result_extra["agreement"] = self._agreement(tf, tmp, source, model, reference, calibration, data)
+            except ModelFormatError as exc:
+                if self.opened is None:
+                    raise
+                other = "litert-torch" if self.opened.route == "onnx" else "onnx"
+                raise ConversionError(
+                    f"the {self.mode.value} .tflite the {self.opened.route} route produced is rejected by the "
+                    f"interpreter ({brief(str(exc).split(': ', 1)[-1], 160)}); nothing was written"
+                    + (f": try --route {other}" if self.foreign_source[0] == "torch" else "")) from None
             if "eval" in data:
                 self.step = "measuring the .tflite's accuracy"
                 result_extra["accuracy_tflite"] = tflite_accuracy(tmp, data["eval"])
@@ -307,6 +369,8 @@ class _Run:
             calibration_samples=len(calibration[0]) if calibration else 0,
             duration_s=time.perf_counter() - self.started, recipe=recipe, stages=tuple(self.stages),
             edgetpu_output=edgetpu_output, notes=tuple(self.notes), source_format=source.label,
+            route=self.opened.route if self.opened else None,
+            layout=self.opened.layout if self.opened else (),
             warnings=tuple(warnings), channels=getattr(self, "channel_report", None), **result_extra)
         recipe.save(result.recipe_path)
         write_bytes_atomic(result.report_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
@@ -317,10 +381,18 @@ class _Run:
         from edgert.converters.signature import keras_names, write_signature
 
         self.step = "writing the signature"
-        named, note = write_signature(flatbuffer, keras_names(model) if model is not None else source.names,
-                                      source.names)
+        if self.opened is not None:
+            current = self.opened.model_names
+        else:
+            current = keras_names(model) if model is not None else source.names
+        named, note = write_signature(flatbuffer, current, source.names)
         if note:
             self.notes.append(note)
+        moved = [s.name for s in source.inputs if s.source_shape is not None]
+        if moved:
+            from edgert.converters.foreign.layout import with_source_layout
+
+            named = with_source_layout(named, moved)
         return named
 
     def _rebuild(self, model, custom):
@@ -343,7 +415,9 @@ class _Run:
             samples, what = [data["eval"].x[:n]], "evaluation samples"
         else:
             samples, what = seeded_samples(source.inputs, n), "seeded random inputs"
-        if model is not None:
+        if self.opened is not None:
+            reference = self.opened.reference
+        elif model is not None:
             from edgert.converters.keras3 import call_model
 
             def reference(xs):
@@ -392,7 +466,8 @@ class _Run:
             from edgert.converters.calibration import load_calibration_arrays
             from edgert.converters.ranges import Span, check_calibration_range, declared_span
 
-            arrays, dtypes = load_calibration_arrays(self.paths["calibration"], source.inputs, n, self.image_range)
+            arrays, dtypes = load_calibration_arrays(self.paths["calibration"], source.inputs, n, self.image_range,
+                                                     self.notes)
             if not self.force_range:
                 references = [Span.of(f"the {'training' if k == 'train' else 'evaluation'} data", d.x, d.stored_dtype)
                               for k, d in data.items() if k in ("train", "eval")] + declared_span(self.declared)

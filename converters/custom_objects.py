@@ -130,6 +130,40 @@ def _keras_builtin_names() -> frozenset[str]:
     return frozenset(names)
 
 
+def import_user_file(p: Path, what: str) -> types.ModuleType:
+    """Import the user's Python file `p` as a module, its folder on `sys.path` while it imports (its imports of
+    modules beside it resolve as `python FILE.py` finds them).
+
+    Raises:
+        InputDataError: it fails to import: its error and the file's line, one line, never a traceback.
+    """
+    name = f"edgert_user_{abs(hash(str(p.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, p)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    folder = str(p.resolve().parent)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:  # its own bug, a missing import, even sys.exit: one line, never a traceback
+        sys.modules.pop(name, None)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        where = ""
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == str(p):
+                where = f" (line {tb.tb_lineno})"
+            tb = tb.tb_next
+        raise InputDataError(f"{what} {p} failed to import{where}: {type(exc).__name__}: {brief(exc, 200)}") from None
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
+    return module
+
+
 def load_custom_objects(path: str | Path) -> dict[str, object]:
     """Import the user's Python file and return the custom objects it provides.
 
@@ -148,31 +182,8 @@ def load_custom_objects(path: str | Path) -> dict[str, object]:
         raise InputDataError(f"--custom-objects {p}: no such file")
     if p.suffix != ".py":
         raise InputDataError(f"--custom-objects {p}: give a Python file (.py) that defines or registers the layers")
-    name = f"edgert_custom_objects_{abs(hash(str(p.resolve())))}"
-    spec = importlib.util.spec_from_file_location(name, p)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    folder = str(p.resolve().parent)
-    added = folder not in sys.path
-    if added:
-        sys.path.insert(0, folder)  # the file's own imports of modules beside it, as `python FILE.py` finds them
-    try:
-        spec.loader.exec_module(module)
-    except BaseException as exc:  # its own bug, a missing import, even sys.exit: one line, never a traceback
-        sys.modules.pop(name, None)
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        where = ""
-        tb = exc.__traceback__
-        while tb is not None:
-            if tb.tb_frame.f_code.co_filename == str(p):
-                where = f" (line {tb.tb_lineno})"
-            tb = tb.tb_next
-        raise InputDataError(f"--custom-objects {p} failed to import{where}: {type(exc).__name__}: "
-                             f"{brief(exc, 200)}") from None
-    finally:
-        if added and folder in sys.path:
-            sys.path.remove(folder)
+    module = import_user_file(p, "--custom-objects")
+    name = module.__name__
     objects: dict[str, object] = {}
     builtin = _keras_builtin_names()
     for key, value in vars(module).items():

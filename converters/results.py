@@ -54,6 +54,8 @@ class ConversionResult:
     agreement: Agreement | None = None  # the .tflite against the model it was converted from
     warnings: tuple[str, ...] = ()
     channels: object | None = None  # the ChannelPruneReport of --prune-channels: per layer and for the model
+    route: str | None = None  # a PyTorch or ONNX source's route: "litert-torch" or "onnx"
+    layout: tuple[str, ...] = ()  # such a source's inputs and outputs: the .tflite's shape, and the source's
 
     @property
     def size_ratio(self) -> float:
@@ -90,4 +92,5 @@ class ConversionResult:
             "agreement": None if self.agreement is None else self.agreement.to_dict(),
             "warnings": list(self.warnings), "recipe_path": self.recipe_path, "report_path": self.report_path,
             "channels": None if self.channels is None else self.channels.to_dict(),
+            "route": self.route, "layout": list(self.layout),
         }

@@ -26,6 +26,9 @@ class InputShape:
 
     name: str
     shape: tuple[int, ...]
+    # The shape the source framework takes where the .tflite takes it in the other layout (channel-first
+    # PyTorch/ONNX against channel-last TFLite): arrays of that shape are transposed for the user.
+    source_shape: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -33,7 +36,9 @@ class SourceModel:
     """A loaded model ready for conversion.
 
     `framework` says what runs it: `tf_keras` (a Keras 2 model object), `keras3` (a Keras 3 model on the TensorFlow
-    backend) or `saved_model` (converted from the directory; `keras_model` is None).
+    backend), `saved_model` (converted from the directory; `keras_model` is None), or `torch` and `onnx` (kind
+    `foreign`: see `converters.foreign`; `path` is then the SavedModel onnx2tf wrote, if any, and `origin` the
+    user's file).
     """
 
     path: Path
@@ -47,17 +52,23 @@ class SourceModel:
     signature: str = DEFAULT_KEY  # the SavedModel signature converted
     function: Any = None  # that signature, loaded (SavedModel only)
     custom_objects: dict = field(default_factory=dict)  # the user's objects, as the model's Keras took them
+    described: str | None = None  # what wrote a foreign source: "ONNX opset 17 .onnx"
+    origin: Path | None = None  # the user's file, where `path` is an intermediate
+    size: int | None = None  # bytes, where the files say nothing (a PyTorch module's parameters)
 
     @property
     def size_bytes(self) -> int:
-        if self.path.is_dir():
-            return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
-        return self.path.stat().st_size
+        if self.size is not None:
+            return self.size
+        path = self.origin or self.path
+        if path.is_dir():
+            return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        return path.stat().st_size
 
     @property
     def label(self) -> str:
         """What wrote the model, from the file itself: `Keras 3.15.1 .keras`, `tf_keras 2.21.0 .h5`, `SavedModel`."""
-        return self.file.label if self.file else self.framework
+        return self.described or (self.file.label if self.file else self.framework)
 
 
 def check_source(path: str | os.PathLike, trust_model: bool = False) -> KerasFile:

@@ -53,8 +53,11 @@ def converter_for(tf, source, model, *, batch: int | None = None):
 
 
 def to_tflite(tf, converter, mode: Quantization, recipe: ConvertRecipe, calibration: list[np.ndarray] | None,
-              what: str, notes: list[str] | None = None, float_fallback: bool = False) -> bytes:
-    """Set `converter` up for `mode` and convert; calibration samples drive full-integer modes.
+              what: str, notes: list[str] | None = None, float_fallback: bool = False,
+              calibration_names: list[str] | None = None) -> bytes:
+    """Set `converter` up for `mode` and convert; calibration samples drive full-integer modes. With
+    `calibration_names` (a SavedModel's signature keys, one per calibration array) each sample is fed by name, so
+    the order the converter gives the inputs does not matter.
 
     int16x8 has no kernel for some operators (HARD_SWISH, for one): the conversion is then repeated with those
     operators left in float, as TensorFlow's int16x8 guide does, and `notes` says which.
@@ -65,10 +68,12 @@ def to_tflite(tf, converter, mode: Quantization, recipe: ConvertRecipe, calibrat
     from edgert.converters.training import terminal
 
     with terminal() as term:  # the converter's native chatter is captured; the progress bar writes here
-        return _convert(tf, converter, mode, recipe, calibration, what, notes, float_fallback, term)
+        return _convert(tf, converter, mode, recipe, calibration, what, notes, float_fallback, term,
+                        calibration_names)
 
 
-def _convert(tf, converter, mode, recipe, calibration, what, notes, float_fallback, progress_file) -> bytes:
+def _convert(tf, converter, mode, recipe, calibration, what, notes, float_fallback, progress_file,
+             calibration_names=None) -> bytes:
     from edgert.native import native_log_captured
 
     if mode is not Quantization.FLOAT32 or recipe.qat:
@@ -83,7 +88,10 @@ def _convert(tf, converter, mode, recipe, calibration, what, notes, float_fallba
         def representative_dataset():
             with progress_bar(n_samples, "calibrating", file=progress_file) as bar:
                 for i in range(n_samples):
-                    yield [a[i:i + 1] for a in calibration]
+                    if calibration_names:
+                        yield {n: a[i:i + 1] for n, a in zip(calibration_names, calibration)}
+                    else:
+                        yield [a[i:i + 1] for a in calibration]
                     bar.update(1)
 
         converter.representative_dataset = representative_dataset
@@ -121,7 +129,8 @@ def _convert(tf, converter, mode, recipe, calibration, what, notes, float_fallba
             if notes is not None:
                 notes.append(f"int16x8 has no kernel for {unsupported.group(1)} (and perhaps other operators): "
                              "those run in float, the rest in int16x8")
-            return _convert(tf, converter, mode, recipe, calibration, what, notes, True, progress_file)
+            return _convert(tf, converter, mode, recipe, calibration, what, notes, True, progress_file,
+                            calibration_names)
         if mode.needs_calibration and ("TFLITE_BUILTINS_INT8" in message or "quantiz" in message.lower()):
             raise ConversionError(f"full-integer conversion failed: {message}; an operator has no integer kernel: "
                                   "try --dynamic or --float16") from None

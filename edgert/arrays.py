@@ -69,6 +69,35 @@ def match_inputs(arrays: dict[str, np.ndarray], specs, source: str | os.PathLike
                          "save an .npz with one array per input name")
 
 
+def to_model_layout(inputs, model) -> tuple[object, list[str]]:
+    """`inputs` (as `match_inputs` arranges them) with each array that a channel-first source took in its own
+    layout (NCHW, where the model takes NHWC: `Model.channel_first_inputs`) transposed, and a line saying so for
+    each. Arrays already in the model's shape are left alone."""
+    moved = set(getattr(model, "channel_first_inputs", ()))
+    if not moved:
+        return inputs, []
+    specs = model.inputs
+    notes: list[str] = []
+
+    def fixed(spec, a):
+        a = np.asarray(a)
+        if spec.name not in moved and spec.tensor_name not in moved or a.ndim != len(spec.shape) or a.ndim < 3:
+            return a
+        first = (spec.shape[0], spec.shape[-1], *spec.shape[1:-1])
+        if tuple(a.shape[1:]) == tuple(first[1:]) and tuple(a.shape[1:]) != tuple(spec.shape[1:]):
+            notes.append(f"input '{spec.name}': {tuple(a.shape)} is in the source's channel-first layout; "
+                         f"transposed to the model's channel-last")
+            return np.ascontiguousarray(np.moveaxis(a, 1, -1))
+        return a
+
+    if isinstance(inputs, dict):
+        by_name = {n: s for s in specs for n in (s.name, s.tensor_name)}
+        return {k: fixed(by_name[k], v) for k, v in inputs.items()}, notes
+    if isinstance(inputs, list):
+        return [fixed(s, a) for s, a in zip(specs, inputs)], notes
+    return fixed(specs[0], inputs), notes
+
+
 def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """Write one array to a .npy, or several by name to a .npz, atomically."""
     p = Path(path)

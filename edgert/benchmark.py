@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from edgert.arrays import load_arrays, match_inputs, random_inputs
+from edgert.arrays import load_arrays, match_inputs, random_inputs, to_model_layout
 from edgert.bench_results import (
     BenchResult,
     EnergyStats,
@@ -224,8 +224,8 @@ def _measure(model, *, threads, delegate, delegate_options, delegate_lib, strict
         arrays: Inputs = random_inputs(model.inputs, seed)
         inputs_text = f"seeded random (seed {seed})"
     elif isinstance(inputs, (str, os.PathLike)):
-        arrays = match_inputs(load_arrays(inputs), model.inputs, inputs)
-        inputs_text = str(inputs)
+        arrays, moved = to_model_layout(match_inputs(load_arrays(inputs), model.inputs, inputs), model)
+        inputs_text = str(inputs) + (" (transposed from the source's channel-first layout)" if moved else "")
     else:
         arrays, inputs_text = inputs, "given arrays"
 

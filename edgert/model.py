@@ -73,6 +73,7 @@ class Model:
         self.info: ModelInfo = describe(data, self.path, flat)
         self._flat = flat
         self._names = flat.signature_names()  # tensor index -> the signature's name for it
+        self.channel_first_inputs = _channel_first_inputs(flat, data)
         self._check_planned_sizes(None)  # before the interpreter allocates anything
         self.backend: Backend = get_backend()
         self.threads = threads
@@ -319,3 +320,18 @@ def load(path: str | os.PathLike, threads: int | None = None, *,
     """
     return Model(path, threads=threads, delegate=delegate, delegate_options=delegate_options,
                  delegate_lib=delegate_lib, strict=strict)
+
+
+def _channel_first_inputs(flat, data: bytes) -> tuple[str, ...]:
+    """The inputs this model takes channel-last where its source (PyTorch, ONNX) took them channel-first, as
+    `edgert convert` records them: arrays in the source's layout are transposed for the user (`arrays.
+    to_model_layout`)."""
+    import json
+
+    for name, index in flat.metadata:
+        if name == "edgert_source_layout":
+            try:
+                return tuple(str(n) for n in json.loads(flat.buffer(data, index))["channel_first_inputs"])
+            except (ValueError, KeyError, TypeError, IndexError):
+                return ()
+    return ()

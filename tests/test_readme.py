@@ -263,6 +263,11 @@ RUN_KINDS = ("sh", "transcript", "python")
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.kind in RUN_KINDS], ids=lambda b: b.id)
 def test_block_runs(block: Block, sandbox: Path, request):
     env = _block_env(block, sandbox, request)
+    for name in filter(None, block.options.get("files", "").split(",")):  # repository files the block uses
+        if "torch" in name:
+            pytest.importorskip("litert_torch")
+            pytest.importorskip("onnx2tf")
+        shutil.copy(REPO / name, sandbox)
     timeout = int(block.options.get("timeout", 900))
     if block.kind == "sh":
         text = _as_board_user(block.text) if "board" in block.options else block.text

@@ -354,7 +354,7 @@ def test_the_from_line_names_the_keras_that_wrote_the_file(writer, version, labe
 
 
 def test_a_keras3_model_trained_under_pytorch_keeps_its_names(tmp_path):
-    """`make keras-torch-test` installs torch's CPU build and runs this; `make test` skips it without torch."""
+    """`make test` (and `make keras-torch-test` alone) runs this with torch's CPU build, which [torch] installs."""
     pytest.importorskip("torch", reason="torch is not installed: `make keras-torch-test` runs this case")
     code = DICT_MODEL + textwrap.dedent("""
         assert keras.backend.backend() == "torch"

@@ -13,7 +13,9 @@ from edgert.cli._common import examples, fail_cleanly, kib, parse_range, spec_ro
 @click.command(epilog=examples(
     "edgert convert model.keras --int8 --calibration-data calibration.npy",
     "edgert convert model.h5 --prune 0.75 --qat --train-data train.npz --eval-data test.npz",
-    "edgert convert saved_model_dir/ --float16 -o model_fp16.tflite"))
+    "edgert convert saved_model_dir/ --float16 -o model_fp16.tflite",
+    "edgert convert model.onnx --int8 --calibration-data calibration.npy",
+    "edgert convert net.py:make_model --weights net.pt --int8 --calibration-data calibration.npy"))
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Output .tflite path [default: <stem>.tflite, <stem>_int8.tflite, ... beside the model].")
@@ -74,13 +76,23 @@ from edgert.cli._common import examples, fail_cleanly, kib, parse_range, spec_ro
               help="Allow layers that run Python code stored in the model (Lambda); only for files you trust.")
 @click.option("--signature", metavar="NAME", help="The SavedModel signature to convert, where it has several "
               "[default: serving_default]; the .tflite carries it as serving_default.")
+@click.option("--route", type=click.Choice(["litert-torch", "onnx"]), help="How a PyTorch module or .onnx "
+              "converts [default: litert-torch for a module, onnx for an .onnx file].")
+@click.option("--layout", type=click.Choice(["nhwc", "nchw"]), help="PyTorch or ONNX source: 4-D inputs and "
+              "outputs channel-last (nhwc) or as the source has them (nchw) [default: nhwc].")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="[NAME:]1,3,224,224",
+              help="PyTorch or ONNX source: an input's shape, batch included (once per input).")
+@click.option("--weights", type=click.Path(path_type=Path), help="PyTorch module: a state dict to load "
+              "(torch.save(model.state_dict(), ...)), read with weights_only=True.")
 @click.option("--force", is_flag=True, help="Overwrite the output (and its .recipe.json/.report.json).")
 @click.option("json_", "--json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
 def convert(model, output, calibration_data, train_data, val_data, eval_data, recipe_path, preset, image_range,
-            force_range, custom_objects, trust_model, signature, seed, force, json_, **options):
-    """Convert a Keras model (.h5, .keras) or SavedModel directory to TFLite, optionally pruning, clustering,
-    distilling and training for quantization on the way."""
+            force_range, custom_objects, trust_model, signature, seed, route, layout, input_shapes, weights, force,
+            json_, **options):
+    """Convert a Keras model (.h5, .keras), SavedModel directory, ONNX file (model.onnx) or PyTorch module
+    (FILE.py:FACTORY, a function returning it) to TFLite, optionally pruning, clustering, distilling and training
+    for quantization on the way (Keras models)."""
     from edgert.converters import ConvertRecipe, RecipeError, recipe_from_options  # TensorFlow loads later
     from edgert.converters import convert as convert_model
     from edgert.converters import preset as named_preset
@@ -105,11 +117,18 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
         recipe = dataclasses.replace(recipe, seed=seed)
     from edgert.converters import ConversionInterrupted
 
+    foreign = None
+    if route or layout or input_shapes or weights:
+        from edgert.converters.foreign import ForeignOptions, parse_input_shape
+
+        foreign = ForeignOptions(route=route, layout=layout or "nhwc", weights=weights,
+                                 input_shapes=tuple(parse_input_shape(t) for t in input_shapes))
     try:
         result = convert_model(model, output, recipe=recipe, calibration_data=calibration_data,
                                train_data=train_data, val_data=val_data, eval_data=eval_data,
                                image_range=image_range, force=force, custom_objects=custom_objects,
-                               trust_model=trust_model, force_range=force_range, signature=signature)
+                               trust_model=trust_model, force_range=force_range, signature=signature,
+                               foreign=foreign)
     except ConversionInterrupted as stopped:
         click.echo(stopped.describe(), err=True)
         raise click.exceptions.Exit(130) from None
@@ -117,7 +136,7 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
     click.echo(f"wrote {result.output_path}")
-    click.echo(f"  from        {result.source_format}")
+    click.echo(f"  from        {result.source_format}" + (f" (route {result.route})" if result.route else ""))
     click.echo(f"  recipe      {result.recipe.name}  ({result.recipe_path})")
     click.echo(f"  mode        {result.mode.value}"
                + (f" (calibrated on {result.calibration_samples} samples)" if result.calibration_samples else ""))
@@ -160,6 +179,9 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
     click.echo("\n".join(spec_rows(result.inputs)))
     click.echo("outputs")
     click.echo("\n".join(spec_rows(result.outputs)))
+    if result.layout:
+        click.echo("layout")
+        click.echo("\n".join(f"  {line}" for line in result.layout))
     for note in result.notes:
         click.echo(f"note: {note}")
     for warning in result.warnings:

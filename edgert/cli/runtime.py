@@ -123,9 +123,12 @@ def inspect(model, json_, threads, delegate, delegate_lib, delegate_options, str
 
 
 def _load_inputs(path: Path, model: edgert.Model):
-    from edgert.arrays import load_arrays, match_inputs
+    from edgert.arrays import load_arrays, match_inputs, to_model_layout
 
-    return match_inputs(load_arrays(path), model.inputs, path)
+    inputs, notes = to_model_layout(match_inputs(load_arrays(path), model.inputs, path), model)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    return inputs
 
 
 def _summary(name: str, a: np.ndarray) -> str:

@@ -1,0 +1,118 @@
+"""The litert-torch route: a PyTorch module converted by Google's own converter (`litert_torch.convert`, through
+`torch.export`), quantized by Google's `ai-edge-quantizer` on the float `.tflite` with edgert's calibration samples.
+
+The route keeps the module's own operators (no ONNX in between). Its quantizer has no float16-weights recipe and
+edgert's Edge TPU preparation needs TensorFlow's converter: those modes take `--route onnx`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from edgert.converters.recipe import Quantization
+from edgert.errors import ConversionError, InputDataError, brief
+
+LITERT_TORCH_EXTRA = "the litert-torch route needs the [torch] extra: pip install 'edgert[torch]'"
+ROUTE = "litert-torch"
+# ai-edge-quantizer's recipes for edgert's modes: int8 weights with int8 or int16 activations (calibrated), int8
+# weights with float activations (dynamic range).
+_RECIPES = {Quantization.INT8: "static_wi8_ai8", Quantization.INT16X8: "static_wi8_ai16",
+            Quantization.DYNAMIC: "dynamic_wi8_afp32"}
+
+
+def check_mode(mode: Quantization, float_io: bool) -> None:
+    """Refuse, in one line naming the route that can, what this route cannot do."""
+    if mode in (Quantization.FLOAT16, Quantization.EDGETPU):
+        raise InputDataError(f"the litert-torch route cannot do --{mode.value} (its quantizer has no such recipe); "
+                             "add --route onnx, which can")
+    if float_io:
+        raise InputDataError("the litert-torch route quantizes inputs and outputs too, so --float-io is not "
+                             "available there; add --route onnx, which can")
+
+
+def channel_last_module(module, inputs: Sequence[int], outputs: Sequence[int]):
+    """`module` taking the `inputs` (positions) channel-last and giving the `outputs` (positions in its flattened
+    result) channel-last; its result is a flat tuple."""
+    import torch
+
+    from edgert.converters.foreign.torch_module import flatten
+
+    class ChannelLast(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *args):
+            args = [a.permute(0, a.dim() - 1, *range(1, a.dim() - 1)) if i in inputs else a
+                    for i, a in enumerate(args)]
+            result = flatten(self.inner(*args))
+            return tuple(t.permute(0, *range(2, t.dim()), 1) if i in outputs else t for i, t in enumerate(result))
+
+    return ChannelLast().eval()
+
+
+def convert(module, example: Sequence[np.ndarray], mode: Quantization, calibration: list[np.ndarray] | None,
+            notes: list[str]) -> bytes:
+    """The module (taking `example`, in the `.tflite`'s layout) as a `.tflite` in `mode`; `calibration` in the same
+    layout drives the calibrated modes. Its signature names are litert-torch's (`args_0`, `output_0`, ...)."""
+    import contextlib
+    import io
+
+    import torch
+
+    from edgert.native import native_log_captured
+
+    sample = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in example)
+    quiet = io.StringIO()
+    try:
+        # litert-torch, torchao and TensorFlow print their own chatter at import and conversion: kept out
+        with native_log_captured(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            try:
+                import litert_torch
+            except ImportError as exc:
+                raise ConversionError(f"{LITERT_TORCH_EXTRA} ({exc.name or 'litert_torch'} is not "
+                                      "installed)") from None
+            flatbuffer = bytes(litert_torch.convert(module, sample).model_content())
+    except ConversionError:
+        raise
+    except Exception as exc:  # torch.export and lowering errors: one line, and the other route
+        raise ConversionError(f"litert-torch could not convert the module ({brief(exc, 240)}); try --route "
+                              "onnx") from None
+    if mode is Quantization.FLOAT32:
+        return flatbuffer
+    return quantize(flatbuffer, mode, calibration, len(example), notes)
+
+
+def quantize(flatbuffer: bytes, mode: Quantization, calibration: list[np.ndarray] | None, inputs: int,
+             notes: list[str]) -> bytes:
+    """ai-edge-quantizer's recipe for `mode` on the float flatbuffer, calibrated sample by sample."""
+    import contextlib
+    import io
+
+    from ai_edge_quantizer import quantizer, recipe
+
+    from edgert.flatbuffer import parse
+    from edgert.native import native_log_captured
+
+    signature = parse(flatbuffer, "the converted model").main_signature()
+    names = [name for name, _ in signature.inputs] if signature else [f"args_{i}" for i in range(inputs)]
+    try:
+        with native_log_captured(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(
+                io.StringIO()):
+            qt = quantizer.Quantizer(bytearray(flatbuffer), getattr(recipe, _RECIPES[mode])())
+            result = None
+            if mode.needs_calibration:
+                # litert-torch names the inputs args_0, args_1, ... in the order the module takes them
+                order = sorted(names, key=lambda n: int(n.rsplit("_", 1)[-1]) if n.rsplit("_", 1)[-1].isdigit()
+                               else 0)
+                samples = [{name: a[i:i + 1] for name, a in zip(order, calibration)}
+                           for i in range(len(calibration[0]))]
+                result = qt.calibrate({signature.key if signature else "serving_default": samples})
+            quantized = qt.quantize(result).quantized_model
+    except Exception as exc:
+        raise ConversionError(f"ai-edge-quantizer could not quantize the model to {mode.value} ({brief(exc, 240)}); "
+                              "try --route onnx") from None
+    notes.append(f"quantized by ai-edge-quantizer ({_RECIPES[mode]})")
+    return bytes(quantized)
