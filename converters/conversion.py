@@ -307,7 +307,9 @@ class _Run:
         if self.opened is not None and self.opened.convert is not None:
             flatbuffer = self.opened.convert(self.mode, calibration, self.notes)
         else:
-            converter = converter_for(tf, source, model, batch=1 if self.mode is Quantization.EDGETPU else None)
+            # the Edge TPU needs batch 1: onnx2tf's SavedModel has it already (its shapes are fixed)
+            fixed = self.mode is Quantization.EDGETPU and self.opened is None
+            converter = converter_for(tf, source, model, batch=1 if fixed else None)
             # a SavedModel's calibration samples go by signature key (the converter's input order is its own)
             keys = (list(self.opened.model_names.inputs) if self.opened is not None
                     else [s.name for s in source.inputs] if model is None else None)

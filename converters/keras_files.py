@@ -118,6 +118,9 @@ def read_keras_file(path: str | Path) -> KerasFile:
         raise ModelFormatError(f"{p}: cannot read ({exc.strerror})") from None
     if head == HDF5_SIGNATURE:
         return _read_h5(p)
+    if p.suffix.lower() in (".pt", ".pth", ".ckpt"):  # torch.save writes zip files: say what to do with them
+        raise ModelFormatError(f"{p} holds PyTorch weights, not a model: give the module as FILE.py:FACTORY (a "
+                               f"function that returns it) with --weights {p.name}")
     if zipfile.is_zipfile(p):
         return _read_keras_zip(p)
     if p.suffix.lower() in (".h5", ".hdf5"):
@@ -125,7 +128,7 @@ def read_keras_file(path: str | Path) -> KerasFile:
     if p.suffix.lower() == ".keras":
         raise ModelFormatError(f"{p} is not a .keras archive (not a zip file); re-save it with model.save('x.keras')")
     raise ModelFormatError(f"{p}: unsupported model format {p.suffix or '(no suffix)'}; edgert converts .h5, "
-                           ".keras and SavedModel directories")
+                           ".keras, SavedModel directories, .onnx files and PyTorch modules (FILE.py:FACTORY)")
 
 
 def _text(value) -> str | None:

@@ -139,7 +139,8 @@ def test_installed_script_end_to_end(int8_tflite, digits, tmp_path):
     bad = subprocess.run([script, "convert", str(tmp_path / "x.npy")], capture_output=True, text=True)
     assert bad.returncode == 1
     assert bad.stderr.strip() == f"Error: {tmp_path / 'x.npy'}: unsupported model format .npy; " \
-                                 "edgert converts .h5, .keras and SavedModel directories"
+                                 "edgert converts .h5, .keras, SavedModel directories, .onnx files and PyTorch modules " \
+                                 "(FILE.py:FACTORY)"
 
 
 def test_convert_with_stages_prints_the_report(runner, h5_path, tmp_path, digits):

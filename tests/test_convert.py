@@ -105,7 +105,9 @@ def test_missing_model(workdir):
 @pytest.mark.parametrize("name, content, message", [
     ("text.h5", b"just some text\n", "not an HDF5 file"),
     ("text.keras", b"just some text\n", "not a zip file"),
-    ("model.onnx", b"\x08\x07", "unsupported model format .onnx"),
+    ("model.onnx", b"\x08\x07", "is not a readable ONNX model"),
+    ("weights.pt", b"PK\x05\x06" + bytes(18), "holds PyTorch weights, not a model: give the module as FILE.py:FACTORY"),
+    ("model.tf", b"x", "unsupported model format .tf; edgert converts .h5, .keras, SavedModel directories, .onnx"),
     ("m.tflite", b"\x18\x00\x00\x00TFL3", "already a TFLite model"),
 ])
 def test_not_a_model(workdir, name, content, message):

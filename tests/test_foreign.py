@@ -4,6 +4,7 @@ converted offline from the command line; runs, serving, layouts, and the bad inp
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -101,6 +102,17 @@ def test_equal_shape_outputs_keep_their_names_against_an_independent_torch_run(t
         np.testing.assert_allclose(got["left"], left, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(got["right"], right, rtol=1e-4, atol=1e-5)
         assert model.channel_first_inputs == (("frame",) if layout == "nhwc" else ())
+    th = pytest.importorskip("tritonclient.http")
+    from edgert.serve import ServeConfig
+    from tests.test_serve import Running, _infer
+
+    with Running(ServeConfig(models={"two": path}, poll=0)) as running:  # the nchw one: served by name
+        client = running.client()
+        names = [o["name"] for o in client.get_model_metadata("two")["outputs"]]
+        served = dict(zip(names, _infer(client, "two", {"frame": frame, "hint": hint})))
+    assert sorted(served) == ["left", "right"]
+    np.testing.assert_allclose(served["left"], left, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(served["right"], right, rtol=1e-4, atol=1e-5)
 
 
 def test_resnet18_float32_by_the_onnx_route(tmp_path):
@@ -148,6 +160,14 @@ def test_onnx_file_converts_offline_from_the_command_line_then_runs_and_serves(d
     expected = onnxruntime.InferenceSession(str(onnx_path)).run(["logits"], {"image": x})[0]
     cos = float(np.sum(got * expected) / np.linalg.norm(got) / np.linalg.norm(expected))
     assert cos >= 0.98
+
+    # a module, offline too, by the command a user types
+    module_out = tmp_path / "two_int8.tflite"
+    done = _cli("convert", f"{NETS}:two_by_two", "--int8", "--calibration-data", data / "two.npz", "-o", module_out,
+                offline=True)
+    assert done.returncode == 0, done.stderr
+    assert "(route litert-torch)" in done.stdout and "vs PyTorch on 8 calibration samples" in done.stdout
+    assert signature_of(module_out) == {"inputs": ["frame", "hint"], "outputs": ["left", "right"]}
 
     th = pytest.importorskip("tritonclient.http")
     from edgert.serve import ServeConfig
@@ -253,3 +273,58 @@ def test_an_int8_model_the_interpreter_rejects_is_one_line_naming_the_other_rout
                 foreign=ForeignOptions(route="onnx"))
     assert "\n" not in str(raised.value) and ".part" not in str(raised.value)
     assert list(tmp_path.iterdir()) == []
+
+
+MODES = [("float16", "onnx"), ("dynamic", "onnx"), ("dynamic", "litert-torch"), ("int16x8", "onnx"),
+         ("int16x8", "litert-torch"), ("edgetpu", "onnx")]
+
+
+@pytest.mark.parametrize("mode, route", MODES, ids=[f"{m}-{r}" for m, r in MODES])
+def test_every_post_training_mode_by_the_route_that_has_it(data, tmp_path, mode, route):
+    from edgert.converters import ConvertRecipe
+
+    calibrated = mode in ("int16x8", "edgetpu")
+    result = convert(f"{NETS}:two_by_two", tmp_path / "m.tflite", recipe=ConvertRecipe(Quantization(mode)),
+                     calibration_data=data / "two.npz" if calibrated else None, foreign=ForeignOptions(route=route))
+    assert result.mode is Quantization(mode) and not result.warnings, result.warnings
+    floor = 0.999 if mode == "float16" else 0.98  # the worst sample; the mean is checked by the warning's floor
+    assert result.agreement.min_cosine >= floor and {o.name for o in result.agreement.outputs} == {"left", "right"}
+    model = edgert.load(result.output_path)
+    if mode in ("int16x8", "edgetpu"):
+        assert model.inputs[0].dtype == ("int16" if mode == "int16x8" else "int8")
+
+
+def test_four_dimensional_outputs_follow_the_layout_on_both_routes(tmp_path):
+    """A feature map out: channel-last under nhwc, as torch gives it under nchw (onnx2tf makes it channel-last
+    itself: a wrapper moves it back), equal to torch by name either way."""
+    path = _module_file(tmp_path, (
+        "class Net(nn.Module):\n"
+        "    output_names = ['features', 'pooled']\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 5, 3, padding=1)\n"
+        "    def forward(self, x):\n"
+        "        f = torch.relu(self.conv(x))\n"
+        "        return f, f.mean((2, 3))\n"
+        "def make():\n"
+        "    torch.manual_seed(0)\n"
+        "    return Net().eval(), (torch.rand(1, 3, 12, 16),)\n"))
+    x = np.random.default_rng(2).random((1, 3, 12, 16), dtype=np.float32)
+    spec = importlib.util.spec_from_file_location("user_net_check", path)
+    user = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(user)
+    module, _ = user.make()
+    with torch.no_grad():
+        features, pooled = (t.numpy() for t in module(torch.from_numpy(x)))
+    for route in ("litert-torch", "onnx"):
+        for layout in ("nhwc", "nchw"):
+            out = tmp_path / f"{route}-{layout}.tflite"
+            result = convert(f"{path}:make", out, foreign=ForeignOptions(route=route, layout=layout))
+            assert result.agreement.max_rel_diff <= 1e-4, (route, layout, result.agreement.describe())
+            got = edgert.load(out).run_by_name(np.moveaxis(x, 1, -1) if layout == "nhwc" else x)
+            want = np.moveaxis(features, 1, -1) if layout == "nhwc" else features
+            assert got["features"].shape == want.shape, (route, layout)
+            np.testing.assert_allclose(got["features"], want, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(got["pooled"], pooled, rtol=1e-4, atol=1e-5)
+            assert any(line.startswith("features (1, 12, 16, 5) channel-last") for line in result.layout) == (
+                layout == "nhwc")

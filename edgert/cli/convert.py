@@ -12,8 +12,6 @@ from edgert.cli._common import examples, fail_cleanly, kib, parse_range, spec_ro
 
 @click.command(epilog=examples(
     "edgert convert model.keras --int8 --calibration-data calibration.npy",
-    "edgert convert model.h5 --prune 0.75 --qat --train-data train.npz --eval-data test.npz",
-    "edgert convert saved_model_dir/ --float16 -o model_fp16.tflite",
     "edgert convert model.onnx --int8 --calibration-data calibration.npy",
     "edgert convert net.py:make_model --weights net.pt --int8 --calibration-data calibration.npy"))
 @click.argument("model", type=click.Path(path_type=Path))
