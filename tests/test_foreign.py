@@ -102,7 +102,7 @@ def test_equal_shape_outputs_keep_their_names_against_an_independent_torch_run(t
         np.testing.assert_allclose(got["left"], left, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(got["right"], right, rtol=1e-4, atol=1e-5)
         assert model.channel_first_inputs == (("frame",) if layout == "nhwc" else ())
-    th = pytest.importorskip("tritonclient.http")
+    pytest.importorskip("tritonclient.http")
     from edgert.serve import ServeConfig
     from tests.test_serve import Running, _infer
 
@@ -154,6 +154,8 @@ def test_onnx_file_converts_offline_from_the_command_line_then_runs_and_serves(d
     ran = _cli("run", out, "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npy")
     assert ran.returncode == 0, ran.stderr
     assert "input 'image': (1, 3, 96, 96) is in the source's channel-first layout; transposed" in ran.stderr
+    shown = _cli("inspect", out)
+    assert "layout        image: channel-last here, channel-first in the source" in shown.stdout, shown.stdout
     got = np.load(tmp_path / "y.npy")
     import onnxruntime
 

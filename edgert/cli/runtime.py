@@ -89,8 +89,10 @@ def inspect(model, json_, threads, delegate, delegate_lib, delegate_options, str
     """Describe a .tflite model: inputs, outputs, quantization, operators, custom ops, delegation."""
     info = edgert.inspect_model(model)
     backend = str(edgert.backend.get_backend())
+    channel_first: tuple[str, ...] = ()
     try:
-        delegation = load_model(model, threads, delegate, delegate_lib, delegate_options, strict).delegation
+        loaded = load_model(model, threads, delegate, delegate_lib, delegate_options, strict)
+        delegation, channel_first = loaded.delegation, loaded.channel_first_inputs
         delegation_text, delegation_dict = delegation.describe(), delegation.to_dict()
     except edgert.UnsupportedOperatorError as exc:  # still worth describing: the file itself is fine
         if strict:
@@ -108,6 +110,9 @@ def inspect(model, json_, threads, delegate, delegate_lib, delegate_options, str
     if info.metadata:
         click.echo(f"metadata      {', '.join(info.metadata)}")
     click.echo(f"signature     {info.signature or 'none (tensor names only)'}")
+    if channel_first:
+        click.echo(f"layout        {', '.join(channel_first)}: channel-last here, channel-first in the source "
+                   "(run and bench transpose arrays given that way)")
     click.echo("inputs")
     click.echo("\n".join(spec_rows(info.inputs)))
     click.echo("outputs")
