@@ -180,7 +180,7 @@ class _Run:
             recipe, Path(model_path), image_range, force, started)
         self.custom_objects, self.trust_model, self.force_range = custom_objects, trust_model, force_range
         self.signature = signature
-        from edgert.converters.foreign import ForeignOptions, parse_source
+        from edgert.converters.foreign import parse_source
 
         self.foreign_source = parse_source(model_path)
         if foreign is not None and self.foreign_source is None:

@@ -326,10 +326,10 @@ def _channel_first_inputs(flat, data: bytes) -> tuple[str, ...]:
     """The inputs this model takes channel-last where its source (PyTorch, ONNX) took them channel-first, as
     `edgert convert` records them: arrays in the source's layout are transposed for the user (`arrays.
     to_model_layout`)."""
-    import json
-
     for name, index in flat.metadata:
         if name == "edgert_source_layout":
+            import json  # only for such a file: start-up pays nothing
+
             try:
                 return tuple(str(n) for n in json.loads(flat.buffer(data, index))["channel_first_inputs"])
             except (ValueError, KeyError, TypeError, IndexError):
