@@ -179,7 +179,7 @@ def _onnx(path: Path, workdir: Path, options: ForeignOptions, notes: list[str], 
     keep = [n for n in names.inputs if lay.transposable(len(shapes[n])) and not _wanted(len(shapes[n]), options)]
     saved = onnx_route.run_onnx2tf(onnx_path, workdir / "onnx2tf", shapes, keep)
     sm = open_model(saved)
-    sm_names = _match(sm.names, names, sm)
+    sm_names = _match(sm.names, names)
     # Where onnx2tf's layout of a tensor is not the one asked for, a wrapper SavedModel transposes it.
     sm_in = {n: (1, *s.shape) for n, s in zip(sm_names.inputs, sm.inputs)}
     sm_out = _output_shapes(sm, sm_names)
@@ -192,13 +192,13 @@ def _onnx(path: Path, workdir: Path, options: ForeignOptions, notes: list[str], 
     if fix_in or fix_out:
         saved = _rewrapped(sm, sm_names, fix_in, fix_out, workdir / "wrapped")
         sm = open_model(saved)
-        sm_names = _match(sm.names, names, sm)
+        sm_names = _match(sm.names, names)
         sm_in = {n: (1, *s.shape) for n, s in zip(sm_names.inputs, sm.inputs)}
         sm_out = _output_shapes(sm, sm_names)
     position = {n: i for i, n in enumerate(names.inputs)}
     inputs = tuple(InputShape(n, tuple(sm_in[n][1:]), tuple(shapes[n][1:]) if lay.moved(shapes[n], sm_in[n]) else None)
                    for n in sm_names.inputs)
-    moved_in = {n for n in names.inputs if lay.moved(shapes[n], sm_in[n])}
+    moved_in = {s.name for s in inputs if s.source_shape is not None}
     moved_out = {n for n in names.outputs if lay.moved(source_out[n].shape, sm_out[n])}
 
     def reference(samples):  # samples in the SavedModel's input order and the .tflite's layout
@@ -223,7 +223,7 @@ def _per_sample(run, arrays: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
 
 
-def _match(sm: IONames, source: IONames, model) -> IONames:
+def _match(sm: IONames, source: IONames) -> IONames:
     """The source's names in the SavedModel's order: onnx2tf keeps input names (made safe for TensorFlow) and
     sometimes output names; other outputs are `output_N` in the ONNX graph's order."""
 

@@ -15,7 +15,6 @@ from edgert.converters.recipe import Quantization
 from edgert.errors import ConversionError, InputDataError, brief
 
 LITERT_TORCH_EXTRA = "the litert-torch route needs the [torch] extra: pip install 'edgert[torch]'"
-ROUTE = "litert-torch"
 # ai-edge-quantizer's recipes for edgert's modes: int8 weights with int8 or int16 activations (calibrated), int8
 # weights with float activations (dynamic range).
 _RECIPES = {Quantization.INT8: "static_wi8_ai8", Quantization.INT16X8: "static_wi8_ai16",
