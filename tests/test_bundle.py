@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import edgert
-from edgert import bundle
+from edgert.deploy import bundle
 from edgert.benchmark import random_inputs
 from edgert.cli import cli
 from edgert.errors import BundleError, DeviceProfileError, ModelFormatError, OutputExistsError

@@ -68,6 +68,16 @@ def check_every_file(folder: Path) -> dict:
     return manifest
 
 
+def load_agent():
+    """The board side as a module (it is a standard-library file, importable anywhere)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edgert_board_agent", deploy.AGENT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_target_grammar():
     assert Target.parse("pi@raspberrypi.local:2222") == Target("raspberrypi.local", "pi", 2222)
     assert Target.parse("board") == Target("board")
@@ -325,8 +335,7 @@ def test_the_serve_unit_is_one_systemd_accepts_and_keeps_odd_paths_whole(tmp_pat
     (a space, a quote, a backslash, `%` specifiers and `$` variables), and systemd-analyze accepts the unit."""
     import shlex
 
-    from edgert import remote_agent
-
+    remote_agent = load_agent()
     root = str(tmp_path / 'my "models" 100% $HOME \\x')
     argv = [sys.executable, "-m", "edgert", "serve", "--repository", root, "--port", "8000", "--instances", "2"]
     unit = remote_agent.unit_text(root, root + "/server/lib", argv, "10", "system")
@@ -393,7 +402,7 @@ def test_deploy_serve_runs_edgert_serve_on_the_board(models, board, digits):
 def test_setup_on_32_bit_arm_says_there_is_no_wheel_and_what_to_do(tmp_path):
     """ai-edge-litert has no armv7l wheel: the board's agent says so in one line before pip runs (the machine type
     is stood in for, as an armhf userland would report it)."""
-    agent = (Path(edgert.__file__).parent / "remote_agent.py").read_text()  # the script sent to the board
+    agent = deploy.AGENT.read_text()  # the script sent to the board
 
     done = subprocess.run([sys.executable, "-c", agent, "setup", str(tmp_path / "board"), "-", "numpy>=1.23",
                            "ai-edge-litert>=2.3"], capture_output=True, text=True,

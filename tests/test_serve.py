@@ -271,7 +271,7 @@ def test_metrics_count_requests_by_status_and_show_the_delegate(served, digits_x
 def _deploy_locally(models: Path, name: str, tflite: Path) -> str:
     """What `edgert deploy` leaves on a board: models/NAME/v-VERSION/ unpacked, and `current` linking to it (the
     one it replaced becomes `previous`)."""
-    from edgert.bundle import build
+    from edgert.deploy.bundle import build
 
     data, manifest = build(tflite, None, name=name)
     folder = models / name / f"v-{manifest.version}"

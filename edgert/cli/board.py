@@ -106,7 +106,7 @@ def devices_detect(json_):
 def bundle(model, device, output, name, force, json_):
     """Pack a model, its recipe and report, a checksummed manifest and edgert's runtime into one runnable file
     (`python3 model.edgert` runs it)."""
-    from edgert.bundle import make_bundle
+    from edgert.deploy.bundle import make_bundle
 
     made = make_bundle(model, device, output, name=name, force=force)
     if json_:
@@ -180,7 +180,7 @@ def deploy(model, to, device, remote_dir, name, setup, bench_, runs, rollback, s
     """Deploy a model to a board over SSH: upload, verify the checksums there, switch atomically (the previous
     version is kept for --rollback); --setup installs the runtime, --bench measures it there."""
     from edgert import deploy as deployer
-    from edgert.bundle import bundle_name
+    from edgert.deploy.bundle import bundle_name
 
     ssh = dict(ssh_config=str(ssh_config) if ssh_config else None, ssh_options=tuple(ssh_options),
                remote_python=remote_python)

@@ -2,7 +2,7 @@
 
 A repository is a folder holding, per model, any of:
 - `NAME.tflite`;
-- `NAME/current` (a deployed model: `current` and `previous` link to unpacked bundles, see edgert.remote_agent);
+- `NAME/current` (a deployed model: `current` and `previous` link to unpacked bundles, see edgert.deploy.AGENT);
 - `NAME/manifest.json` (one unpacked bundle).
 The deploy root itself (with `models/` inside) is accepted too. A deployed model's `current` link is re-read while
 serving: a deploy or a rollback switches the served version, and a request runs on whichever version it was
@@ -39,7 +39,7 @@ def resolve(path: Path) -> Resolved:
         ModelFormatError: nothing servable there.
     """
     if path.is_dir():
-        from edgert.bundle import read_manifest
+        from edgert.deploy.bundle import read_manifest
 
         folder = path / "current" if (path / "current").exists() else path
         if not (folder / "manifest.json").is_file():

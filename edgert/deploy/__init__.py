@@ -2,11 +2,13 @@
 
 SSH is the system's OpenSSH client, run as a subprocess: host aliases, `~/.ssh/config` (Match, ProxyJump, ...),
 keys, the agent, known_hosts and ControlMaster all behave exactly as they do for `ssh` on the command line, which no
-Python SSH library matches. The board side is `edgert.remote_agent`, a standard-library script sent with each call.
+Python SSH library matches. The board side is the Ansible collection's `module_utils/agent.py` (see `AGENT`), a
+standard-library script sent with each call, so `edgert deploy` and `edgert fleet` do the same on a board.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -18,15 +20,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from edgert.bundle import Manifest, build
+from edgert.deploy.bundle import Manifest, build
 from edgert.errors import DeployError
 
 DEFAULT_REMOTE_DIR = "~/edgert"
 # What every call uses when not told otherwise: set once for a board you always use (the tests' board too).
 ENV_REMOTE_DIR, ENV_REMOTE_PYTHON, ENV_SSH_CONFIG = "EDGERT_REMOTE_DIR", "EDGERT_REMOTE_PYTHON", "EDGERT_SSH_CONFIG"
 CONNECT_TIMEOUT_S = 10
-_AGENT = (Path(__file__).parent / "remote_agent.py").read_text()
+# The Ansible collection edgert ships (`edgert fleet collection-path`): its module_utils hold the board side.
+COLLECTIONS = Path(__file__).parent / "collections"
+COLLECTION = COLLECTIONS / "ansible_collections" / "edgert" / "fleet"
+AGENT = COLLECTION / "plugins" / "module_utils" / "agent.py"
 CHUNK = 256 * 1024
+
+
+@functools.lru_cache(maxsize=1)
+def _agent_text() -> str:
+    return AGENT.read_text()
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,7 @@ class Ssh:
         return argv + ["--", self.target.destination, remote_command]
 
     def agent_argv(self, python: str, *args: str) -> list[str]:
-        return self.argv(shlex.join([python, "-c", _AGENT, *args]))
+        return self.argv(shlex.join([python, "-c", _agent_text(), *args]))
 
 
 def _ssh_failure(ssh: Ssh, stderr: str) -> DeployError:

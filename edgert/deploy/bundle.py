@@ -37,7 +37,7 @@ import sys
 if sys.version_info < (3, 10):
     sys.exit("Error: this edgert bundle needs Python 3.10 or newer; this is Python %d.%d" % sys.version_info[:2])
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from edgert.bundle import main
+from edgert.deploy.bundle import main
 
 main(os.path.dirname(os.path.abspath(__file__)), sys.argv[1:])
 '''
@@ -139,7 +139,8 @@ def _runtime_files() -> dict[str, bytes]:
     for module, prefix, data_globs in ((edgert, "edgert", ()), (edgert.delegates, "edgert/delegates", ()),
                                        (edgert.devices, "edgert/devices", ("profiles/*.toml",))):
         folder = Path(module.__file__).parent
-        code = [p for p in sorted(folder.rglob("*.py")) if "__pycache__" not in p.parts]  # subpackages (cli) too
+        # subpackages (cli) too; not the Ansible collection, which runs from the controller
+        code = [p for p in sorted(folder.rglob("*.py")) if "__pycache__" not in p.parts and "collections" not in p.parts]
         for path in code + [p for g in data_globs for p in sorted(folder.glob(g))]:
             files[f"{prefix}/{path.relative_to(folder).as_posix()}"] = path.read_bytes()
     dist = importlib.metadata.distribution("edgert")
@@ -320,8 +321,10 @@ def _missing_runtime() -> list[str]:
 
 def main(here: str, argv: list[str]) -> None:
     """The bundle's entry point: `verify`, `info [--json]`, `run [edgert run options]`, `bench [edgert bench
-    options]`; no command verifies and runs once on seeded random inputs."""
-    usage = "usage: python3 BUNDLE [verify | info [--json] | run [OPTIONS] | bench [OPTIONS]]"
+    options]`, `check` (a rollout's health check, edgert.fleet.gates); no command verifies and runs once on seeded
+    random inputs."""
+    usage = ("usage: python3 BUNDLE [verify | info [--json] | run [OPTIONS] | bench [OPTIONS] | check REFERENCE.npz "
+             "[--baseline OLD_BUNDLE] [--runs N]]")
     command, rest = (argv[0], argv[1:]) if argv else ("run", [])
     if command in ("-h", "--help"):
         print(usage)
@@ -343,16 +346,42 @@ def main(here: str, argv: list[str]) -> None:
                   f"{manifest.device or 'any board'}; delegates {','.join(manifest.delegates)}; "
                   f"needs Python >= {'.'.join(map(str, manifest.python_min))} and {', '.join(manifest.requirements)}")
         return
-    if command not in ("run", "bench"):
+    if command not in ("run", "bench", "check"):
         sys.exit(f"Error: unknown bundle command {command!r}; {usage}")
     missing = _missing_runtime()
     if missing:
         sys.exit(f"Error: {sys.executable} lacks {', '.join(missing)}, which running the model needs; install the "
                  f"runtime ({sys.executable} -m pip install {' '.join(shlex.quote(r) for r in manifest.requirements)}"
                  ") or deploy with edgert deploy --setup, which makes a venv for it")
+    if command == "check":
+        _check(folder, manifest, rest)
+        return
     from edgert.cli import cli
 
     args = [command, str(folder / manifest.model)]
     if not any(a == "--delegate" or a.startswith("--delegate=") for a in rest):
         args += ["--delegate", ",".join(manifest.delegates)]
     cli.main(args=args + rest, prog_name=f"{manifest.name} bundle")
+
+
+def _check(folder: Path, manifest: Manifest, argv: list[str]) -> None:
+    """`check REFERENCE.npz [--baseline OLD_BUNDLE] [--runs N]`: edgert.fleet.gates.check, printed as one JSON line."""
+    import argparse
+
+    from edgert.fleet.gates import check
+
+    parser = argparse.ArgumentParser(prog=f"{manifest.name} bundle check")
+    parser.add_argument("reference")
+    parser.add_argument("--baseline", help="the unpacked bundle of the version this one replaces")
+    parser.add_argument("--runs", type=int, default=50)
+    args = parser.parse_args(argv)
+    baseline = baseline_delegates = None
+    if args.baseline:
+        old = read_manifest(args.baseline)
+        baseline, baseline_delegates = str(Path(args.baseline) / old.model), ",".join(old.delegates)
+    try:
+        result = check(folder / manifest.model, args.reference, delegate=",".join(manifest.delegates),
+                       baseline=baseline, baseline_delegate=baseline_delegates, runs=args.runs)
+    except EdgertError as exc:
+        sys.exit(f"Error: {exc}")
+    print(json.dumps(result.to_dict()))

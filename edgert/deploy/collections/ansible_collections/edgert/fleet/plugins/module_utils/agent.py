@@ -1,7 +1,9 @@
-# The half of `edgert deploy` that runs on the board, sent over SSH as `python3 -c <this file> COMMAND ...`.
+# The board side of edgert: `edgert deploy` sends this file over SSH as `python3 -c <this file> COMMAND ...`, and
+# the Ansible collection's modules import it (module_utils), so both do exactly the same on a board.
 #
 # Standard library only, and written so that even Python 2.7 parses it (no f-strings, no annotations): an old
-# Python on the board must get a clear "too old" answer, not a SyntaxError. Every command prints one JSON line.
+# Python on the board must get a clear "too old" answer, not a SyntaxError. Each command returns a dict or raises
+# AgentError; run as a script, it prints one JSON line.
 #
 # Layout under the remote directory:
 #   venv/                           the runtime, made by `setup`
@@ -9,36 +11,42 @@
 #   models/NAME/current, previous   symlinks to versions, switched with rename(2), so never half-written
 #   models/NAME/.incoming/          uploads in progress; whatever is left there by a dropped connection is cleared
 #                                   by the next deploy
+#   models/NAME/.last-check.json    the last health check a rollout ran on this board (agreement, p50)
 import errno
+import fcntl  # POSIX only, like the boards
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
+import zipfile
 
 MIN_PYTHON = (3, 10)
 CHUNK = 1 << 20
 
 
-def reply(ok, **fields):
-    fields["ok"] = ok
-    sys.stdout.write(json.dumps(fields) + "\n")
-    sys.stdout.flush()
-    sys.exit(0 if ok else 1)
+class AgentError(Exception):
+    """A refusal or failure on the board: a kind (disk_full, checksum, ...) and one line that says what to do."""
+
+    def __init__(self, kind, message, **fields):
+        Exception.__init__(self, message)
+        self.kind = kind
+        self.message = message
+        self.fields = fields
 
 
 def fail(kind, message, **fields):
-    reply(False, kind=kind, message=message, **fields)
+    raise AgentError(kind, message, **fields)
 
 
-if sys.version_info[:2] < MIN_PYTHON:
-    fail("python_too_old", "Python %d.%d.%d at %s is too old: edgert needs %d.%d or newer"
-         % (sys.version_info[:3] + (sys.executable,) + MIN_PYTHON), python=list(sys.version_info[:3]))
-
-import fcntl  # noqa: E402  (after the version check: POSIX only, like the boards)
-import platform  # noqa: E402
-import zipfile  # noqa: E402
+def python_too_old():
+    """The one line for a Python older than edgert needs, or None."""
+    if sys.version_info[:2] < MIN_PYTHON:
+        return ("Python %d.%d.%d at %s is too old: edgert needs %d.%d or newer"
+                % (tuple(sys.version_info[:3]) + (sys.executable,) + MIN_PYTHON))
+    return None
 
 # Names what is missing, so the deploy can say it in one line.
 RUNTIME_CHECK = """
@@ -135,42 +143,63 @@ def cmd_probe(root, name):
     root, models = paths(root, name)
     python = runtime_python(root)
     ok, why = runtime_status(python)
-    reply(True, python=list(sys.version_info[:3]), executable=sys.executable, machine=platform.machine(),
-          root=root, free_bytes=free_bytes(root), runtime_python=python, runtime_ok=ok, runtime_error=why,
-          venv=os.path.exists(venv_python(root)), current=version_of(os.path.join(models, "current")),
-          previous=version_of(os.path.join(models, "previous")))
+    return dict(python=list(sys.version_info[:3]), executable=sys.executable, machine=platform.machine(),
+                root=root, free_bytes=free_bytes(root), runtime_python=python, runtime_ok=ok, runtime_error=why,
+                venv=os.path.exists(venv_python(root)), current=version_of(os.path.join(models, "current")),
+                previous=version_of(os.path.join(models, "previous")))
 
 
 def check_unpacked(folder):
-    with open(os.path.join(folder, "manifest.json"), "rb") as f:
-        manifest = json.loads(f.read().decode("utf-8"))
+    """The first file of an unpacked bundle that does not match its manifest (or is missing), or None."""
+    try:
+        with open(os.path.join(folder, "manifest.json"), "rb") as f:
+            manifest = json.loads(f.read().decode("utf-8"))
+    except (IOError, OSError, ValueError):
+        return "manifest.json"
     for rel, want in sorted(manifest["files"].items()):
         digest = hashlib.sha256()
         size = 0
-        with open(os.path.join(folder, rel), "rb") as f:
-            for block in iter(lambda: f.read(CHUNK), b""):
-                digest.update(block)
-                size += len(block)
+        try:
+            with open(os.path.join(folder, rel), "rb") as f:
+                for block in iter(lambda: f.read(CHUNK), b""):
+                    digest.update(block)
+                    size += len(block)
+        except (IOError, OSError):
+            return rel
         if size != want["size"] or digest.hexdigest() != want["sha256"]:
             return rel
     return None
 
 
-def cmd_install(root, name, version, size, sha256):
+def io_failure(exc, models):
+    """A failed write on the board as one line: a full disk, a read-only one, or the OS's own words."""
+    if exc.errno == errno.ENOSPC:
+        fail("disk_full", "the board ran out of disk space in %s while receiving the bundle; free some space "
+             "or choose another --remote-dir (the active model was not touched)" % models)
+    if exc.errno == errno.EROFS:
+        fail("read_only", "%s is on a read-only file system; remount it read-write or choose another --remote-dir "
+             "(the active model was not touched)" % models)
+    if exc.errno == errno.EACCES:
+        fail("permission", "%s is not writable by this user; fix its permissions or choose another --remote-dir "
+             "(the active model was not touched)" % models)
+    fail("io", "%s: %s (the active model was not touched)" % (getattr(exc, "filename", "") or models, exc))
+
+
+def open_models(root, name):
+    """The model's folder, created and locked; a read-only or unwritable remote directory is one line."""
     root, models = paths(root, name)
-    size = int(size)
-    handle = lock(models)
-    incoming = clear_incoming(models)  # first: what a dropped upload left may be what fills the disk
-    free = free_bytes(models)
-    if free < 3 * size:  # the zip, the unpacked copy, and room to spare
-        fail("disk_full", "not enough disk space in %s: %.1f MiB free, the bundle needs %.1f MiB; free some space or "
-             "choose another --remote-dir" % (models, free / 2.0 ** 20, 3 * size / 2.0 ** 20))
-    os.makedirs(incoming)
-    part = os.path.join(incoming, "%s.%d.zip" % (version, os.getpid()))
+    try:
+        return root, models, lock(models)
+    except (IOError, OSError) as exc:
+        io_failure(exc, models)
+
+
+def unpack(models, version, archive_path):
+    """Unpack a received bundle into v-VERSION (every file checked against the manifest first)."""
+    incoming = os.path.join(models, ".incoming")
     unpacked = os.path.join(incoming, "%s.%d" % (version, os.getpid()))
     try:
-        receive(part, size, sha256)
-        with zipfile.ZipFile(part) as archive:
+        with zipfile.ZipFile(archive_path) as archive:
             archive.extractall(unpacked)
         os.chmod(os.path.join(unpacked, "run"), 0o755)
         bad = check_unpacked(unpacked)
@@ -178,31 +207,71 @@ def cmd_install(root, name, version, size, sha256):
             fail("checksum", "%s does not match its checksum in the manifest after unpacking; the active model was "
                  "not touched, deploy again" % bad)
         final = os.path.join(models, "v-" + version)
-        if os.path.isdir(final):
+        if os.path.isdir(final) and not check_unpacked(final):
             shutil.rmtree(unpacked)  # this version is on the board already (the one rolled back from, say)
         else:
+            if os.path.isdir(final):
+                shutil.rmtree(final)  # a damaged copy of this version: replaced by the one just checked
             os.rename(unpacked, final)
         fsync_dir(models)
     except (IOError, OSError) as exc:
-        if exc.errno == errno.ENOSPC:
-            fail("disk_full", "the board ran out of disk space in %s while receiving the bundle; free some space "
-                 "or choose another --remote-dir (the active model was not touched)" % models)
-        fail("io", "%s: %s (the active model was not touched)" % (getattr(exc, "filename", "") or models, exc))
+        io_failure(exc, models)
+    except zipfile.BadZipfile as exc:
+        fail("checksum", "the bundle received is not a valid zip (%s); the active model was not touched, deploy "
+             "again" % exc)
     finally:
-        # Whatever happened, nothing half-received stays behind (a killed agent's leftovers go on the next deploy).
         shutil.rmtree(incoming, ignore_errors=True)
-    current_link = os.path.join(models, "current")
-    before = version_of(current_link)
+
+
+def activate(models, version):
+    """Make v-VERSION current and what was current previous; returns (current, previous) as they were before."""
+    before = version_of(os.path.join(models, "current"))
+    previous = version_of(os.path.join(models, "previous"))
     if before != version:
         if before:
             symlink_atomic("v-" + before, os.path.join(models, "previous"))
-        symlink_atomic("v-" + version, current_link)
+        symlink_atomic("v-" + version, os.path.join(models, "current"))
         fsync_dir(models)
+    return before, previous
+
+
+def restore(models, current, previous):
+    """Put the links back as `activate` found them (a version that failed its checks is removed)."""
+    for link, version in (("current", current), ("previous", previous)):
+        path = os.path.join(models, link)
+        if version:
+            symlink_atomic("v-" + version, path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+    fsync_dir(models)
+    prune(models, set(v for v in (current, previous) if v))
+
+
+def cmd_install(root, name, version, size, sha256):
+    root, models, handle = open_models(root, name)
+    size = int(size)
+    incoming = clear_incoming(models)  # first: what a dropped upload left may be what fills the disk
+    free = free_bytes(models)
+    if free < 3 * size:  # the zip, the unpacked copy, and room to spare
+        fail("disk_full", "not enough disk space in %s: %.1f MiB free, the bundle needs %.1f MiB; free some space or "
+             "choose another --remote-dir" % (models, free / 2.0 ** 20, 3 * size / 2.0 ** 20))
+    part = os.path.join(incoming, "%s.%d.zip" % (version, os.getpid()))
+    try:
+        os.makedirs(incoming)
+        receive(part, size, sha256)
+    except (IOError, OSError) as exc:
+        shutil.rmtree(incoming, ignore_errors=True)  # nothing half-received stays behind
+        io_failure(exc, models)
+    except AgentError:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
+    unpack(models, version, part)
+    before, _ = activate(models, version)
     previous = version_of(os.path.join(models, "previous"))
-    prune(models, {version, previous})
+    prune(models, set(v for v in (version, previous) if v))
     handle.close()
-    reply(True, version=version, previous=previous, switched=before != version,
-          path=os.path.join(models, "current"))
+    return dict(version=version, previous=previous, switched=before != version,
+                path=os.path.join(models, "current"))
 
 
 def receive(part, size, sha256):
@@ -260,7 +329,7 @@ def cmd_rollback(root, name):
         symlink_atomic("v-" + current, os.path.join(models, "previous"))
     fsync_dir(models)
     handle.close()
-    reply(True, version=previous, replaced=current, path=os.path.join(models, "current"))
+    return dict(version=previous, replaced=current, path=os.path.join(models, "current"))
 
 
 def cmd_setup(root, index_url, *requirements):
@@ -274,7 +343,7 @@ def cmd_setup(root, index_url, *requirements):
     serve = any(r.startswith("uvicorn") for r in requirements)
     ok, why = runtime_status(python, serve) if os.path.exists(python) else (False, "no virtual environment yet")
     if ok:
-        reply(True, installed=False, python=python)
+        return dict(installed=False, python=python)
     if not os.path.exists(python):
         made = subprocess.run([sys.executable, "-m", "venv", os.path.join(root, "venv")], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, universal_newlines=True)
@@ -297,7 +366,7 @@ def cmd_setup(root, index_url, *requirements):
     ok, why = runtime_status(python, serve)
     if not ok:
         fail("setup", "the runtime was installed but does not import: %s" % why)
-    reply(True, installed=True, python=python, requirements=list(requirements), reason=why)
+    return dict(installed=True, python=python, requirements=list(requirements), reason=why)
 
 
 def cmd_exec(root, name, *args):
@@ -468,7 +537,7 @@ def cmd_serve(root, name, host, port, grace, *options):
             tail = open(log_file).read().strip().splitlines()[-1:]
             tail = tail[0] if tail else ""
         fail("serve", "edgert serve did not answer on port %s within 60 s%s" % (port, ": " + tail if tail else ""))
-    reply(True, how=how, where=where, log=log_file if scope is None else "journalctl %s-u edgert-serve"
+    return dict(how=how, where=where, log=log_file if scope is None else "journalctl %s-u edgert-serve"
           % ("" if scope == "system" else "--user "), url="http://%s:%s/v2" % (host, port))
 
 
@@ -483,13 +552,195 @@ def cmd_unserve(root, grace):
                               stderr=subprocess.STDOUT, universal_newlines=True)
         stopped = done.returncode == 0
     stopped = stop_process(os.path.join(root, "server", "serve.pid"), float(grace)) or stopped
-    reply(True, stopped=stopped)
+    return dict(stopped=stopped)
+
+
+def sysfs(path):
+    """`path` under EDGERT_SYSFS_ROOT (default /), as the runtime reads sysfs, so tests can stand in for a board."""
+    return os.path.join(os.environ.get("EDGERT_SYSFS_ROOT", "/"), path.lstrip("/"))
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except (IOError, OSError, UnicodeDecodeError):
+        return None
+
+
+def thermal_state():
+    """(hottest zone in degrees C or None, {zone: C}, throttled, why): the Raspberry Pi firmware's throttling flags
+    where it reports them, and any thermal zone at or above its lowest passive/hot trip point."""
+    import glob
+
+    temps, throttled, why = {}, False, ""
+    for zone in sorted(glob.glob(sysfs("/sys/class/thermal/thermal_zone*"))):
+        raw = read_text(os.path.join(zone, "temp"))
+        try:
+            temp = int(raw) / 1000.0
+        except (TypeError, ValueError):
+            continue
+        label = read_text(os.path.join(zone, "type")) or os.path.basename(zone)
+        temps[label] = temp
+        trips = []
+        for kind_file in glob.glob(os.path.join(zone, "trip_point_*_type")):
+            if read_text(kind_file) in ("passive", "hot", "critical"):
+                try:
+                    trips.append(int(read_text(kind_file[:-5] + "_temp")) / 1000.0)
+                except (TypeError, ValueError):
+                    pass
+        if trips and temp >= min(trips) and not throttled:
+            throttled, why = True, "%s at %.1f C, at or above its trip point %.1f C" % (label, temp, min(trips))
+    flags = read_text(sysfs("/sys/devices/platform/soc/soc:firmware/get_throttled"))
+    if flags is not None:
+        try:
+            now = int(flags, 16) & 0xE  # arm frequency capped, throttled, soft temperature limit: now
+        except ValueError:
+            now = 0
+        if now and not throttled:
+            throttled, why = True, "the firmware reports throttling (get_throttled=0x%x)" % int(flags, 16)
+    return (max(temps.values()) if temps else None), temps, throttled, why
+
+
+def serving_state(root):
+    """Whether the `edgert serve` this agent started runs: its systemd unit, or its recorded process."""
+    pid = pid_alive(os.path.join(root, "server", "serve.pid"))
+    if pid:
+        return dict(running=True, how="process %d" % pid)
+    scope, _why = systemd_scope()
+    if scope is not None:
+        ctl = ["systemctl"] + ([] if scope == "system" else ["--user"])
+        done = subprocess.run(ctl + ["is-active", "edgert-serve.service"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, universal_newlines=True)
+        if done.stdout.strip() == "active":
+            return dict(running=True, how="systemd %s unit" % scope)
+    return dict(running=False, how="")
+
+
+def model_facts(models):
+    versions = sorted(e[2:] for e in os.listdir(models) if e.startswith("v-")) if os.path.isdir(models) else []
+    last = None
+    raw = read_text(os.path.join(models, ".last-check.json"))
+    if raw:
+        try:
+            last = json.loads(raw)
+        except ValueError:
+            last = None
+    return dict(active=version_of(os.path.join(models, "current")),
+                previous=version_of(os.path.join(models, "previous")), versions=versions, last_check=last)
+
+
+def writable(root):
+    """Whether the remote directory (or the folder it would be made in) is on a writable file system."""
+    path = root
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return not (os.statvfs(path).f_flag & getattr(os, "ST_RDONLY", 1))
+
+
+def cmd_facts(root, *names):
+    """What a board has: its machine, Python, runtime, models, disk, temperature and server (changes nothing)."""
+    root, _ = paths(root, "_")
+    model_root = os.path.join(root, "models")
+    if not names and os.path.isdir(model_root):
+        names = sorted(n for n in os.listdir(model_root) if os.path.isdir(os.path.join(model_root, n)))
+    python = runtime_python(root)
+    ok, why = runtime_status(python)
+    hottest, temps, throttled, throttle_reason = thermal_state()
+    device_tree = (read_text(sysfs("/proc/device-tree/model"))
+                   or read_text(sysfs("/sys/firmware/devicetree/base/model")) or "")
+    return dict(machine=os.environ.get("EDGERT_MACHINE") or platform.machine(), python=list(sys.version_info[:3]),
+                executable=sys.executable, root=root, free_bytes=free_bytes(root), writable=writable(root),
+                runtime_python=python, runtime_ok=ok, runtime_error=why, device_tree_model=device_tree.strip("\x00"),
+                models=dict((n, model_facts(os.path.join(model_root, n))) for n in names),
+                temperature_c=hottest, thermal_zones=temps, throttled=throttled, throttle_reason=throttle_reason,
+                serving=serving_state(root))
+
+
+def run_check(root, models, version, reference, baseline, runs):
+    """The new version's health check (`python3 BUNDLE check`): its result, or AgentError when it cannot run."""
+    python = runtime_python(root)
+    argv = [python, os.path.join(models, "v-" + version), "check", reference, "--runs", str(int(runs))]
+    if baseline and os.path.isdir(os.path.join(models, "v-" + baseline)):
+        argv += ["--baseline", os.path.join(models, "v-" + baseline)]
+    done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          timeout=1800)
+    for line in reversed(done.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    lines = [l for l in (done.stderr + done.stdout).strip().splitlines() if l.strip()]
+    fail("check", "the health check could not run on the board: %s" % (lines[-1] if lines else "no output"))
+
+
+def record_check(models, result):
+    path = os.path.join(models, ".last-check.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f)
+    os.rename(path + ".tmp", path)
+
+
+def ready_and_infer(port, name, version, timeout_s=60):
+    """The board's server is ready and answers one inference with `version`; else AgentError."""
+    import time
+    from urllib.request import Request, urlopen
+
+    base = "http://127.0.0.1:%s/v2" % port
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            urlopen(base + "/health/ready", timeout=5).read()
+            meta = json.loads(urlopen("%s/models/%s" % (base, name), timeout=5).read().decode())
+            if version in (meta.get("versions") or []):
+                break
+        except Exception:  # noqa: BLE001 - not ready yet
+            pass
+        if time.time() > deadline:
+            fail("serve", "edgert serve on port %s did not report %s version %s ready within %d s"
+                 % (port, name, version, timeout_s))
+        time.sleep(0.2)
+    inputs = [dict(name=i["name"], shape=[d if d > 0 else 1 for d in i["shape"]], datatype=i["datatype"],
+                   data=[0] * max(1, _count(i["shape"]))) for i in meta.get("inputs", [])]
+    request = Request("%s/models/%s/infer" % (base, name), data=json.dumps(dict(inputs=inputs)).encode(),
+                      headers={"Content-Type": "application/json"})
+    try:
+        answer = json.loads(urlopen(request, timeout=30).read().decode())
+    except Exception as exc:  # noqa: BLE001 - HTTP error, refused, timeout: one line
+        fail("serve", "edgert serve on port %s did not answer an inference: %s" % (port, exc))
+    if answer.get("model_version") not in (None, version):
+        fail("serve", "edgert serve answered with version %s, not %s" % (answer.get("model_version"), version))
+    return dict(ready=True, outputs=[o.get("name") for o in answer.get("outputs", [])])
+
+
+def _count(shape):
+    n = 1
+    for d in shape:
+        n *= d if d > 0 else 1
+    return n
 
 
 COMMANDS = {"probe": cmd_probe, "install": cmd_install, "rollback": cmd_rollback, "setup": cmd_setup,
-            "exec": cmd_exec, "serve": cmd_serve, "unserve": cmd_unserve}
+            "exec": cmd_exec, "serve": cmd_serve, "unserve": cmd_unserve, "facts": cmd_facts}
+
+
+def main(argv):
+    """Run one command and print its reply as one JSON line (`ok` true or false); exit 0 or 1."""
+    def reply(ok, fields):
+        fields["ok"] = ok
+        sys.stdout.write(json.dumps(fields) + "\n")
+        sys.stdout.flush()
+        sys.exit(0 if ok else 1)
+
+    too_old = python_too_old()
+    if too_old:
+        reply(False, dict(kind="python_too_old", message=too_old, python=list(sys.version_info[:3])))
+    if len(argv) < 1 or argv[0] not in COMMANDS:
+        reply(False, dict(kind="usage", message="usage: agent {%s} ARGS" % ",".join(sorted(COMMANDS))))
+    try:
+        result = COMMANDS[argv[0]](*argv[1:])
+    except AgentError as exc:
+        reply(False, dict(exc.fields, kind=exc.kind, message=exc.message))
+    reply(True, result)
+
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
-        fail("usage", "usage: agent {%s} ARGS" % ",".join(sorted(COMMANDS)))
-    COMMANDS[sys.argv[1]](*sys.argv[2:])
+    main(sys.argv[1:])
