@@ -11,6 +11,7 @@ from edgert.errors import (
     DelegateError,
     DelegateUnavailableError,
     DeployError,
+    FleetError,
     DeviceProfileError,
     EdgertError,
     InferenceError,
@@ -57,7 +58,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError", "BenchError", "BenchResult", "BundleError", "ConversionError", "DelegateCheck",
-    "DelegateError", "DelegateUnavailableError", "DelegationReport", "DeployError", "DeviceProfileError",
+    "DelegateError", "DelegateUnavailableError", "DelegationReport", "DeployError", "DeviceProfileError", "FleetError",
     "EdgertError", "EnergyStats", "InferenceError", "InputDataError", "LatencyStats", "MetadataError", "Model",
     "ModelFormatError", "ModelInfo", "OutputExistsError", "OutputNotWritableError", "PowerTrace", "SensorError",
     "TensorSpec", "UnsupportedOperatorError", "bench", "check", "inspect_model", "load", "__version__",

@@ -76,6 +76,11 @@ class DeployError(EdgertError):
     """Deploying to, running on or rolling back a board over SSH failed; the message names the step and the fix."""
 
 
+class FleetError(EdgertError):
+    """A fleet command cannot start or finish: no Ansible, a bad inventory, no hosts; boards' own failures are rows
+    of the report, not this."""
+
+
 class MetadataError(EdgertError):
     """TFLite metadata does not fit the model (task, labels, normalisation), or an Android export was asked for
     wrongly (package name, task, output folder)."""

@@ -46,8 +46,9 @@ def _keygen(path: Path) -> None:
 class SshServer:
     """sshd in the foreground on 127.0.0.1:PORT; `ssh_config` defines the alias `board` for it."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, extra_config: str = ""):
         self.folder = folder
+        self.extra_config = extra_config  # more sshd_config lines (SetEnv ...: a board that differs)
         self.port = _free_port()
         self.user = getpass.getuser()
         self.ssh_config = folder / "ssh_config"
@@ -84,6 +85,8 @@ PermitRootLogin prohibit-password
 MaxStartups 64
 MaxSessions 64
 LogLevel VERBOSE
+Subsystem sftp internal-sftp
+{self.extra_config}
 """)
         self.ssh_config.write_text(self.client_config("client_ed25519"))
         self.process = subprocess.Popen([sshd, "-D", "-e", "-f", str(f / "sshd_config")],

@@ -24,6 +24,7 @@ COMMANDS = {
     "devices": ("board", "devices", "Board profiles: list them, show one, detect this board."),
     "bundle": ("board", "bundle", "Pack a model and the runtime into one runnable file."),
     "deploy": ("board", "deploy", "Deploy a model to a board over SSH, or roll it back."),
+    "fleet": ("fleet", "fleet", "Many boards via Ansible: rollout in waves, status, rollback."),
     "metadata": ("android", "metadata", "Write or read TFLite Metadata: labels, normalisation, task."),
     "export": ("android", "export", "Export a model for an app: Android (Kotlin and Gradle)."),
     "serve": ("serve", "serve", "Serve models over HTTP (KServe v2 / Triton protocol)."),

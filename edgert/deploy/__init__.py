@@ -89,17 +89,17 @@ class Ssh:
         return self.argv(shlex.join([python, "-c", _agent_text(), *args]))
 
 
-def _ssh_failure(ssh: Ssh, stderr: str) -> DeployError:
-    """Turn ssh's own failure (exit 255) into one line that says what to do."""
-    text = " ".join(line.strip() for line in stderr.strip().splitlines() if line.strip()
+def ssh_problem(target: str, destination: str, text: str) -> str:
+    """ssh's own failure, from its messages, as one line that says what to do (`edgert deploy` and `fleet`)."""
+    text = " ".join(line.strip() for line in text.strip().splitlines() if line.strip()
                     and not line.startswith("Warning: Permanently added"))
-    target = ssh.target
     if "Permission denied" in text:
-        return DeployError(f"{target}: the SSH login was refused ({text.rpartition(': ')[2] or text}); add your key "
-                           f"with `ssh-copy-id {target.destination}` or set IdentityFile in ~/.ssh/config")
+        return (f"{target}: the SSH login was refused ({text.rpartition(': ')[2] or text}); add your key with "
+                f"`ssh-copy-id {destination}` or set IdentityFile in ~/.ssh/config (ansible_ssh_private_key_file in "
+                "an inventory)")
     if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
-        return DeployError(f"{target}: the host key is unknown or has changed; check it, then connect once with "
-                           f"`ssh {target.destination}` to record it")
+        return (f"{target}: the host key is unknown or has changed; check it, then connect once with "
+                f"`ssh {destination}` to record it")
     for needle, what in (("Could not resolve hostname", "the host name does not resolve"),
                          ("Connection refused", "connection refused (is sshd running on the board?)"),
                          ("timed out", "the connection timed out"), ("No route to host", "no route to the host"),
@@ -107,8 +107,12 @@ def _ssh_failure(ssh: Ssh, stderr: str) -> DeployError:
                          ("Connection closed", "the board closed the connection"),
                          ("Connection reset", "the connection was reset")):
         if needle in text:
-            return DeployError(f"cannot reach {target}: {what}; check the address, the port and that the board is on")
-    return DeployError(f"ssh to {target} failed: {text or 'no message'}")
+            return f"cannot reach {target}: {what}; check the address, the port and that the board is on"
+    return f"ssh to {target} failed: {text or 'no message'}"
+
+
+def _ssh_failure(ssh: Ssh, stderr: str) -> DeployError:
+    return DeployError(ssh_problem(str(ssh.target), ssh.target.destination, stderr))
 
 
 def _parse_reply(ssh: Ssh, done_stdout: str, stderr: str, returncode: int, python: str) -> dict:

@@ -341,9 +341,10 @@ def cmd_setup(root, index_url, *requirements):
              "Raspberry Pi OS 64-bit), or install tflite-runtime with numpy<2 there (pip install tflite-runtime "
              "'numpy<2'; edgert uses it) and deploy without --setup" % machine, machine=machine)
     serve = any(r.startswith("uvicorn") for r in requirements)
-    ok, why = runtime_status(python, serve) if os.path.exists(python) else (False, "no virtual environment yet")
+    present = runtime_python(root)  # the venv, else the Python running this: either may have it all already
+    ok, why = runtime_status(present, serve)
     if ok:
-        return dict(installed=False, python=python)
+        return dict(installed=False, python=present)
     if not os.path.exists(python):
         made = subprocess.run([sys.executable, "-m", "venv", os.path.join(root, "venv")], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, universal_newlines=True)
@@ -479,9 +480,7 @@ def cmd_serve(root, name, host, port, grace, *options):
     version = os.path.realpath(os.path.join(models, "current"))
     if not os.path.isdir(version):
         fail("not_deployed", "%s is not deployed under %s; run edgert deploy first" % (name, root))
-    python = venv_python(root)
-    if not os.path.exists(python):
-        fail("runtime_missing", "no runtime in %s/venv; deploy with --setup --serve" % root)
+    python = runtime_python(root)
     ok, why = runtime_status(python, serve=True)
     if not ok:
         fail("runtime_missing", "the board's runtime cannot serve (%s); deploy with --setup --serve" % why)

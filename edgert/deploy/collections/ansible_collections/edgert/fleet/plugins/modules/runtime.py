@@ -1,0 +1,69 @@
+#!/usr/bin/python
+"""edgert.fleet.runtime: the edgert runtime's virtual environment on a board."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: runtime
+short_description: The edgert runtime on a board
+description:
+  - Makes I(root)/venv with the packages an edgert bundle needs (numpy, click, the interpreter package of the
+    board's profile), unless the runtime there already imports. Idempotent; supports check mode.
+  - A 32-bit ARM board is refused before pip runs, since ai-edge-litert has no wheel for it.
+options:
+  root:
+    description: The remote directory (the inventory's C(edgert_remote_dir)).
+    type: str
+    default: ~/edgert
+  requirements:
+    description: The packages, as the bundle's manifest lists them.
+    type: list
+    elements: str
+    required: true
+  index_url:
+    description: An extra package index (a board profile's).
+    type: str
+    default: ""
+author: edgert
+"""
+
+EXAMPLES = r"""
+- name: The runtime, where it is missing
+  edgert.fleet.runtime:
+    requirements: [numpy>=1.23, click>=8.1, ai-edge-litert>=2.3]
+"""
+
+RETURN = r"""
+installed:
+  description: Whether packages were installed.
+  returned: success
+  type: bool
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+from ansible_collections.edgert.fleet.plugins.module_utils.agent import (  # noqa: E402
+    AgentError, cmd_setup, paths, runtime_status, venv_python)
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(root=dict(type="str", default="~/edgert"),
+                                              requirements=dict(type="list", elements="str", required=True),
+                                              index_url=dict(type="str", default="")),
+                           supports_check_mode=True)
+    p = module.params
+    serve = any(r.startswith("uvicorn") for r in p["requirements"])
+    if module.check_mode:
+        root, _ = paths(p["root"], "_")
+        python = venv_python(root)
+        ok = runtime_status(python, serve)[0] if __import__("os").path.exists(python) else False
+        module.exit_json(changed=not ok, installed=False)
+    try:
+        result = cmd_setup(p["root"], p["index_url"] or "-", *p["requirements"])
+    except AgentError as exc:
+        module.fail_json(msg=exc.message, kind=exc.kind)
+    module.exit_json(changed=bool(result["installed"]), **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""A rollout's health check on one board: the model's outputs against the host's, and its latency against the version
+it replaces. Runtime code only (numpy and edgert), so a bundle runs it on the board: `python3 BUNDLE check REF.npz`.
+
+The reference file is an `.npz` the host writes once per rollout (`make_reference`): `input/NAME` and `output/NAME`
+with the samples on the first axis, and `__meta__`, a JSON string with the tolerance for the model's mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgert.errors import InputDataError
+
+# Worst-sample cosine an output must reach, by the model's quantization (`edgert inspect`): the same .tflite on
+# another CPU differs by float rounding, and a quantized one by up to a quantization step (XNNPACK against the
+# reference kernels, as under qemu), which a step-sized absolute tolerance accepts too.
+MIN_COSINE = {"float32": 0.9999, "float16 weights": 0.9999, "dynamic range": 0.99, "full integer": 0.98,
+              "int16x8": 0.99}  # by the start of ModelInfo.quantization ("full integer (int8), float I/O", ...)
+DEFAULT_MIN_COSINE = 0.98
+META = "__meta__"
+
+
+@dataclass(frozen=True)
+class OutputAgreement:
+    """One output on the board against the host: worst-sample cosine and largest absolute difference."""
+
+    name: str
+    min_cosine: float
+    max_abs_diff: float
+    tolerance_abs: float  # within this everywhere, an output agrees whatever its cosine (one quantization step)
+    ok: bool
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What `python3 BUNDLE check` measured on the board."""
+
+    samples: int
+    min_cosine_required: float
+    outputs: tuple[OutputAgreement, ...]
+    p50_ms: float
+    baseline_p50_ms: float | None  # the version this one replaces, measured in the same process, interleaved
+    delegate: str
+    throttled: bool
+    throttle_reason: str
+
+    @property
+    def agrees(self) -> bool:
+        return all(o.ok for o in self.outputs)
+
+    @property
+    def slowdown(self) -> float | None:
+        return self.p50_ms / self.baseline_p50_ms if self.baseline_p50_ms else None
+
+    def disagreement(self) -> str:
+        """The worst output as one phrase, or '' when every output agrees."""
+        bad = [o for o in self.outputs if not o.ok]
+        if not bad:
+            return ""
+        worst = min(bad, key=lambda o: o.min_cosine)
+        return (f"output {worst.name} disagrees with the host: cosine {worst.min_cosine:.4f} < "
+                f"{self.min_cosine_required:g}, max |diff| {worst.max_abs_diff:.4g}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(agrees=self.agrees, slowdown=self.slowdown, disagreement=self.disagreement())
+        return d
+
+
+def make_reference(model_path: str | os.PathLike, output: str | os.PathLike, *,
+                   inputs: str | os.PathLike | None = None, samples: int = 4, seed: int = 0) -> dict:
+    """Run `model_path` on this machine (the default CPU delegate) and write the reference file a rollout checks boards with.
+
+    Args:
+        inputs: `.npy`/`.npz` arrays (by input name, the samples on the first axis) [default: `samples` seeded
+            random inputs, as `edgert bench` makes them].
+
+    Returns: the file's `__meta__` (samples, min_cosine, quantization).
+
+    Raises:
+        InputDataError: the inputs do not fit the model.
+        ModelFormatError: not a model.
+    """
+    from edgert.arrays import load_arrays, random_inputs
+    from edgert.info import inspect_model
+    from edgert.model import load
+
+    info = inspect_model(model_path)
+    model = load(model_path)
+    if inputs is None:
+        batches = [dict(zip((s.name for s in model.inputs), random_inputs(model.inputs, seed + i)))
+                   for i in range(samples)]
+    else:
+        arrays = load_arrays(inputs)
+        if len(arrays) == 1 and len(model.inputs) == 1:
+            arrays = {model.inputs[0].name: next(iter(arrays.values()))}
+        count = len(next(iter(arrays.values())))
+        batches = [{name: a[i] for name, a in arrays.items()} for i in range(count)]
+    results = [model.run_by_name(batch) for batch in batches]
+    data = {f"input/{name}": np.stack([b[name] for b in batches]) for name in batches[0]}
+    data.update({f"output/{name}": np.stack([r[name] for r in results]) for name in results[0]})
+    scales = {s.name: max(s.scale) for s in model.outputs if s.scale}  # per-axis: the coarsest step
+    meta = {"samples": len(batches), "quantization": info.quantization,
+            "min_cosine": min_cosine(info.quantization), "output_scales": scales}
+    data[META] = np.array(json.dumps(meta))
+    from edgert.files import atomic_path
+
+    with atomic_path(Path(output)) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **data)
+    return meta
+
+
+def min_cosine(quantization: str) -> float:
+    """The worst-sample cosine a board's output must reach for a model of this quantization."""
+    return next((v for k, v in MIN_COSINE.items() if quantization.startswith(k)), DEFAULT_MIN_COSINE)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def check(model_path: str | os.PathLike, reference: str | os.PathLike, *, delegate: str | Sequence[str] = "auto",
+          baseline: str | os.PathLike | None = None, baseline_delegate: str | Sequence[str] | None = None,
+          runs: int = 50, rounds: int = 2) -> CheckResult:
+    """Run the model on the reference inputs and compare by output name; then time it (p50) against `baseline` in
+    `rounds` interleaved rounds, so both see the same load on the board.
+
+    Raises:
+        InputDataError: the reference file does not fit this model (another model's file).
+    """
+    from edgert.benchmark import bench
+    from edgert.model import load
+
+    try:
+        with np.load(reference, allow_pickle=False) as ref:
+            arrays = {key: ref[key] for key in ref.files}
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"{reference} is not a reference file ({exc})") from None
+    meta = json.loads(str(arrays.pop(META, np.array("{}"))))
+    model = load(model_path, delegate=delegate)
+    inputs = {k[6:]: v for k, v in arrays.items() if k.startswith("input/")}
+    expected = {k[7:]: v for k, v in arrays.items() if k.startswith("output/")}
+    missing = sorted(set(expected) - {s.name for s in model.outputs})
+    if missing or set(inputs) != {s.name for s in model.inputs}:
+        raise InputDataError(f"{reference} was made for another model (outputs {', '.join(sorted(expected))}); "
+                             "make the reference from the model being rolled out")
+    count = len(next(iter(inputs.values())))
+    got = [model.run_by_name({name: a[i] for name, a in inputs.items()}) for i in range(count)]
+    floor = float(meta.get("min_cosine", DEFAULT_MIN_COSINE))
+    outputs = []
+    for name, want in expected.items():
+        cosines = [_cosine(want[i], got[i][name]) for i in range(count)]
+        diff = max(float(np.max(np.abs(want[i].astype(np.float64) - got[i][name].astype(np.float64))))
+                   for i in range(count))
+        step = float(meta.get("output_scales", {}).get(name, 0.0)) * 1.0001
+        worst = min(cosines)
+        outputs.append(OutputAgreement(name, worst, diff, step, worst >= floor or (step > 0 and diff <= step)))
+    old = load(baseline, delegate=baseline_delegate or delegate) if baseline else None
+    new_p50, old_p50, throttled, reason = [], [], False, ""
+    for _ in range(max(1, rounds)):
+        result = bench(model, runs=max(1, runs // rounds), warmup=3, power=None, idle_s=0)
+        new_p50.append(result.latency.p50_ms)
+        if result.thermal_stats.throttled:
+            throttled, reason = True, result.thermal_stats.reason
+        if old is not None:
+            old_p50.append(bench(old, runs=max(1, runs // rounds), warmup=3, power=None, idle_s=0,
+                                 thermal=False).latency.p50_ms)
+    return CheckResult(count, floor, tuple(outputs), float(np.median(new_p50)),
+                       float(np.median(old_p50)) if old_p50 else None, model.delegation.describe(), throttled, reason)
