@@ -30,7 +30,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 BIN = Path(sys.executable).parent
-KINDS = ("sh", "transcript", "python", "toml", "demo", "benchmark", "layout", "make", "install", "serve")
+KINDS = ("sh", "transcript", "python", "toml", "demo", "benchmark", "layout", "make", "install", "serve",
+         "inventory", "ansible")
 
 
 @dataclass(frozen=True)
@@ -226,8 +227,56 @@ def ssh_board(tmp_path_factory):
     server.stop()
 
 
+def _inventory_hosts(text: str) -> list[str]:
+    """The host names of an INI inventory, in order (not the [group:vars] sections' keys)."""
+    hosts, section = [], ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif line and not line.startswith("#") and not section.endswith(":vars]"):
+            name = line.split()[0]
+            if name not in hosts:
+                hosts.append(name)
+    return hosts
+
+
+@pytest.fixture(scope="session")
+def readme_fleet(tmp_path_factory):
+    """The README inventory's boards, each an sshd on loopback (tests/fleet.py)."""
+    pytest.importorskip("ansible_runner", reason="edgert[fleet] is not installed")
+    from tests.fleet import Board, Fleet
+
+    (block,) = [b for b in BLOCKS if b.kind == "inventory"]
+    fleet = Fleet(tmp_path_factory.mktemp("readme-fleet"), [Board(h) for h in _inventory_hosts(block.text)])
+    why = fleet.start()
+    if why:
+        fleet.stop()
+        pytest.skip(why)
+    yield fleet
+    fleet.stop()
+
+
+def _fleet_inventory(fleet, sandbox: Path) -> None:
+    """hosts.ini in the sandbox: the README's inventory, then each board's loopback address, key and folders (host
+    variables given later win, as they would in the reader's own group_vars)."""
+    import getpass
+
+    (block,) = [b for b in BLOCKS if b.kind == "inventory"]
+    lines = [f"{b.name} ansible_host=127.0.0.1 ansible_port={b.port} ansible_user={getpass.getuser()} "
+             f"ansible_ssh_private_key_file={fleet.folder / 'fleet_ed25519'} "
+             f"edgert_remote_dir={fleet.root(b.name)} edgert_python={sys.executable} "
+             f"ansible_python_interpreter={sys.executable}" for b in fleet.boards]
+    common = (f"-o UserKnownHostsFile={fleet.folder / 'known_hosts'} -o StrictHostKeyChecking=yes "
+              "-o IdentitiesOnly=yes -o IdentityAgent=none")
+    (sandbox / "hosts.ini").write_text(block.text + "\n[readme_loopback]\n" + "\n".join(lines)
+                                       + f"\n\n[readme_loopback:vars]\nansible_ssh_common_args='{common}'\n")
+
+
 def _block_env(block: Block, sandbox: Path, request) -> dict[str, str]:
     extra: dict[str, str] = {}
+    if "fleet" in block.options:
+        _fleet_inventory(request.getfixturevalue("readme_fleet"), sandbox)
     if "sysfs" in block.options:
         extra.update(SYSFS[block.options["sysfs"]](sandbox.parent.parent / "sysfs"))
     if "board" in block.options:
@@ -256,7 +305,7 @@ def test_every_block_has_a_test():
     assert len(BLOCKS) > 20
 
 
-RUN_KINDS = ("sh", "transcript", "python")
+RUN_KINDS = ("sh", "transcript", "python", "ansible")
 
 
 @pytest.mark.slow
@@ -274,6 +323,14 @@ def test_block_runs(block: Block, sandbox: Path, request):
         cwd = sandbox.parent.parent if text.startswith("cd build/demo") else sandbox
         done = _run("set -e\n" + text, cwd, env, timeout)
         assert done.returncode == 0, done.stdout[-3000:]
+        return
+    if block.kind == "ansible":  # a playbook of the reader's own, with the bundle and reference its comments make
+        (sandbox / "site.yml").write_text(block.text)
+        done = _run("set -e\nedgert bundle digits_int8.tflite --device rpi5 --force\n"
+                    "edgert fleet reference digits_int8.tflite --force\n"
+                    "ANSIBLE_COLLECTIONS_PATH=$(edgert fleet collection-path) ansible-playbook -i hosts.ini site.yml",
+                    sandbox, env, timeout)
+        assert done.returncode == 0 and "failed=0" in done.stdout, done.stdout[-3000:]
         return
     if block.kind == "python":
         script = sandbox / "readme_block.py"

@@ -212,6 +212,27 @@ def targets(inventory, limit, output, force):
     click.echo(f"wrote {output}: {len(written)} targets (use it in a file_sd_configs entry of prometheus.yml)")
 
 
+@fleet.command(epilog=examples("edgert fleet reference digits.tflite",
+                               "edgert fleet reference digits.tflite --inputs samples.npz -o digits.ref.npz --force"))
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="The file [default: <model>.reference.npz].")
+@click.option("--inputs", type=click.Path(path_type=Path), help="Inputs (.npy/.npz, samples on the first axis) "
+              "[default: 4 seeded random samples].")
+@click.option("--force", is_flag=True, help="Overwrite the file.")
+@fail_cleanly
+def reference(model, output, inputs, force):
+    """Write MODEL's outputs on reference inputs, run here: what edgert.fleet.model's `reference` checks each board
+    against (edgert fleet rollout makes its own)."""
+    from edgert.files import check_output_path
+    from edgert.fleet.gates import make_reference
+
+    output = output or model.with_name(model.stem + ".reference.npz")
+    check_output_path(output, force=force)
+    meta = make_reference(model, output, inputs=inputs)
+    click.echo(f"wrote {output}: {meta['samples']} samples; a board agrees at cosine >= {meta['min_cosine']:g} "
+               f"({meta['quantization']})")
+
+
 @fleet.command("collection-path", epilog=examples("export ANSIBLE_COLLECTIONS_PATH=$(edgert fleet collection-path)"))
 def collection_path():
     """Print the folder holding edgert's Ansible collection (edgert.fleet), for ANSIBLE_COLLECTIONS_PATH."""

@@ -209,7 +209,9 @@ def rollout(model: str | os.PathLike, inventory: str | os.PathLike | list, *, li
 
 
 def _sources(inventory) -> list[str]:
-    return [str(Path(s).expanduser()) if "," not in str(s) else str(s)
+    """Inventory sources as Ansible is given them: absolute paths (ansible-runner runs it in a folder of its own),
+    host lists (`a,b,`) as they are."""
+    return [str(Path(s).expanduser().resolve()) if "," not in str(s) else str(s)
             for s in (inventory if isinstance(inventory, (list, tuple)) else [inventory])]
 
 

@@ -28,13 +28,20 @@ def _sha256(path):
     return digest.hexdigest()
 
 
+def inventory_defaults(action, args, task_vars):
+    """`root` from the host's edgert_remote_dir when the task does not give it, as `edgert fleet` does."""
+    if not args.get("root") and (task_vars or {}).get("edgert_remote_dir"):
+        args["root"] = action._templar.template(task_vars["edgert_remote_dir"])
+    return args
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        args = dict(self._task.args)
+        args = inventory_defaults(self, dict(self._task.args), task_vars)
         bundle, reference = args.pop("bundle", None), args.pop("reference", None)
         try:
             if bundle:

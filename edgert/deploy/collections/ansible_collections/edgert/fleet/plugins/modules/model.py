@@ -34,7 +34,7 @@ options:
     choices: [active, rolled_back, absent]
     default: active
   root:
-    description: The remote directory (the inventory's C(edgert_remote_dir)).
+    description: The remote directory [default: the host's C(edgert_remote_dir), else ~/edgert].
     type: str
     default: ~/edgert
   reference:
