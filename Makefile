@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgert-installed
 
 .PHONY: demo test bench soak zoo fuzz install clean board board-test board-down container-test keras-torch-test \
-	perf-analyzer-test
+	perf-analyzer-test fleet-scale
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,12 @@ perf-analyzer-test: $(STAMP)
 	$(PY) -m pip install --quiet --target build/perf_analyzer --no-deps 'tritonclient[all]==2.41.0' \
 		'nvidia-cuda-runtime-cu12==12.*'
 	EDGERT_PERF_ANALYZER=build/perf_analyzer $(PY) -m pytest -q -p no:cacheprovider tests/test_perf_analyzer.py
+
+# `edgert fleet rollout` to 10, 50 and 200 sshd boards on loopback against Ansible's ping and a serial loop of
+# `edgert deploy` (root, ten minutes or so): kept out of `make bench`.
+fleet-scale: $(STAMP)
+	@sh tests/ensure_tools.sh
+	$(PY) benchmarks/fleet_scale.py
 
 # Minutes, not seconds: kept out of `make bench`.
 soak: $(STAMP)

@@ -9,7 +9,7 @@ Kinds of board (`Board.kind`):
 - locked: it does not know the client's key;
 - nopython: its edgert_python does not exist;
 - hot: its thermal zone is above its passive trip point (EDGERT_SYSFS_ROOT);
-- arm32: it reports armv7l, which has no ai-edge-litert wheel (EDGERT_MACHINE);
+- arm32: it reports armv7l, which has no ai-edge-litert wheel (EDGERT_MACHINE), and its Python lacks the runtime;
 - full: its remote directory is a 64 KiB file system, too small for a bundle.
 """
 
@@ -26,6 +26,8 @@ from tests.sshd import SshServer, _free_port, _keygen
 
 REPO = Path(__file__).resolve().parent.parent
 WRONG_OUTPUTS = REPO / "tests" / "fleet_boards" / "wrong_outputs"
+# The arm32 board's Python: one without the runtime (Debian's own), so that --setup has something to install.
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 @dataclass
@@ -108,7 +110,7 @@ class Fleet:
         chosen = [b for b in self.boards if names is None or b.name in names]
         lines = []
         for b in chosen:
-            python = "/nonexistent/bin/python3" if b.kind == "nopython" else b.python
+            python = {"nopython": "/nonexistent/bin/python3", "arm32": SYSTEM_PYTHON}.get(b.kind, b.python)
             lines.append(f"{b.name} ansible_port={b.port} edgert_remote_dir={b.remote_dir(self.folder)} "
                          f"edgert_python={python} {b.extra_vars}".rstrip())
         groups: dict[str, list[str]] = {}

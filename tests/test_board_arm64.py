@@ -1,7 +1,8 @@
 """edgert against an emulated Raspberry Pi (Debian bookworm arm64 under qemu-user, tests/emulated_board.py), as a
-user works against a real one: deploy --setup --bench, run, bench, rollback, a bundle on the board's own Python, and
-edgert serve answered through an SSH tunnel. `make board-test` runs this module (EDGERT_BOARD=1); `make test` does
-not (the board takes minutes to build and every Python start under emulation takes seconds).
+user works against a real one: deploy --setup --bench, run, bench, rollback, a bundle on the board's own Python,
+edgert serve answered through an SSH tunnel, and a fleet rollout over it and x86 boards. `make board-test` runs this
+module (EDGERT_BOARD=1); `make test` does not (the board takes minutes to build and every Python start under
+emulation takes seconds).
 
 Each test prints what a closing note quotes (the wheel tag, the output comparison, the emulated bench line, the
 rollback); `pytest -s` shows them.
@@ -215,3 +216,53 @@ def test_the_ssh_commands_used_here_are_what_a_user_types(pi):
         "import platform, sys; print(platform.machine(), sys.version.split()[0])")], capture_output=True, text=True,
         timeout=300)
     assert done.returncode == 0 and done.stdout.startswith("aarch64 3.11"), done.stderr
+
+
+def test_one_rollout_covers_the_arm64_board_and_x86_boards(pi, deployed, float_tflite, int8_tflite, tmp_path):
+    """`edgert fleet rollout` to the emulated arm64 board (the canary, through its ssh_config alias) and two x86
+    boards on loopback sshd: both architectures install, and the gates hold on both (outputs against this machine's,
+    within a quantization step for int8 under qemu, and the p50 check against the version each board ran)."""
+    pytest.importorskip("ansible_runner", reason="edgert[fleet] is not installed")
+    import getpass
+
+    from tests.fleet import Board, Fleet
+
+    fleet = Fleet(tmp_path / "x86", [Board("x86-1"), Board("x86-2")])
+    why = fleet.start()
+    if why:
+        fleet.stop()
+        pytest.skip(why)
+    try:
+        inventory = tmp_path / "hosts.ini"
+        x86 = [f"{b.name} ansible_host=127.0.0.1 ansible_port={b.port} ansible_user={getpass.getuser()} "
+               f"ansible_ssh_private_key_file={fleet.folder / 'fleet_ed25519'} edgert_remote_dir={fleet.root(b.name)} "
+               f"edgert_python={sys.executable} ansible_ssh_common_args='-o UserKnownHostsFile="
+               f"{fleet.folder / 'known_hosts'} -o IdentitiesOnly=yes'" for b in fleet.boards]
+        inventory.write_text(f"""\
+[pis]
+{pi['alias']} ansible_ssh_common_args='-F {pi['config']}' edgert_remote_dir={REMOTE} edgert_python={REMOTE}/venv/bin/python edgert_device=rpi5
+
+[x86]
+{chr(10).join(x86)}
+""")
+        reports = []
+        for model in (float_tflite, int8_tflite):  # two releases: the second is timed against the first
+            done = edgert_cli(pi, "fleet", "rollout", str(model), "-i", str(inventory), "--name", "fleet_digits",
+                              "--canary", "1", "--waves", "100%", "--max-slowdown", "20", "--runs", "10", "--json")
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            reports.append(json.loads(done.stdout))
+        for report in reports:
+            boards = {b["host"]: b for b in report["boards"]}
+            print("\n" + "; ".join(f"{h} {b['arch']} {b['result']} cosine {b['min_cosine']:.4f} p50 {b['p50_ms']:.3f} ms"
+                                   for h, b in boards.items()))
+            assert boards[pi["alias"]]["wave"] == 1 and boards[pi["alias"]]["arch"] == "aarch64"
+            assert {boards[h]["arch"] for h in ("x86-1", "x86-2")} == {"x86_64"}
+            assert all(b["result"] == "updated" and b["min_cosine"] >= 0.98 for b in boards.values())
+        assert all(b["baseline_p50_ms"] for b in reports[1]["boards"])
+        status = json.loads(edgert_cli(pi, "fleet", "status", "-i", str(inventory), "--model", "fleet_digits",
+                                       "--json").stdout)
+        rows = {r["host"]: r for r in status["boards"]}
+        assert rows[pi["alias"]]["device"] == "rpi5" and rows[pi["alias"]]["arch"] == "aarch64"
+        assert len({r["models"][0]["active"] for r in status["boards"]}) == 2  # a version for rpi5, one for any
+    finally:
+        fleet.stop()

@@ -326,8 +326,9 @@ def test_the_collection_works_from_a_plain_ansible_playbook(fleet, releases, tmp
     shown = play(bundles[1], "--check", "--diff")
     assert "changed=1" in shown and f"-mine: {first}" in shown and "+mine: " in shown
     assert active(fleet, "b2", "mine") == first  # check mode changed nothing
-    doc = subprocess.run(["ansible-doc", "edgert.fleet.model"], capture_output=True, text=True, env=env)
-    assert doc.returncode == 0 and "max_slowdown" in doc.stdout
+    for module, option in (("model", "max_slowdown"), ("facts", "names"), ("runtime", "requirements")):
+        doc = subprocess.run(["ansible-doc", f"edgert.fleet.{module}"], capture_output=True, text=True, env=env)
+        assert doc.returncode == 0 and option in doc.stdout, doc.stderr
 
 
 def test_targets_inventories_and_their_errors(fleet, tmp_path):

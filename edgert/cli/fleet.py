@@ -61,13 +61,8 @@ def _detail(event) -> str:
     res = event.res
     if event.result in ("failed", "unreachable"):
         return _reason(event)
-    if event.step == "facts":
-        f = res.get("ansible_facts", {}).get("edgert", {})
-        models = ", ".join(f"{n} {_short(m.get('active'))}" for n, m in f.get("models", {}).items())
-        temp = f"{f['temperature_c']:.0f} C, " if f.get("temperature_c") is not None else ""
-        return f"{f.get('machine', '')}, Python {'.'.join(map(str, f.get('python', [])))}, {temp}{models}"
     if event.step in ("model", "rollback"):
-        text = f"{_short(res.get('before'))} -> {_short(res.get('after'))}"
+        text = f"{res.get('machine', '?')}: {_short(res.get('before'))} -> {_short(res.get('after'))}"
         check = res.get("check") or {}
         if check:
             cosine = min((o["min_cosine"] for o in check.get("outputs", [])), default=None)
@@ -75,8 +70,6 @@ def _detail(event) -> str:
             if check.get("slowdown"):
                 text += f" ({check['slowdown']:.2f}x the old)"
         return text
-    if event.step == "runtime":
-        return "installed" if res.get("installed") else "present"
     return ""
 
 

@@ -247,45 +247,38 @@ def _results(hosts: list[Host], outcome, sizes: tuple[int, ...], max_fail: float
     planned = [i + 1 for i, size in enumerate(sizes) for _ in range(size)]  # Ansible batches in inventory order
     wave_of: dict[str, int] = {h.name: w for h, w in zip(hosts, planned)}
     wave = 0
-    facts: dict[str, dict] = {}
     final: dict[str, Event] = {}
     for event in outcome.events:
         if event.step == "wave":
             wave += 1
             for h in event.hosts:
                 wave_of[h] = wave
-            continue
-        if event.step == "facts" and event.result == "ok":
-            facts[event.host] = event.res.get("ansible_facts", {}).get("edgert", {})
-        if event.result in ("failed", "unreachable") or event.step == "model":
+        elif event.result in ("failed", "unreachable") or event.step == "model":
             final.setdefault(event.host, event)
     boards = []
     for h in hosts:
-        f = facts.get(h.name, {})
-        model_facts = next(iter(f.get("models", {}).values()), {}) if f else {}
-        before = model_facts.get("active")
         event = final.get(h.name)
-        common = dict(host=h.name, wave=wave_of.get(h.name), before=before, arch=f.get("machine", ""))
-        if event is None:
+        if event is None or event.res.get("stopped"):
             why = ("stopped by Ctrl-C before this board's step" if outcome.stopped
                    else "the rollout halted before this board's wave")
-            boards.append(BoardResult(result="not started", after=before, reason=why, **common))
+            boards.append(BoardResult(h.name, wave_of.get(h.name), "not started", None, None, why))
             continue
         res = event.res
+        before = res.get("before")
         check_res = res.get("check") or {}
-        measures = dict(p50_ms=check_res.get("p50_ms"), baseline_p50_ms=check_res.get("baseline_p50_ms"),
-                        min_cosine=min((o["min_cosine"] for o in check_res.get("outputs", [])), default=None))
+        common = dict(host=h.name, wave=wave_of.get(h.name), before=before, arch=res.get("machine", ""),
+                      p50_ms=check_res.get("p50_ms"), baseline_p50_ms=check_res.get("baseline_p50_ms"),
+                      min_cosine=min((o["min_cosine"] for o in check_res.get("outputs", [])), default=None))
         if event.result == "unreachable":
             boards.append(BoardResult(result="unreachable", after=before, reason=_reason(event), **common))
         elif event.result == "failed":
             result = "rolled back" if res.get("rolled_back") else "failed"
-            boards.append(BoardResult(result=result, after=res.get("after", before), reason=_reason(event),
-                                      **common, **measures))
+            boards.append(BoardResult(result=result, after=res.get("after", before), reason=_reason(event), **common))
         elif event.result == "changed":
             boards.append(BoardResult(result="would update" if check else "updated", after=res.get("after"),
-                                      **common, **measures))
+                                      **common))
         else:
-            boards.append(BoardResult(result="unchanged", after=res.get("after", before), **common, **measures))
+            boards.append(BoardResult(result="unchanged", after=res.get("after", before), **common))
     return boards, _halt_reason(boards, outcome, sizes, max_fail)
 
 
@@ -304,8 +297,9 @@ def _halt_reason(boards: list[BoardResult], outcome, sizes: tuple[int, ...], max
 
 
 def _fill_unstarted(boards: list[BoardResult], name: str, sources: list[str]) -> list[BoardResult]:
-    """Ask the boards a halted or stopped rollout never reached which version they run, so the report says."""
-    waiting = [b.host for b in boards if b.result == "not started"]
+    """Ask the boards a halted or stopped rollout never reached (and those that failed before saying) which version
+    they run, so the report says."""
+    waiting = [b.host for b in boards if b.result == "not started" or b.result == "failed" and b.before is None]
     if not waiting:
         return boards
     outcome = engine.run(inventories=sources, module="edgert.fleet.facts", limit=",".join(waiting),
@@ -319,7 +313,8 @@ def _fill_unstarted(boards: list[BoardResult], name: str, sources: list[str]) ->
             out.append(b)
             continue
         version = facts.get("models", {}).get(name, {}).get("active")
-        out.append(BoardResult(b.host, b.wave, b.result, version, version, b.reason, facts.get("machine", "")))
+        out.append(BoardResult(b.host, b.wave, b.result, version, version, b.reason, facts.get("machine", ""),
+                               b.p50_ms, b.baseline_p50_ms, b.min_cosine))
     return out
 
 

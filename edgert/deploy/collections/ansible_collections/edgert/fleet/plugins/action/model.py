@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import zipfile
 
 from ansible.errors import AnsibleActionFail
@@ -38,9 +39,12 @@ def inventory_defaults(action, args, task_vars):
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
 
+    _task_vars_cache = None
+
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
+        self._task_vars_cache = task_vars
         args = inventory_defaults(self, dict(self._task.args), task_vars)
         bundle, reference = args.pop("bundle", None), args.pop("reference", None)
         try:
@@ -62,12 +66,13 @@ class ActionModule(ActionBase):
             if not args.get("name"):
                 raise AnsibleActionFail("edgert.fleet.model needs a bundle, or a name")
             state = args.get("state", "active")
-            # what the board has, from edgert.fleet.facts when it ran: then a board on this version gets nothing sent
-            known = ((task_vars or {}).get("ansible_facts", {}).get("edgert", {}).get("models", {})
-                     .get(args["name"]))
-            active = known.get("active") if known else None
-            on_board = bool(known) and args.get("version") in (known.get("versions") or [])
-            sending = state == "active" and not self._task.check_mode and active != args.get("version")
+            stop = (task_vars or {}).get("edgert_stop_file")
+            if stop and os.path.exists(stop):  # `edgert fleet rollout` was asked to stop: start nothing new
+                result.update(skipped=True, changed=False, stopped=True, msg="stopped before this board's step")
+                return result
+            sending = state == "active" and not self._task.check_mode
+            active, on_board = self._board_has(args) if sending and bundle else (None, False)
+            sending = sending and active != args.get("version")
             if sending and (bundle and not on_board or reference):
                 tmpdir = self._make_tmp_path()
                 if bundle and not on_board:
@@ -84,3 +89,19 @@ class ActionModule(ActionBase):
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
         return result
+
+    def _board_has(self, args):
+        """(the active version, whether this version is on the board), from edgert.fleet.facts when it ran, else
+        read with one shell command (no Python started), so that a board which has the bundle is not sent it."""
+        known = (self._task_vars_cache or {}).get("ansible_facts", {}).get("edgert", {}).get("models", {}).get(
+            args["name"])
+        if known is not None:
+            return known.get("active"), args["version"] in (known.get("versions") or [])
+        models = self._connection._shell.join_path(args.get("root") or "~/edgert", "models", args["name"])
+        models = '"$HOME"/' + shlex.quote(models[2:]) if models.startswith("~/") else shlex.quote(models)
+        command = ("cd %s 2>/dev/null && { readlink current; echo; test -f %s && echo present; }"
+                   % (models, shlex.quote("v-%s/manifest.json" % args["version"])))
+        done = self._low_level_execute_command(command, sudoable=False)
+        lines = done.get("stdout", "").splitlines()
+        current = lines[0].strip()[2:] if lines and lines[0].strip().startswith("v-") else None
+        return current, "present" in lines

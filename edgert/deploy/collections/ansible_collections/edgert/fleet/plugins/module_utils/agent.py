@@ -104,6 +104,20 @@ if missing:
 """
 
 
+def runtime_present(python):
+    """Whether the runtime's packages are installed for `python`, found without importing them (a rollout's quick
+    check before it switches; the health check that follows imports them for real)."""
+    names = ("numpy", "click")
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        import importlib.util
+
+        missing = [n for n in names if importlib.util.find_spec(n) is None]
+        if importlib.util.find_spec("ai_edge_litert") is None and importlib.util.find_spec("tflite_runtime") is None:
+            missing.append("ai_edge_litert or tflite_runtime")
+        return not missing, ("missing " + ", ".join(missing)) if missing else ""
+    return runtime_status(python)
+
+
 def runtime_status(python, serve=False):
     try:
         done = subprocess.run([python, "-c", RUNTIME_CHECK + (SERVE_CHECK if serve else "")],
@@ -637,14 +651,15 @@ def writable(root):
     return not (os.statvfs(path).f_flag & getattr(os, "ST_RDONLY", 1))
 
 
-def cmd_facts(root, *names):
-    """What a board has: its machine, Python, runtime, models, disk, temperature and server (changes nothing)."""
+def cmd_facts(root, *names, **options):
+    """What a board has: its machine, Python, runtime, models, disk, temperature and server (changes nothing).
+    `runtime=False` skips importing the runtime to see that it works (a rollout's quick look)."""
     root, _ = paths(root, "_")
     model_root = os.path.join(root, "models")
     if not names and os.path.isdir(model_root):
         names = sorted(n for n in os.listdir(model_root) if os.path.isdir(os.path.join(model_root, n)))
     python = runtime_python(root)
-    ok, why = runtime_status(python)
+    ok, why = runtime_status(python) if options.get("runtime", True) else runtime_present(python)
     hottest, temps, throttled, throttle_reason = thermal_state()
     device_tree = (read_text(sysfs("/proc/device-tree/model"))
                    or read_text(sysfs("/sys/firmware/devicetree/base/model")) or "")

@@ -12,14 +12,18 @@ description:
   - Sets C(ansible_facts.edgert). Changes nothing on the board.
 options:
   root:
-    description: The remote directory models and the runtime live in [default: the host's C(edgert_remote_dir), else ~/edgert].
+    description: The remote directory models and the runtime live in (default the host's C(edgert_remote_dir), else ~/edgert).
     type: str
     default: ~/edgert
   names:
-    description: The models to report [default: every model under I(root)].
+    description: The models to report (default every model under I(root)).
     type: list
     elements: str
     default: []
+  runtime:
+    description: Import the runtime to see that it works (else only look for its packages, which is quicker).
+    type: bool
+    default: true
 author: edgert
 """
 
@@ -46,10 +50,11 @@ from ansible_collections.edgert.fleet.plugins.module_utils.agent import AgentErr
 
 def main():
     module = AnsibleModule(argument_spec=dict(root=dict(type="str", default="~/edgert"),
-                                              names=dict(type="list", elements="str", default=[])),
+                                              names=dict(type="list", elements="str", default=[]),
+                                              runtime=dict(type="bool", default=True)),
                            supports_check_mode=True)
     try:
-        facts = cmd_facts(module.params["root"], *module.params["names"])
+        facts = cmd_facts(module.params["root"], *module.params["names"], runtime=module.params["runtime"])
     except AgentError as exc:
         module.fail_json(msg=exc.message, kind=exc.kind)
     module.exit_json(changed=False, ansible_facts=dict(edgert=facts))

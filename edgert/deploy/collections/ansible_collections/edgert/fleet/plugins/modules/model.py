@@ -34,7 +34,7 @@ options:
     choices: [active, rolled_back, absent]
     default: active
   root:
-    description: The remote directory [default: the host's C(edgert_remote_dir), else ~/edgert].
+    description: The remote directory (default the host's C(edgert_remote_dir), else ~/edgert).
     type: str
     default: ~/edgert
   reference:
@@ -53,6 +53,10 @@ options:
     default: true
   serve:
     description: Restart C(edgert serve) on the board (keys host, port, grace) and check it with the new version.
+    type: dict
+  setup:
+    description: Where the runtime is missing, install it in I(root)/venv first (keys requirements, index_url), as
+      C(edgert.fleet.runtime) does.
     type: dict
   from_version:
     description: With I(state=rolled_back) or I(state=absent), act only while this version is the active one.
@@ -106,9 +110,9 @@ import time  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.edgert.fleet.plugins.module_utils.agent import (  # noqa: E402
-    AgentError, activate, check_unpacked, clear_incoming, cmd_rollback, cmd_serve, fail, free_bytes,
-    open_models, paths, prune, ready_and_infer, record_check, restore, run_check, runtime_python,
-    runtime_status, thermal_state, unpack, version_of)
+    AgentError, activate, check_unpacked, clear_incoming, cmd_rollback, cmd_serve, cmd_setup, fail, free_bytes,
+    open_models, paths, prune, ready_and_infer, record_check, restore, run_check, runtime_present, runtime_python,
+    thermal_state, unpack, version_of)
 
 
 def _sha256(path):
@@ -146,7 +150,10 @@ def activate_version(module, p, diff):
         os.path.join(models, "v-" + version))
     if not present and not p["src"]:
         fail("no_bundle", "version %s of %s is not on the board; give the task its bundle" % (version, p["name"]))
-    ok, why = runtime_status(runtime_python(root))
+    ok, why = runtime_present(runtime_python(root))
+    if not ok and p["setup"]:
+        cmd_setup(p["root"], p["setup"].get("index_url") or "-", *p["setup"]["requirements"])
+        ok, why = runtime_present(runtime_python(root))
     if not ok:
         fail("runtime_missing", "the runtime is missing on the board (%s); run the rollout with --setup (or the "
              "edgert.fleet.runtime module) to install it in %s/venv" % (why, root))
@@ -216,16 +223,22 @@ def leave_version(module, p, diff):
 
 
 def main():
+    import platform
+
     module = AnsibleModule(
         argument_spec=dict(
             name=dict(type="str", required=True), version=dict(type="str"), root=dict(type="str", default="~/edgert"),
             state=dict(type="str", default="active", choices=["active", "rolled_back", "absent"]),
             src=dict(type="str"), sha256=dict(type="str"), reference=dict(type="str"),
             max_slowdown=dict(type="float"), runs=dict(type="int", default=50), thermal=dict(type="bool", default=True),
-            serve=dict(type="dict"), from_version=dict(type="str")),
+            serve=dict(type="dict"), setup=dict(type="dict"), from_version=dict(type="str")),
         required_if=[("state", "active", ("version",))],
         supports_check_mode=True)
     p = module.params
+    machine = os.environ.get("EDGERT_MACHINE") or platform.machine()
+    for method in ("exit_json", "fail_json"):  # every answer says which architecture the board is
+        original = getattr(module, method)
+        setattr(module, method, lambda _original=original, **kw: _original(machine=machine, **kw))
     _root, models = paths(p["root"], p["name"])
     current = version_of(os.path.join(models, "current"))
     after = p["version"] if p["state"] == "active" else (

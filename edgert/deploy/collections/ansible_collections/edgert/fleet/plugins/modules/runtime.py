@@ -12,7 +12,7 @@ description:
   - A 32-bit ARM board is refused before pip runs, since ai-edge-litert has no wheel for it.
 options:
   root:
-    description: The remote directory [default: the host's C(edgert_remote_dir), else ~/edgert].
+    description: The remote directory (default the host's C(edgert_remote_dir), else ~/edgert).
     type: str
     default: ~/edgert
   requirements:

