@@ -38,6 +38,7 @@ def fleet(tmp_path_factory):
               Board("b3", groups=("shop",), extra_vars=f"edgert_serve_port={SERVE_PORTS[0]}"),
               Board("b4", groups=("farm",), extra_vars=f"edgert_serve_port={SERVE_PORTS[1]}"),
               Board("b5", groups=("farm",)), Board("b6", groups=("farm",)),
+              Board("b7", groups=("own",), extra_vars="edgert_delegate=xnnpack"),
               Board("readonly", "readonly", ("faulty",)), Board("full", "full", ("faulty",)),
               Board("down", "down", ("faulty",)), Board("locked", "locked", ("faulty",)),
               Board("nopython", "nopython", ("faulty",)), Board("hot", "hot", ("faulty",)),
@@ -225,13 +226,17 @@ def test_each_fault_is_one_line_and_no_board_is_left_half_installed(fleet, relea
         versions = fleet.root(host) / "models" / name
         assert not versions.exists() or not any(p.name.startswith("v-") for p in versions.iterdir()), host
     assert not any(fleet.root("readonly").iterdir())
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("edgert-??????"))  # what was sent is gone
 
 
 def test_check_mode_says_what_would_change_and_changes_nothing(fleet, releases):
+    """--check on two boards, one with a delegate order of its own (edgert_delegate): a bundle each."""
     v1, _ = releases
-    code, report = rollout(fleet, v1, "--limit", "b6", "--check", name="checked")
-    assert code == 0 and report["check"] and boards(report)["b6"]["result"] == "would update"
+    code, report = rollout(fleet, v1, "--limit", "b6,b7", "--check", name="checked")
+    assert code == 0 and report["check"] and {b["result"] for b in report["boards"]} == {"would update"}
+    assert set(report["versions"]) == {"any", "any (xnnpack)"} and len(set(report["versions"].values())) == 2
     assert not (fleet.root("b6") / "models" / "checked").exists()
+    assert not (fleet.root("b7") / "models" / "checked").exists()
 
 
 def test_ctrl_c_stops_after_the_step_in_flight_and_reports(fleet, releases):

@@ -157,14 +157,16 @@ def bundle_name(model_path: str | os.PathLike) -> str:
     return name
 
 
-def build(model_path: str | os.PathLike, device: str | None = None, *, name: str | None = None) -> tuple[bytes,
-                                                                                                        Manifest]:
+def build(model_path: str | os.PathLike, device: str | None = None, *, name: str | None = None,
+          delegates: tuple[str, ...] | None = None) -> tuple[bytes, Manifest]:
     """Make a bundle's bytes in memory.
 
     Args:
         model_path: a `.tflite` file; `<model>.recipe.json` and `<model>.report.json` beside it go in too.
         device: a device profile name: its delegate order and runtime package go in the manifest. None: the board
             decides (`--delegate auto`) and the runtime is ai-edge-litert.
+        delegates: a delegate order of the user's for this board (a fleet's `edgert_delegate`), instead of the
+            profile's.
 
     Raises:
         ModelFormatError: the model is missing or not a valid TFLite file.
@@ -204,7 +206,8 @@ def build(model_path: str | os.PathLike, device: str | None = None, *, name: str
     manifest = Manifest(
         name=name, model=f"model/{model_path.name}", model_sha256=_sha256(model_bytes),
         edgert_version=edgert.__version__, device=profile.name if profile else None,
-        delegates=profile.delegates if profile else ("auto",), requirements=requirements, python_min=python_min,
+        delegates=tuple(delegates) if delegates else profile.delegates if profile else ("auto",),
+        requirements=requirements, python_min=python_min,
         index_url=runtime.index_url if runtime else "", inputs=tuple(s.to_dict() for s in info.inputs),
         outputs=tuple(s.to_dict() for s in info.outputs), recipe=recipe, files=files)
     contents[MANIFEST] = json.dumps(manifest.to_dict(), indent=2, sort_keys=True).encode() + b"\n"

@@ -4,6 +4,7 @@ they arrive, and Ctrl-C turned into a stop at the next step (a second Ctrl-C sto
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -98,30 +99,24 @@ def run(*, inventories: list[str], playbook: Path | None = None, module: str | N
     options = dict(private_data_dir=str(work), inventory=inventories, limit=limit, extravars=extravars,
                    envvars=ansible_env(), forks=forks, cmdline=cmdline or None, quiet=True,
                    event_handler=handler, suppress_env_files=True, rotate_artifacts=1)
-    with _Interrupts(stop_file, on_stop) as interrupts:
-        options["cancel_callback"] = lambda: interrupts.count > 1
-        if playbook is not None:
-            ansible_bin("ansible-playbook")  # one line when Ansible is missing; the PATH in ansible_env() finds it
-            runner = ansible_runner.run(playbook=str(playbook), **options)
-        else:
-            ansible_bin("ansible")
-            runner = ansible_runner.run(host_pattern="all", module=module, module_args=module_args, **options)
-    if runner.status == "failed" and not events:
-        stdout = runner.stdout.read() if runner.stdout else ""
-        lines = [line.strip() for line in (stdout + "\n".join(errors)).splitlines()
-                 if line.strip() and not line.startswith("[WARNING]")]
-        why = next((line for line in lines if "ERROR" in line), lines[-1] if lines else f"exit {runner.rc}")
-        if os.environ.get("EDGERT_DEBUG"):
-            print(stdout, file=__import__("sys").stderr)
-        raise FleetError(f"Ansible could not run: {why.replace('[ERROR]: ', '').replace('ERROR! ', '')}")
-    _cleanup(work)
+    try:
+        with _Interrupts(stop_file, on_stop) as interrupts:
+            options["cancel_callback"] = lambda: interrupts.count > 1
+            if playbook is not None:
+                ansible_bin("ansible-playbook")  # one line when Ansible is missing; ansible_env()'s PATH finds it
+                runner = ansible_runner.run(playbook=str(playbook), **options)
+            else:
+                ansible_bin("ansible")
+                runner = ansible_runner.run(host_pattern="all", module=module, module_args=module_args, **options)
+        if runner.status == "failed" and not events:
+            stdout = runner.stdout.read() if runner.stdout else ""
+            lines = [line.strip() for line in (stdout + "\n".join(errors)).splitlines()
+                     if line.strip() and not line.startswith("[WARNING]")]
+            why = next((line for line in lines if "ERROR" in line), lines[-1] if lines else f"exit {runner.rc}")
+            raise FleetError(f"Ansible could not run: {why.replace('[ERROR]: ', '').replace('ERROR! ', '')}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return Outcome(runner.status, runner.rc or 0, tuple(events), interrupts.count > 0, interrupts.count > 1)
-
-
-def _cleanup(work: Path) -> None:
-    import shutil
-
-    shutil.rmtree(work, ignore_errors=True)
 
 
 def _event(raw: dict) -> Event | None:

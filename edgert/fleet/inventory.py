@@ -13,9 +13,6 @@ from pathlib import Path
 
 from edgert.errors import FleetError
 
-# edgert's own host variables, beside Ansible's (ansible_host, ansible_port, ansible_user, ...).
-EDGERT_VARS = ("edgert_device", "edgert_remote_dir", "edgert_delegate", "edgert_python", "edgert_serve_port",
-               "edgert_serve_host")
 DEFAULT_REMOTE_DIR = "~/edgert"
 DEFAULT_SERVE_PORT = 8000
 INSTALL_HINT = "pip install 'edgert[fleet]' (ansible-core and ansible-runner)"

@@ -166,20 +166,20 @@ def rollout(model: str | os.PathLike, inventory: str | os.PathLike | list, *, li
     name = name or bundle_name(model)
     work = engine.workdir()
     try:
-        bundles: dict[str | None, tuple[Path, object]] = {}
+        bundles: dict[tuple, tuple[Path, object]] = {}  # one per (profile, delegate order) in the fleet
         for h in hosts:
-            dev = h.device or device
-            if dev not in bundles:
-                data, manifest = build(model, dev, name=name)
-                path = work / f"{name}-{dev or 'any'}.edgert"
+            key = _bundle_key(h, device)
+            if key not in bundles:
+                data, manifest = build(model, key[0], name=name, delegates=key[1])
+                path = work / f"{name}-{len(bundles)}.edgert"
                 path.write_bytes(data)
-                bundles[dev] = (path, manifest)
+                bundles[key] = (path, manifest)
         reference = work / "reference.npz"
         make_reference(model, reference, inputs=reference_inputs)
         extra = serve_requirements() if serve else ()
         host_vars = {}
         for h in hosts:
-            path, manifest = bundles[h.device or device]
+            path, manifest = bundles[_bundle_key(h, device)]
             hv = {"edgert_bundle": str(path), "edgert_requirements": list(manifest.requirements) + list(extra),
                   "edgert_index_url": manifest.index_url}
             if h.vars.get("edgert_python"):
@@ -201,11 +201,24 @@ def rollout(model: str | os.PathLike, inventory: str | os.PathLike | list, *, li
         if halted and rollback_all and not check:
             boards = _rollback_all(boards, name, sources, work, on_event, on_note)
             rolled_back_all = True
-        versions = {(dev or "any"): m.version for dev, (_p, m) in bundles.items()}
+        versions = {_key_label(key): m.version for key, (_p, m) in bundles.items()}
         return RolloutReport(str(model), name, versions, sizes, tuple(boards), halted, outcome.stopped,
                              rolled_back_all, check, time.monotonic() - started)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _bundle_key(host: Host, device: str | None) -> tuple[str | None, tuple[str, ...] | None]:
+    """Which bundle a board gets: its profile (`edgert_device`, else --device) and its own delegate order
+    (`edgert_delegate`, e.g. `edgetpu,xnnpack`), which the bundle's manifest then carries."""
+    delegate = host.vars.get("edgert_delegate")
+    order = tuple(d.strip() for d in str(delegate).split(",") if d.strip()) if delegate else None
+    return host.device or device, order
+
+
+def _key_label(key: tuple) -> str:
+    device, order = key
+    return (device or "any") + (f" ({','.join(order)})" if order else "")
 
 
 def _sources(inventory) -> list[str]:
@@ -371,10 +384,10 @@ def rollback(model: str | os.PathLike, inventory: str | os.PathLike | list, *, l
         versions: dict[str, str] = {}
         if is_file:
             for h in hosts:
-                dev = h.device or device
-                if (dev or "any") not in versions:
-                    versions[dev or "any"] = build(model, dev, name=name)[1].version
-                host_vars[h.name] = {"edgert_from_version": versions[dev or "any"]}
+                key = _bundle_key(h, device)
+                if _key_label(key) not in versions:
+                    versions[_key_label(key)] = build(model, key[0], name=name, delegates=key[1])[1].version
+                host_vars[h.name] = {"edgert_from_version": versions[_key_label(key)]}
         for h in hosts:
             if h.vars.get("edgert_python"):
                 host_vars.setdefault(h.name, {})["ansible_python_interpreter"] = h.vars["edgert_python"]

@@ -1,5 +1,5 @@
 """edgert.fleet.model's controller side: reads the bundle's manifest, and sends the bundle and the reference file
-only to a board that lacks that version (a rerun sends nothing)."""
+only to a board that lacks that version (a rerun sends nothing), with one shell command before the module."""
 
 from __future__ import annotations
 
@@ -39,14 +39,12 @@ def inventory_defaults(action, args, task_vars):
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
 
-    _task_vars_cache = None
-
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        self._task_vars_cache = task_vars
         args = inventory_defaults(self, dict(self._task.args), task_vars)
         bundle, reference = args.pop("bundle", None), args.pop("reference", None)
+        ran = False
         try:
             if bundle:
                 bundle = os.path.expanduser(bundle)
@@ -70,38 +68,51 @@ class ActionModule(ActionBase):
             if stop and os.path.exists(stop):  # `edgert fleet rollout` was asked to stop: start nothing new
                 result.update(skipped=True, changed=False, stopped=True, msg="stopped before this board's step")
                 return result
-            sending = state == "active" and not self._task.check_mode
-            active, on_board = self._board_has(args) if sending and bundle else (None, False)
-            sending = sending and active != args.get("version")
-            if sending and (bundle and not on_board or reference):
-                tmpdir = self._make_tmp_path()
-                if bundle and not on_board:
-                    args["src"] = self._connection._shell.join_path(tmpdir, "bundle.edgert")
-                    self._transfer_file(bundle, args["src"])
-                if reference:
-                    args["reference"] = self._connection._shell.join_path(tmpdir, "reference.npz")
-                    self._transfer_file(reference, args["reference"])
-                self._fixup_perms2([tmpdir] + [args[k] for k in ("src", "reference") if k in args])
-            result.update(self._execute_module(module_name="edgert.fleet.model", module_args=args,
-                                               task_vars=task_vars))
+            sending = state == "active" and not self._task.check_mode and bool(bundle or reference)
+            if sending:
+                active, on_board, tmpdir = self._prepare(args)
+                if active != args.get("version"):
+                    if bundle and not on_board:
+                        args["src"] = self._connection._shell.join_path(tmpdir, "bundle.edgert")
+                        self._transfer_file(bundle, args["src"])
+                    if reference:
+                        args["reference"] = self._connection._shell.join_path(tmpdir, "reference.npz")
+                        self._transfer_file(reference, args["reference"])
+                args["cleanup"] = tmpdir  # the module removes it, whatever happens there
+            answer = self._execute_module(module_name="edgert.fleet.model", module_args=args, task_vars=task_vars)
+            if answer.get("kind") == "no_bundle" and bundle and "src" not in args:  # its copy there was damaged
+                args["src"] = self._connection._shell.join_path(args["cleanup"], "bundle.edgert")
+                self._transfer_file(bundle, args["src"])
+                answer = self._execute_module(module_name="edgert.fleet.model", module_args=args,
+                                              task_vars=task_vars)
+            ran = "module_stderr" not in answer  # else Python never ran it (none there, say): clean up from here
+            result.update(answer)
         except AnsibleActionFail as exc:
             result.update(failed=True, msg=str(exc))
         finally:
-            self._remove_tmp_path(self._connection._shell.tmpdir)
+            if args.get("cleanup") and not ran:  # the module did not finish: remove what was sent
+                try:
+                    self._low_level_execute_command("rm -rf %s" % shlex.quote(args["cleanup"]), sudoable=False)
+                except Exception:  # noqa: BLE001 - the board is gone; its TMPDIR keeps a folder
+                    pass
         return result
 
-    def _board_has(self, args):
-        """(the active version, whether this version is on the board), from edgert.fleet.facts when it ran, else
-        read with one shell command (no Python started), so that a board which has the bundle is not sent it."""
-        known = (self._task_vars_cache or {}).get("ansible_facts", {}).get("edgert", {}).get("models", {}).get(
-            args["name"])
-        if known is not None:
-            return known.get("active"), args["version"] in (known.get("versions") or [])
+    def _prepare(self, args):
+        """One shell command on the board (no Python started): the active version, whether this version is there
+        already (then its bundle is not sent), and a temporary folder for what is sent.
+
+        Returns: (active version or None, present, temporary folder)."""
         models = self._connection._shell.join_path(args.get("root") or "~/edgert", "models", args["name"])
         models = '"$HOME"/' + shlex.quote(models[2:]) if models.startswith("~/") else shlex.quote(models)
-        command = ("cd %s 2>/dev/null && { readlink current; echo; test -f %s && echo present; }"
+        command = ('cd %s 2>/dev/null && echo "current=$(readlink current)" && { test -f %s && echo present; }; '
+                   'd=$(mktemp -d "${TMPDIR:-/tmp}/edgert-XXXXXX") && echo "tmp=$d"'
                    % (models, shlex.quote("v-%s/manifest.json" % args["version"])))
         done = self._low_level_execute_command(command, sudoable=False)
-        lines = done.get("stdout", "").splitlines()
-        current = lines[0].strip()[2:] if lines and lines[0].strip().startswith("v-") else None
-        return current, "present" in lines
+        lines = [line.strip() for line in done.get("stdout", "").splitlines()]
+        current = next((line[len("current=v-"):] for line in lines if line.startswith("current=v-")), None)
+        tmpdir = next((line[len("tmp="):] for line in lines if line.startswith("tmp=")), None)
+        if not tmpdir:
+            why = (done.get("stderr") or "").strip().splitlines()
+            raise AnsibleActionFail("cannot make a temporary folder on the board (%s); free some space in its "
+                                    "TMPDIR (/tmp) or set TMPDIR" % (why[-1] if why else "mktemp failed"))
+        return current, "present" in lines, tmpdir

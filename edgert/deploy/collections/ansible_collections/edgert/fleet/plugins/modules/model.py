@@ -67,6 +67,9 @@ options:
   sha256:
     description: The bundle's sha256 (set by the action plugin).
     type: str
+  cleanup:
+    description: A folder on the board to remove when the module ends (where the action plugin put what it sent).
+    type: str
 author: edgert
 """
 
@@ -231,7 +234,8 @@ def main():
             state=dict(type="str", default="active", choices=["active", "rolled_back", "absent"]),
             src=dict(type="str"), sha256=dict(type="str"), reference=dict(type="str"),
             max_slowdown=dict(type="float"), runs=dict(type="int", default=50), thermal=dict(type="bool", default=True),
-            serve=dict(type="dict"), setup=dict(type="dict"), from_version=dict(type="str")),
+            serve=dict(type="dict"), setup=dict(type="dict"), from_version=dict(type="str"),
+            cleanup=dict(type="str")),
         required_if=[("state", "active", ("version",))],
         supports_check_mode=True)
     p = module.params
@@ -244,13 +248,20 @@ def main():
     after = p["version"] if p["state"] == "active" else (
         None if p["state"] == "absent" else version_of(os.path.join(models, "previous")))
     diff = dict(before="%s: %s\n" % (p["name"], current or "(none)"), after="%s: %s\n" % (p["name"], after or "(none)"))
+    keep = False  # the folder the action plugin sent files into goes when the module ends (exit_json exits)
     try:
         if p["state"] == "active":
             activate_version(module, p, diff)
         else:
             leave_version(module, p, diff)
     except AgentError as exc:
+        keep = exc.kind == "no_bundle"  # the action plugin sends the bundle there and calls again
         module.fail_json(msg=exc.message, kind=exc.kind, before=current, after=current)
+    finally:
+        if p["cleanup"] and os.path.basename(p["cleanup"]).startswith("edgert-") and not keep:
+            import shutil
+
+            shutil.rmtree(p["cleanup"], ignore_errors=True)
 
 
 if __name__ == "__main__":
