@@ -63,7 +63,8 @@ def fer_model() -> Path:
 def ping(inventory: Path, forks: int) -> float:
     started = time.perf_counter()
     done = subprocess.run([str(Path(sys.executable).parent / "ansible"), "all", "-i", str(inventory), "-m", "ping",
-                           "-f", str(forks), "-o", "-e", f"ansible_python_interpreter={sys.executable}"], capture_output=True, text=True, env=ansible_env())
+                           "-f", str(forks), "-o", "-e", f"ansible_python_interpreter={sys.executable}"],
+                          capture_output=True, text=True, env=ansible_env())
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"ansible ping failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")

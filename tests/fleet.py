@@ -125,10 +125,15 @@ class Fleet:
 ansible_host=127.0.0.1
 ansible_user={getpass.getuser()}
 ansible_ssh_private_key_file={self.folder / 'fleet_ed25519'}
-ansible_ssh_common_args='-o UserKnownHostsFile={self.folder / 'known_hosts'} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -o IdentityAgent=none -o ConnectTimeout=5'
+ansible_ssh_common_args='{self.ssh_args()}'
 """
         path.write_text(text)
         return path
+
+    def ssh_args(self) -> str:
+        """The SSH client options that reach these boards: their host keys, the fleet's key only."""
+        return (f"-o UserKnownHostsFile={self.folder / 'known_hosts'} -o StrictHostKeyChecking=yes "
+                "-o IdentitiesOnly=yes -o IdentityAgent=none -o ConnectTimeout=5")
 
     def stop(self) -> None:
         for b in self.boards:

@@ -236,15 +236,10 @@ def test_one_rollout_covers_the_arm64_board_and_x86_boards(pi, deployed, float_t
         inventory = tmp_path / "hosts.ini"
         x86 = [f"{b.name} ansible_host=127.0.0.1 ansible_port={b.port} ansible_user={getpass.getuser()} "
                f"ansible_ssh_private_key_file={fleet.folder / 'fleet_ed25519'} edgert_remote_dir={fleet.root(b.name)} "
-               f"edgert_python={sys.executable} ansible_ssh_common_args='-o UserKnownHostsFile="
-               f"{fleet.folder / 'known_hosts'} -o IdentitiesOnly=yes'" for b in fleet.boards]
-        inventory.write_text(f"""\
-[pis]
-{pi['alias']} ansible_ssh_common_args='-F {pi['config']}' edgert_remote_dir={REMOTE} edgert_python={REMOTE}/venv/bin/python edgert_device=rpi5
-
-[x86]
-{chr(10).join(x86)}
-""")
+               f"edgert_python={sys.executable} ansible_ssh_common_args='{fleet.ssh_args()}'" for b in fleet.boards]
+        board = (f"{pi['alias']} ansible_ssh_common_args='-F {pi['config']}' edgert_remote_dir={REMOTE} "
+                 f"edgert_device=rpi5 edgert_python={REMOTE}/venv/bin/python")
+        inventory.write_text("[pis]\n" + board + "\n\n[x86]\n" + "\n".join(x86) + "\n")
         reports = []
         for model in (float_tflite, int8_tflite):  # two releases: the second is timed against the first
             done = edgert_cli(pi, "fleet", "rollout", str(model), "-i", str(inventory), "--name", "fleet_digits",
@@ -253,8 +248,8 @@ def test_one_rollout_covers_the_arm64_board_and_x86_boards(pi, deployed, float_t
             reports.append(json.loads(done.stdout))
         for report in reports:
             boards = {b["host"]: b for b in report["boards"]}
-            print("\n" + "; ".join(f"{h} {b['arch']} {b['result']} cosine {b['min_cosine']:.4f} p50 {b['p50_ms']:.3f} ms"
-                                   for h, b in boards.items()))
+            print("\n" + "; ".join(f"{h} {b['arch']} {b['result']} cosine {b['min_cosine']:.4f} "
+                                   f"p50 {b['p50_ms']:.3f} ms" for h, b in boards.items()))
             assert boards[pi["alias"]]["wave"] == 1 and boards[pi["alias"]]["arch"] == "aarch64"
             assert {boards[h]["arch"] for h in ("x86-1", "x86-2")} == {"x86_64"}
             assert all(b["result"] == "updated" and b["min_cosine"] >= 0.98 for b in boards.values())

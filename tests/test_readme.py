@@ -267,10 +267,8 @@ def _fleet_inventory(fleet, sandbox: Path) -> None:
              f"ansible_ssh_private_key_file={fleet.folder / 'fleet_ed25519'} "
              f"edgert_remote_dir={fleet.root(b.name)} edgert_python={sys.executable} "
              f"ansible_python_interpreter={sys.executable}" for b in fleet.boards]
-    common = (f"-o UserKnownHostsFile={fleet.folder / 'known_hosts'} -o StrictHostKeyChecking=yes "
-              "-o IdentitiesOnly=yes -o IdentityAgent=none")
     (sandbox / "hosts.ini").write_text(block.text + "\n[readme_loopback]\n" + "\n".join(lines)
-                                       + f"\n\n[readme_loopback:vars]\nansible_ssh_common_args='{common}'\n")
+                                       + f"\n\n[readme_loopback:vars]\nansible_ssh_common_args='{fleet.ssh_args()}'\n")
 
 
 def _block_env(block: Block, sandbox: Path, request) -> dict[str, str]:

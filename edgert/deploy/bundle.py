@@ -140,7 +140,7 @@ def _runtime_files() -> dict[str, bytes]:
                                        (edgert.devices, "edgert/devices", ("profiles/*.toml",))):
         folder = Path(module.__file__).parent
         # subpackages (cli) too; not the Ansible collection, which runs from the controller
-        code = [p for p in sorted(folder.rglob("*.py")) if "__pycache__" not in p.parts and "collections" not in p.parts]
+        code = [p for p in sorted(folder.rglob("*.py")) if not {"__pycache__", "collections"} & set(p.parts)]
         for path in code + [p for g in data_globs for p in sorted(folder.glob(g))]:
             files[f"{prefix}/{path.relative_to(folder).as_posix()}"] = path.read_bytes()
     dist = importlib.metadata.distribution("edgert")

@@ -75,7 +75,7 @@ class CheckResult:
 
 def make_reference(model_path: str | os.PathLike, output: str | os.PathLike, *,
                    inputs: str | os.PathLike | None = None, samples: int = 4, seed: int = 0) -> dict:
-    """Run `model_path` on this machine (the default CPU delegate) and write the reference file a rollout checks boards with.
+    """Run `model_path` here (the default CPU delegate) and write the reference file a rollout checks boards with.
 
     Args:
         inputs: `.npy`/`.npz` arrays (by input name, the samples on the first axis) [default: `samples` seeded

@@ -3,7 +3,6 @@ only to a board that lacks that version (a rerun sends nothing), with one shell 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -11,6 +10,8 @@ import zipfile
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+
+from ansible_collections.edgert.fleet.plugins.module_utils.agent import file_sha256
 
 
 def _manifest(path):
@@ -21,19 +22,23 @@ def _manifest(path):
         raise AnsibleActionFail("%s is not an edgert bundle (%s); make one with `edgert bundle MODEL`" % (path, exc))
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def inventory_defaults(action, args, task_vars):
     """`root` from the host's edgert_remote_dir when the task does not give it, as `edgert fleet` does."""
     if not args.get("root") and (task_vars or {}).get("edgert_remote_dir"):
         args["root"] = action._templar.template(task_vars["edgert_remote_dir"])
     return args
+
+
+class RootFromInventory(ActionBase):
+    """A module of the collection run as it is, with `root` from the host's edgert_remote_dir by default."""
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp
+        args = inventory_defaults(self, dict(self._task.args), task_vars)
+        module = "edgert.fleet." + self._task.action.rsplit(".", 1)[-1]
+        result.update(self._execute_module(module_name=module, module_args=args, task_vars=task_vars))
+        return result
 
 
 class ActionModule(ActionBase):
@@ -56,7 +61,7 @@ class ActionModule(ActionBase):
                         raise AnsibleActionFail("%s: %s is %s in the bundle, not %s" % (bundle, key, manifest[key],
                                                                                        args[key]))
                     args[key] = manifest[key]
-                args["sha256"] = _sha256(bundle)
+                args["sha256"] = file_sha256(bundle)
             if reference:
                 reference = os.path.expanduser(reference)
                 if not os.path.isfile(reference):

@@ -163,6 +163,14 @@ def cmd_probe(root, name):
                 previous=version_of(os.path.join(models, "previous")))
 
 
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def check_unpacked(folder):
     """The first file of an unpacked bundle that does not match its manifest (or is missing), or None."""
     try:
@@ -355,10 +363,9 @@ def cmd_setup(root, index_url, *requirements):
              "Raspberry Pi OS 64-bit), or install tflite-runtime with numpy<2 there (pip install tflite-runtime "
              "'numpy<2'; edgert uses it) and deploy without --setup" % machine, machine=machine)
     serve = any(r.startswith("uvicorn") for r in requirements)
-    present = runtime_python(root)  # the venv, else the Python running this: either may have it all already
-    ok, why = runtime_status(present, serve)
+    ok, why = runtime_status(python, serve) if os.path.exists(python) else (False, "no virtual environment yet")
     if ok:
-        return dict(installed=False, python=present)
+        return dict(installed=False, python=python)
     if not os.path.exists(python):
         made = subprocess.run([sys.executable, "-m", "venv", os.path.join(root, "venv")], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, universal_newlines=True)

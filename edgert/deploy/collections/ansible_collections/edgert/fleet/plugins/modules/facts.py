@@ -12,7 +12,8 @@ description:
   - Sets C(ansible_facts.edgert). Changes nothing on the board.
 options:
   root:
-    description: The remote directory models and the runtime live in (default the host's C(edgert_remote_dir), else ~/edgert).
+    description: The remote directory models and the runtime live in (default the host's C(edgert_remote_dir),
+      else ~/edgert).
     type: str
     default: ~/edgert
   names:

@@ -106,24 +106,15 @@ rolled_back:
   type: bool
 """
 
-import hashlib  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.edgert.fleet.plugins.module_utils.agent import (  # noqa: E402
-    AgentError, activate, check_unpacked, clear_incoming, cmd_rollback, cmd_serve, cmd_setup, fail, free_bytes,
-    open_models, paths, prune, ready_and_infer, record_check, restore, run_check, runtime_present, runtime_python,
-    thermal_state, unpack, version_of)
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    AgentError, activate, check_unpacked, clear_incoming, cmd_rollback, cmd_serve, cmd_setup, fail, file_sha256,
+    free_bytes, open_models, paths, prune, ready_and_infer, record_check, restore, run_check, runtime_present,
+    runtime_python, thermal_state, unpack, version_of)
 
 
 def _gate_failure(check, max_slowdown):
@@ -167,7 +158,7 @@ def activate_version(module, p, diff):
                  "again" % reason)
     root, models, handle = open_models(p["root"], p["name"])
     if not present:
-        if p["sha256"] and _sha256(p["src"]) != p["sha256"]:
+        if p["sha256"] and file_sha256(p["src"]) != p["sha256"]:
             fail("checksum", "the bundle's checksum on the board does not match the controller's; nothing was "
                  "installed, run again")
         size = os.path.getsize(p["src"])
