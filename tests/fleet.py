@@ -59,6 +59,7 @@ class Fleet:
 
     def start(self) -> str | None:
         """Start every board's sshd; returns why the fleet cannot run here (the reason to skip), or None."""
+        self.folder.mkdir(parents=True, exist_ok=True)
         key = self.folder / "fleet_ed25519"
         _keygen(key)
         known = []
