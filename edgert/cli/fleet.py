@@ -56,11 +56,11 @@ def _event_printer(echo=click.echo):
 
 
 def _detail(event) -> str:
-    from edgert.fleet.rollouts import _reason
+    from edgert.fleet.engine import explain
 
     res = event.res
     if event.result in ("failed", "unreachable"):
-        return _reason(event)
+        return explain(event)
     if event.step in ("model", "rollback"):
         text = f"{res.get('machine', '?')}: {_short(res.get('before'))} -> {_short(res.get('after'))}"
         check = res.get("check") or {}

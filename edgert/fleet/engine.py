@@ -138,3 +138,22 @@ def _event(raw: dict) -> Event | None:
 def workdir() -> Path:
     """A folder for a rollout's bundles, reference file and generated inventory (removed when done)."""
     return Path(tempfile.mkdtemp(prefix="edgert-rollout-", dir=os.environ.get("TMPDIR")))
+
+
+def explain(event: Event) -> str:
+    """A failed step's reason as one line."""
+    from edgert.deploy import ssh_problem
+
+    res = event.res
+    msg = str(res.get("msg") or "").strip()
+    if event.result == "unreachable":
+        return ssh_problem(event.host, event.host, msg)
+    stderr = str(res.get("module_stderr") or "") + str(res.get("module_stdout") or "")
+    if res.get("rc") == 127 or ("not found" in stderr and "python" in stderr.lower()) or \
+            "No such file or directory" in stderr and "python" in stderr.lower():
+        return (f"{event.host}: no Python on the board at the interpreter Ansible was given; install Python 3.10+ "
+                "there or set edgert_python (or ansible_python_interpreter) for the host")
+    if msg.startswith("MODULE FAILURE"):
+        lines = [line for line in stderr.strip().splitlines() if line.strip()]
+        return f"the {event.step} step failed on the board: {lines[-1] if lines else msg.splitlines()[0]}"
+    return " ".join(msg.split())

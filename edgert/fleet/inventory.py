@@ -149,3 +149,18 @@ def write_targets(inventory: str | os.PathLike | list, output: str | os.PathLike
     with atomic_path(Path(output)) as tmp:
         tmp.write_text(json.dumps(targets, indent=2) + "\n")
     return targets
+
+
+def sources(inventory) -> list[str]:
+    """Inventory sources as Ansible is given them: absolute paths (ansible-runner runs it in a folder of its own),
+    host lists (`a,b,`) as they are."""
+    return [str(Path(s).expanduser().resolve()) if "," not in str(s) else str(s)
+            for s in (inventory if isinstance(inventory, (list, tuple)) else [inventory])]
+
+
+def write_host_vars(work: Path, host_vars: dict[str, dict], stem: str = "edgert-hosts") -> Path:
+    """An inventory source with edgert's per-board variables, read after the user's (it adds to their hosts).
+    JSON is YAML: the `.yml` name has Ansible's yaml plugin read it."""
+    path = work / f"{stem}.yml"
+    path.write_text(json.dumps({"all": {"hosts": host_vars}}))
+    return path

@@ -3,7 +3,6 @@ before the next wave starts, and the report of what every board runs afterwards.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -14,8 +13,9 @@ from typing import Callable, Sequence
 
 from edgert.errors import FleetError
 from edgert.fleet import engine
-from edgert.fleet.engine import Event
-from edgert.fleet.inventory import Host, read_inventory
+from edgert.fleet.engine import Event, explain
+from edgert.fleet import inventory as inventories
+from edgert.fleet.inventory import Host, read_inventory, write_host_vars
 
 PLAYBOOKS = "playbooks"
 DEFAULT_WAVES = (10.0, 50.0, 100.0)
@@ -185,13 +185,13 @@ def rollout(model: str | os.PathLike, inventory: str | os.PathLike | list, *, li
             if h.vars.get("edgert_python"):
                 hv["ansible_python_interpreter"] = h.vars["edgert_python"]
             host_vars[h.name] = hv
-        generated = _write_inventory(work, host_vars)
+        generated = write_host_vars(work, host_vars)
         extravars = {"edgert_model": name, "edgert_reference": str(reference), "edgert_waves": list(sizes),
                      "edgert_max_fail": max_fail, "edgert_check_runs": runs, "edgert_setup": setup,
                      "edgert_serve": serve}
         if max_slowdown:
             extravars["edgert_max_slowdown"] = max_slowdown
-        sources = _sources(inventory) + [str(generated)]
+        sources = inventories.sources(inventory) + [str(generated)]
         outcome = engine.run(inventories=sources, playbook=playbook("rollout"), extravars=extravars, limit=limit,
                              forks=forks or min(50, max(sizes)), check=check, diff=check, on_event=on_event,
                              on_stop=on_note)
@@ -219,40 +219,6 @@ def _bundle_key(host: Host, device: str | None) -> tuple[str | None, tuple[str, 
 def _key_label(key: tuple) -> str:
     device, order = key
     return (device or "any") + (f" ({','.join(order)})" if order else "")
-
-
-def _sources(inventory) -> list[str]:
-    """Inventory sources as Ansible is given them: absolute paths (ansible-runner runs it in a folder of its own),
-    host lists (`a,b,`) as they are."""
-    return [str(Path(s).expanduser().resolve()) if "," not in str(s) else str(s)
-            for s in (inventory if isinstance(inventory, (list, tuple)) else [inventory])]
-
-
-def _write_inventory(work: Path, host_vars: dict[str, dict], stem: str = "edgert-hosts") -> Path:
-    """An inventory source with edgert's per-board variables, read after the user's (it adds to their hosts).
-    JSON is YAML: the `.yml` name has Ansible's yaml plugin read it."""
-    path = work / f"{stem}.yml"
-    path.write_text(json.dumps({"all": {"hosts": host_vars}}))
-    return path
-
-
-def _reason(event: Event) -> str:
-    """A failed step's reason as one line."""
-    from edgert.deploy import ssh_problem
-
-    res = event.res
-    msg = str(res.get("msg") or "").strip()
-    if event.result == "unreachable":
-        return ssh_problem(event.host, event.host, msg)
-    stderr = str(res.get("module_stderr") or "") + str(res.get("module_stdout") or "")
-    if res.get("rc") == 127 or ("not found" in stderr and "python" in stderr.lower()) or \
-            "No such file or directory" in stderr and "python" in stderr.lower():
-        return (f"{event.host}: no Python on the board at the interpreter Ansible was given; install Python 3.10+ "
-                "there or set edgert_python (or ansible_python_interpreter) for the host")
-    if msg.startswith("MODULE FAILURE"):
-        lines = [line for line in stderr.strip().splitlines() if line.strip()]
-        return f"the {event.step} step failed on the board: {lines[-1] if lines else msg.splitlines()[0]}"
-    return " ".join(msg.split())
 
 
 def _results(hosts: list[Host], outcome, sizes: tuple[int, ...], max_fail: float,
@@ -283,19 +249,19 @@ def _results(hosts: list[Host], outcome, sizes: tuple[int, ...], max_fail: float
                       p50_ms=check_res.get("p50_ms"), baseline_p50_ms=check_res.get("baseline_p50_ms"),
                       min_cosine=min((o["min_cosine"] for o in check_res.get("outputs", [])), default=None))
         if event.result == "unreachable":
-            boards.append(BoardResult(result="unreachable", after=before, reason=_reason(event), **common))
+            boards.append(BoardResult(result="unreachable", after=before, reason=explain(event), **common))
         elif event.result == "failed":
             result = "rolled back" if res.get("rolled_back") else "failed"
-            boards.append(BoardResult(result=result, after=res.get("after", before), reason=_reason(event), **common))
+            boards.append(BoardResult(result=result, after=res.get("after", before), reason=explain(event), **common))
         elif event.result == "changed":
             boards.append(BoardResult(result="would update" if check else "updated", after=res.get("after"),
                                       **common))
         else:
             boards.append(BoardResult(result="unchanged", after=res.get("after", before), **common))
-    return boards, _halt_reason(boards, outcome, sizes, max_fail)
+    return boards, _haltexplain(boards, outcome, sizes, max_fail)
 
 
-def _halt_reason(boards: list[BoardResult], outcome, sizes: tuple[int, ...], max_fail: float) -> str:
+def _haltexplain(boards: list[BoardResult], outcome, sizes: tuple[int, ...], max_fail: float) -> str:
     if outcome.stopped:
         return "stopped by Ctrl-C"
     if not any(b.result == "not started" for b in boards):
@@ -340,7 +306,7 @@ def _rollback_all(boards: list[BoardResult], name: str, sources: list[str], work
     on_note(f"--rollback-all: putting {len(switched)} boards back")
     host_vars = {b.host: {"edgert_from_version": b.after,
                           "edgert_rollback_state": "rolled_back" if b.before else "absent"} for b in switched}
-    generated = _write_inventory(work, host_vars, "edgert-rollback")
+    generated = write_host_vars(work, host_vars, "edgert-rollback")
     outcome = engine.run(inventories=sources + [str(generated)], playbook=playbook("rollback"),
                          extravars={"edgert_model": name}, limit=",".join(b.host for b in switched),
                          forks=min(50, len(switched)), on_event=on_event)
@@ -356,7 +322,7 @@ def _rollback_all(boards: list[BoardResult], name: str, sources: list[str], work
                                    b.min_cosine))
         else:
             out.append(BoardResult(b.host, b.wave, "updated", b.before, b.after,
-                                   f"--rollback-all could not put it back: {_reason(event)}", b.arch, b.p50_ms,
+                                   f"--rollback-all could not put it back: {explain(event)}", b.arch, b.p50_ms,
                                    b.baseline_p50_ms, b.min_cosine))
     return out
 
@@ -391,7 +357,7 @@ def rollback(model: str | os.PathLike, inventory: str | os.PathLike | list, *, l
         for h in hosts:
             if h.vars.get("edgert_python"):
                 host_vars.setdefault(h.name, {})["ansible_python_interpreter"] = h.vars["edgert_python"]
-        sources = _sources(inventory) + [str(_write_inventory(work, host_vars))]
+        sources = inventories.sources(inventory) + [str(write_host_vars(work, host_vars))]
         outcome = engine.run(inventories=sources, playbook=playbook("rollback"), extravars={"edgert_model": name},
                              limit=limit, forks=forks or min(50, len(hosts)), check=check, diff=check,
                              on_event=on_event)
@@ -404,7 +370,7 @@ def rollback(model: str | os.PathLike, inventory: str | os.PathLike | list, *, l
         if e is None:
             boards.append(BoardResult(h.name, None, "not started", None, None, "stopped by Ctrl-C"))
         elif e.result in ("failed", "unreachable"):
-            boards.append(BoardResult(h.name, None, e.result, e.res.get("before"), e.res.get("before"), _reason(e)))
+            boards.append(BoardResult(h.name, None, e.result, e.res.get("before"), e.res.get("before"), explain(e)))
         else:
             result = ("would switch back" if check else "switched back") if e.result == "changed" else "unchanged"
             boards.append(BoardResult(h.name, None, result, e.res.get("before"), e.res.get("after")))

@@ -7,7 +7,8 @@ import time
 from dataclasses import asdict, dataclass
 
 from edgert.fleet import engine
-from edgert.fleet.inventory import Host, read_inventory
+from edgert.fleet.engine import explain
+from edgert.fleet.inventory import Host, read_inventory, sources, write_host_vars
 
 
 @dataclass(frozen=True)
@@ -74,35 +75,31 @@ def status(inventory: str | os.PathLike | list, *, limit: str | None = None, nam
     Raises:
         FleetError: Ansible is missing, or the inventory is unreadable or empty.
     """
-    from edgert.fleet.rollouts import _reason, _sources
-
     started = time.monotonic()
     hosts = read_inventory(inventory, limit)
     args = "root={{ edgert_remote_dir | default('~/edgert') }}" + (f" names={','.join(names)}" if names else "")
-    sources = _sources(inventory)
+    found = sources(inventory)
     interpreters = {h.name: {"ansible_python_interpreter": h.vars["edgert_python"]}
                     for h in hosts if h.vars.get("edgert_python")}
     work = engine.workdir()
     try:
         if interpreters:
-            from edgert.fleet.rollouts import _write_inventory
-
-            sources.append(str(_write_inventory(work, interpreters)))
-        outcome = engine.run(inventories=sources, module="edgert.fleet.facts", module_args=args, limit=limit,
+            found.append(str(write_host_vars(work, interpreters)))
+        outcome = engine.run(inventories=found, module="edgert.fleet.facts", module_args=args, limit=limit,
                              forks=forks or min(50, len(hosts)))
     finally:
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
     by_host = {e.host: e for e in outcome.events if e.host}
-    return FleetStatus(tuple(_row(h, by_host.get(h.name), _reason) for h in hosts), time.monotonic() - started)
+    return FleetStatus(tuple(_row(h, by_host.get(h.name)) for h in hosts), time.monotonic() - started)
 
 
-def _row(h: Host, event, reason) -> BoardStatus:
+def _row(h: Host, event) -> BoardStatus:
     if event is None:
         return BoardStatus(h.name, h.groups, False, "no answer (the run was stopped)")
     if event.result != "ok":
-        return BoardStatus(h.name, h.groups, event.result != "unreachable", reason(event))
+        return BoardStatus(h.name, h.groups, event.result != "unreachable", explain(event))
     f = event.res.get("ansible_facts", {}).get("edgert", {})
     models = []
     for name, m in sorted(f.get("models", {}).items()):
