@@ -39,7 +39,6 @@ class Outcome:
     rc: int
     events: tuple[Event, ...]
     stopped: bool
-    cancelled: bool
 
 
 class _Interrupts:
@@ -116,7 +115,7 @@ def run(*, inventories: list[str], playbook: Path | None = None, module: str | N
             raise FleetError(f"Ansible could not run: {why.replace('[ERROR]: ', '').replace('ERROR! ', '')}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return Outcome(runner.status, runner.rc or 0, tuple(events), interrupts.count > 0, interrupts.count > 1)
+    return Outcome(runner.status, runner.rc or 0, tuple(events), interrupts.count > 0)
 
 
 def _event(raw: dict) -> Event | None:
