@@ -10,7 +10,11 @@ Kinds of board (`Board.kind`):
 - nopython: its edgert_python does not exist;
 - hot: its thermal zone is above its passive trip point (EDGERT_SYSFS_ROOT);
 - arm32: it reports armv7l, which has no ai-edge-litert wheel (EDGERT_MACHINE), and its Python lacks the runtime;
-- full: its remote directory is a 64 KiB file system, too small for a bundle.
+- full: its remote directory is a 64 KiB file system, too small for a bundle;
+- fresh: a new board as a Pi comes: its only Python is the system's (no pip packages, no runtime), reached with
+  ansible_python_interpreter=/usr/bin/python3 and no edgert_python;
+- fresh_named: the same, with edgert_python=/usr/bin/python3 instead;
+- shim: Ansible's interpreter discovery finds a broken Python first (a pyenv shim for a version not installed).
 """
 
 from __future__ import annotations
@@ -26,8 +30,12 @@ from tests.sshd import SshServer, _free_port, _keygen
 
 REPO = Path(__file__).resolve().parent.parent
 WRONG_OUTPUTS = REPO / "tests" / "fleet_boards" / "wrong_outputs"
-# The arm32 board's Python: one without the runtime (Debian's own), so that --setup has something to install.
+# The fresh and arm32 boards' Python: one without the runtime (Debian's own), so that --setup has something to install.
 SYSTEM_PYTHON = "/usr/bin/python3"
+SHIM = """#!/bin/sh
+echo "pyenv: python3.13: command not found" >&2
+exit 127
+"""
 
 
 @dataclass
@@ -111,9 +119,19 @@ class Fleet:
         chosen = [b for b in self.boards if names is None or b.name in names]
         lines = []
         for b in chosen:
-            python = {"nopython": "/nonexistent/bin/python3", "arm32": SYSTEM_PYTHON}.get(b.kind, b.python)
+            python = {"nopython": "/nonexistent/bin/python3", "arm32": SYSTEM_PYTHON,
+                      "fresh_named": SYSTEM_PYTHON}.get(b.kind, b.python)
+            interpreter = f"edgert_python={python}"
+            if b.kind == "fresh":
+                interpreter = f"ansible_python_interpreter={SYSTEM_PYTHON}"
+            elif b.kind == "shim":
+                shim = self.folder / "shims" / "python3.13"
+                shim.parent.mkdir(exist_ok=True)
+                shim.write_text(SHIM)
+                shim.chmod(0o755)
+                interpreter = f"ansible_interpreter_python_fallback=\"['{shim}', '{SYSTEM_PYTHON}']\""
             lines.append(f"{b.name} ansible_port={b.port} edgert_remote_dir={b.remote_dir(self.folder)} "
-                         f"edgert_python={python} {b.extra_vars}".rstrip())
+                         f"{interpreter} {b.extra_vars}".rstrip())
         groups: dict[str, list[str]] = {}
         for b in chosen:
             for g in b.groups:

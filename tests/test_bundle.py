@@ -20,6 +20,7 @@ from edgert.deploy import bundle
 from edgert.benchmark import random_inputs
 from edgert.cli import cli
 from edgert.errors import BundleError, DeviceProfileError, ModelFormatError, OutputExistsError
+from tests.fleet import SYSTEM_PYTHON
 
 
 @pytest.fixture
@@ -91,9 +92,7 @@ def test_a_bundle_runs_as_a_zip_application(model, tmp_path):
 
 def test_the_bundle_needs_only_the_standard_library_to_verify_itself(model, tmp_path):
     made = bundle.make_bundle(model, "rpi5", tmp_path / "d.edgert")
-    python = shutil.which("python3")
-    if python is None:
-        pytest.skip("no system python3")
+    python = SYSTEM_PYTHON
     done = subprocess.run([python, "-I", made.path, "verify"], capture_output=True, text=True,
                           env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
@@ -117,7 +116,7 @@ def test_a_python_without_the_runtime_gets_one_line_naming_what_to_install(model
                           env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
     assert done.returncode == 1 and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
-    assert "lacks numpy, click, an interpreter (ai-edge-litert or tflite-runtime)" in line
+    assert f"{venv}/bin/python lacks numpy, click, ai-edge-litert (or tflite-runtime)" in line
     assert "-m pip install 'numpy>=1.23' 'click>=8.1' 'ai-edge-litert>=2.3'" in line
 
 

@@ -24,6 +24,7 @@ from edgert.cli import cli
 from edgert.deploy import Target
 from edgert.devices import profiles as device_profiles
 from edgert.errors import DeployError
+from tests.fleet import SYSTEM_PYTHON
 from tests.sshd import SshServer
 
 
@@ -250,8 +251,9 @@ def test_remote_failures_are_one_line_each(models, board, server, tmp_path, monk
     # No runtime on the board and no --setup: say what to do.
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
     bare = tmp_path / "bare" / "bin" / "python"  # a Python with nothing installed
-    with pytest.raises(DeployError, match="the runtime is missing on the board \\(missing numpy, click, "
-                                          "ai_edge_litert or tflite_runtime\\); pass --setup"):
+    with pytest.raises(DeployError, match=f"the runtime is missing on the board: {bare} lacks numpy, click, "
+                                          r"ai-edge-litert \(or tflite-runtime\); run again with --setup to install "
+                                          f"it in {tmp_path}/board/venv"):
         deploy.deploy(v1, "board", "rpi5", **{**board, "remote_python": str(bare)})
     assert not active(board).exists()
 
@@ -284,9 +286,7 @@ def test_cli_deploy_bench_and_rollback(models, board, monkeypatch):
 def test_setup_installs_the_runtime_in_a_venv_on_the_board(models, board):
     """--setup with the board's plain system Python: a venv with the bundle's requirements, from the package
     index (pip's cache makes this seconds after the first time)."""
-    python = shutil.which("python3")
-    if python is None:
-        pytest.skip("no system python3 to play the board's")
+    python = SYSTEM_PYTHON  # Debian's, with no pip packages: a board as it comes
     kwargs = {**board, "remote_python": python}
     done = deploy.deploy(str(models[0]), "board", "rpi5", setup=True, **kwargs)
     venv = Path(board["remote_dir"]) / "venv" / "bin" / "python"
@@ -359,16 +359,14 @@ def test_deploy_serve_runs_edgert_serve_on_the_board(models, board, digits):
     import socket
 
     th = pytest.importorskip("tritonclient.http")
-    python = shutil.which("python3")
-    if python is None:
-        pytest.skip("no system python3 to play the board's")
+    python = SYSTEM_PYTHON  # Debian's, with no pip packages: a board as it comes
     kwargs = {**board, "remote_python": python}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     deploy.deploy(str(models[0]), "board", "rpi5", setup=True, **kwargs)  # the runtime, without the server's
-    with pytest.raises(DeployError, match=r"cannot serve \(missing uvicorn, starlette, prometheus_client "
-                                          r"\(edgert serve\)\); deploy with --setup --serve"):
+    with pytest.raises(DeployError, match=r"cannot serve \(.*/board/venv/bin/python lacks uvicorn, starlette, "
+                                          r"prometheus-client\); deploy with --setup --serve"):
         deploy.deploy(str(models[0]), "board", "rpi5", serve=deploy.ServeOptions(port=port), **kwargs)
     done = deploy.deploy(str(models[0]), "board", "rpi5", setup=True,
                          serve=deploy.ServeOptions(port=port, options=("--poll", "0.2")), **kwargs)

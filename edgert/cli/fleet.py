@@ -24,6 +24,17 @@ def fleet():
     """Many boards through Ansible: rollout in waves with health gates, status, rollback, Prometheus targets."""
 
 
+def _percent(text: str, option: str) -> float:
+    """`10` or `10%` (a share of a wave, 0 to 100)."""
+    try:
+        value = float(str(text).strip().rstrip("%"))
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 100:
+        raise click.BadParameter(f"{text!r} is not a percentage from 0 to 100 (e.g. 10 or 10%)", param_hint=option)
+    return value
+
+
 def _short(version: str | None) -> str:
     return version or "-"
 
@@ -68,7 +79,10 @@ def _detail(event) -> str:
             cosine = min((o["min_cosine"] for o in check.get("outputs", [])), default=None)
             text += f"; cosine {fmt(cosine, '.4f')}, p50 {fmt(check.get('p50_ms'), '.3f')} ms"
             if check.get("slowdown"):
-                text += f" ({check['slowdown']:.2f}x the old)"
+                text += f" ({check['slowdown']:.2f}x the old"
+                if check.get("slowdown_low") is not None:
+                    text += f", rounds {check['slowdown_low']:.2f}-{check['slowdown_high']:.2f}x"
+                text += ")"
         return text
     return ""
 
@@ -96,8 +110,9 @@ def _report(report) -> None:
 @click.option("--canary", type=click.IntRange(0), default=1, show_default=True, help="Boards in the first wave.")
 @click.option("--waves", default="10%,50%,100%", show_default=True,
               help="Then waves up to these shares of the fleet (cumulative).")
-@click.option("--max-fail", type=click.FloatRange(0, 100), default=0.0, show_default=True,
-              help="Halt when more than this percentage of a wave's boards fail.")
+@click.option("--max-fail", callback=lambda _c, _p, v: _percent(v, "--max-fail"), default="0%", show_default=True,
+              metavar="PCT",
+              help="Halt when more than this share of a wave's boards fail (10 or 10%).")
 @click.option("--max-slowdown", type=click.FloatRange(1.0), default=1.5, show_default=True,
               help="Fail a board whose p50 is more than this times the version it replaces (on that board).")
 @click.option("--runs", type=click.IntRange(2), default=50, show_default=True,
@@ -173,16 +188,17 @@ def status(inventory, limit, names, forks, json_):
 @LIMIT
 @click.option("--device", envvar="EDGERT_DEVICE", help="Board profile for hosts without edgert_device (with a "
               ".tflite MODEL, its version per profile).")
+@click.option("--name", help="The name MODEL was rolled out under [default: its file stem].")
 @FORKS
 @click.option("--check", is_flag=True, help="Say what would change; change nothing.")
 @click.option("json_", "--json", is_flag=True, help="Print the report as JSON.")
 @fail_cleanly
-def rollback(model, inventory, limit, device, forks, check, json_):
+def rollback(model, inventory, limit, device, name, forks, check, json_):
     """Switch every board back to its previous version of MODEL: a name, or the .tflite that was rolled out (then
     only boards running that version switch, so a rerun changes nothing)."""
     from edgert.fleet.rollouts import rollback as run_rollback
 
-    report = run_rollback(model, list(inventory), limit=limit, device=device, forks=forks, check=check)
+    report = run_rollback(model, list(inventory), limit=limit, device=device, name=name, forks=forks, check=check)
     if json_:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

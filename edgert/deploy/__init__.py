@@ -3,7 +3,8 @@
 SSH is the system's OpenSSH client, run as a subprocess: host aliases, `~/.ssh/config` (Match, ProxyJump, ...),
 keys, the agent, known_hosts and ControlMaster all behave exactly as they do for `ssh` on the command line, which no
 Python SSH library matches. The board side is the Ansible collection's `module_utils/agent.py` (see `AGENT`), a
-standard-library script sent with each call, so `edgert deploy` and `edgert fleet` do the same on a board.
+standard-library script sent with each call (`edgert.deploy.agent`), so `edgert deploy` and `edgert fleet` do the same
+on a board.
 """
 
 from __future__ import annotations
@@ -20,17 +21,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from edgert.deploy import agent
 from edgert.deploy.bundle import Manifest, build
 from edgert.errors import DeployError
 
-DEFAULT_REMOTE_DIR = "~/edgert"
 # What every call uses when not told otherwise: set once for a board you always use (the tests' board too).
 ENV_REMOTE_DIR, ENV_REMOTE_PYTHON, ENV_SSH_CONFIG = "EDGERT_REMOTE_DIR", "EDGERT_REMOTE_PYTHON", "EDGERT_SSH_CONFIG"
 CONNECT_TIMEOUT_S = 10
 # The Ansible collection edgert ships (`edgert fleet collection-path`): its module_utils hold the board side.
 COLLECTIONS = Path(__file__).parent / "collections"
 COLLECTION = COLLECTIONS / "ansible_collections" / "edgert" / "fleet"
-AGENT = COLLECTION / "plugins" / "module_utils" / "agent.py"
+AGENT = agent.PATH
 CHUNK = 256 * 1024
 
 
@@ -232,7 +233,7 @@ class RollbackResult:
         return asdict(self)
 
 
-def probe(ssh: Ssh, name: str, remote_dir: str = DEFAULT_REMOTE_DIR, python: str = "python3") -> BoardInfo:
+def probe(ssh: Ssh, name: str, remote_dir: str = agent.DEFAULT_ROOT, python: str = "python3") -> BoardInfo:
     reply = call_agent(ssh, python, "probe", remote_dir, name, timeout_s=180)
     return BoardInfo(tuple(reply["python"]), reply["machine"], reply["root"], int(reply["free_bytes"]),
                      reply["runtime_python"], bool(reply["runtime_ok"]), reply.get("runtime_error", ""),
@@ -283,9 +284,7 @@ def deploy(model: str, to: str | Target, device: str | None = None, *, remote_di
                            *requirements, timeout_s=1800)
         installed = bool(reply["installed"])
     elif not board.runtime_ok:
-        why = board.runtime_error or "no interpreter package"
-        raise DeployError(f"{target}: the runtime is missing on the board ({why}); pass --setup to install "
-                          f"{', '.join(manifest.requirements)} in {board.root}/venv")
+        raise DeployError(f"{target}: {board.runtime_error}")
     progress(f"uploading to {board.root}/models/{manifest.name}")
     reply = call_agent(ssh, remote_python, "install", remote_dir, manifest.name, manifest.version, str(len(data)),
                        hashlib.sha256(data).hexdigest(), data=data, chunks=chunks)
@@ -376,7 +375,7 @@ def _connect(to: str | Target, ssh_config: str | None, ssh_options: tuple[str, .
 
 def _where(remote_dir: str | None, remote_python: str | None) -> tuple[str, str]:
     """The remote folder and Python: as given, else from the environment, else the defaults."""
-    return (remote_dir or os.environ.get(ENV_REMOTE_DIR) or DEFAULT_REMOTE_DIR,
+    return (remote_dir or os.environ.get(ENV_REMOTE_DIR) or agent.DEFAULT_ROOT,
             remote_python or os.environ.get(ENV_REMOTE_PYTHON) or "python3")
 
 

@@ -43,13 +43,8 @@ main(os.path.dirname(os.path.abspath(__file__)), sys.argv[1:])
 '''
 
 _RUN = '''#!/bin/sh
-# Runs this bundle with the board's edgert environment: ./run [verify|info|run|bench] [options]
-here=$(dirname "$0")
-for py in "$EDGERT_PYTHON" "$here/../../../venv/bin/python" python3; do
-    if [ -n "$py" ] && command -v "$py" >/dev/null 2>&1; then exec "$py" "$here" "$@"; fi
-done
-echo "Error: no Python found; set EDGERT_PYTHON or run edgert deploy --setup" >&2
-exit 1
+# Runs this bundle: ./run [verify|info|run|bench] [options]. It moves to the board's runtime Python by itself.
+exec "${EDGERT_PYTHON:-python3}" "$(dirname "$0")" "$@"
 '''
 
 
@@ -135,17 +130,24 @@ def _runtime_files() -> dict[str, bytes]:
     import edgert.delegates
     import edgert.devices
 
+    from edgert.deploy import agent
+
     files: dict[str, bytes] = {}
     for module, prefix, data_globs in ((edgert, "edgert", ()), (edgert.delegates, "edgert/delegates", ()),
                                        (edgert.devices, "edgert/devices", ("profiles/*.toml",))):
         folder = Path(module.__file__).parent
-        # subpackages (cli) too; not the Ansible collection, which runs from the controller
+        # subpackages (cli) too; of the Ansible collection, which runs from the controller, only the board side
         code = [p for p in sorted(folder.rglob("*.py")) if not {"__pycache__", "collections"} & set(p.parts)]
+        if module is edgert:
+            code.append(agent.PATH)
         for path in code + [p for g in data_globs for p in sorted(folder.glob(g))]:
             files[f"{prefix}/{path.relative_to(folder).as_posix()}"] = path.read_bytes()
     dist = importlib.metadata.distribution("edgert")
     info = f"edgert-{dist.version}.dist-info"
-    files[f"{info}/METADATA"] = (dist.read_text("METADATA") or f"Name: edgert\nVersion: {dist.version}\n").encode()
+    # Name and version only: the installed METADATA also holds the README (100 KiB no board reads), and a checkout's
+    # edgert.egg-info holds another copy of it than site-packages does, which would make the version depend on where
+    # the bundle was built from.
+    files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: edgert\nVersion: {dist.version}\n".encode()
     entry_points = dist.read_text("entry_points.txt") or ""
     files[f"{info}/entry_points.txt"] = entry_points.encode()
     return files
@@ -267,26 +269,23 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
 
 
 def verify(path: str | os.PathLike) -> Manifest:
-    """Check every file of a bundle (zip or unpacked folder) against its manifest.
+    """Check every file of a bundle (zip or unpacked folder) against its manifest, as the board does.
 
     Raises:
         BundleError: a file is missing, has another size or checksum, or the manifest is damaged.
     """
+    from edgert.deploy import agent
+
     p = Path(path)
     manifest = read_manifest(p)
-    archive = None if p.is_dir() else zipfile.ZipFile(p)
-    try:
-        for f in manifest.files:
-            try:
-                data = (p / f.path).read_bytes() if archive is None else archive.read(f.path)
-            except (FileNotFoundError, KeyError):
-                raise BundleError(f"{p}: {f.path} is missing; the bundle is incomplete, deploy it again") from None
-            if len(data) != f.size or _sha256(data) != f.sha256:
-                raise BundleError(f"{p}: {f.path} does not match its checksum in the manifest; the bundle is "
-                                  "damaged, deploy it again")
-    finally:
-        if archive is not None:
-            archive.close()
+    bad = agent.verify_bundle(str(p))
+    if bad == MANIFEST:
+        raise BundleError(f"{p}: {MANIFEST} cannot be read; the bundle is damaged, deploy it again")
+    if bad:
+        present = (p / bad).exists() if p.is_dir() else bad in zipfile.ZipFile(p).namelist()
+        raise BundleError(f"{p}: {bad} " + ("does not match its checksum in the manifest; the bundle is damaged, "
+                                            "deploy it again" if present else
+                                            "is missing; the bundle is incomplete, deploy it again"))
     return manifest
 
 
@@ -310,16 +309,6 @@ def _unpacked(here: str) -> Path:
 
             shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _missing_runtime() -> list[str]:
-    """What this Python lacks to run a model: numpy, click, and an interpreter package."""
-    from importlib.util import find_spec
-
-    missing = [name for name in ("numpy", "click") if find_spec(name) is None]
-    if find_spec("ai_edge_litert") is None and find_spec("tflite_runtime") is None and find_spec("tensorflow") is None:
-        missing.append("an interpreter (ai-edge-litert or tflite-runtime)")
-    return missing
 
 
 def main(here: str, argv: list[str]) -> None:
@@ -351,11 +340,7 @@ def main(here: str, argv: list[str]) -> None:
         return
     if command not in ("run", "bench", "check"):
         sys.exit(f"Error: unknown bundle command {command!r}; {usage}")
-    missing = _missing_runtime()
-    if missing:
-        sys.exit(f"Error: {sys.executable} lacks {', '.join(missing)}, which running the model needs; install the "
-                 f"runtime ({sys.executable} -m pip install {' '.join(shlex.quote(r) for r in manifest.requirements)}"
-                 ") or deploy with edgert deploy --setup, which makes a venv for it")
+    _runtime_here(here, folder, manifest, argv)
     if command == "check":
         _check(folder, manifest, rest)
         return
@@ -365,6 +350,22 @@ def main(here: str, argv: list[str]) -> None:
     if not any(a == "--delegate" or a.startswith("--delegate=") for a in rest):
         args += ["--delegate", ",".join(manifest.delegates)]
     cli.main(args=args + rest, prog_name=f"{manifest.name} bundle")
+
+
+def _runtime_here(here: str, folder: Path, manifest: Manifest, argv: list[str]) -> None:
+    """Go on in the runtime's Python: a bundle deployed under a root moves to that root's (its venv's, when `setup`
+    made one); elsewhere this Python must have the runtime, or the one line names what to install."""
+    from edgert.deploy import agent
+
+    root = agent.root_of(folder)
+    python = agent.runtime_python(root) if root and not os.environ.get("EDGERT_PYTHON") else sys.executable
+    if not agent.same_interpreter(python):
+        os.execv(python, [python, here, *argv])
+    ok, why = agent.runtime_status(python, load=False)
+    if not ok:
+        sys.exit(f"Error: {why}, which running the model needs; install the runtime ({python} -m pip install "
+                 f"{' '.join(shlex.quote(r) for r in manifest.requirements)}) or deploy with edgert deploy --setup, "
+                 "which makes a venv for it")
 
 
 def _check(folder: Path, manifest: Manifest, argv: list[str]) -> None:
@@ -377,6 +378,7 @@ def _check(folder: Path, manifest: Manifest, argv: list[str]) -> None:
     parser.add_argument("reference")
     parser.add_argument("--baseline", help="the unpacked bundle of the version this one replaces")
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--max-slowdown", type=float, help="fail when slower than this beyond the measured noise")
     args = parser.parse_args(argv)
     baseline = baseline_delegates = None
     if args.baseline:
@@ -384,7 +386,8 @@ def _check(folder: Path, manifest: Manifest, argv: list[str]) -> None:
         baseline, baseline_delegates = str(Path(args.baseline) / old.model), ",".join(old.delegates)
     try:
         result = check(folder / manifest.model, args.reference, delegate=",".join(manifest.delegates),
-                       baseline=baseline, baseline_delegate=baseline_delegates, runs=args.runs)
+                       baseline=baseline, baseline_delegate=baseline_delegates, runs=args.runs,
+                       max_slowdown=args.max_slowdown)
     except EdgertError as exc:
         sys.exit(f"Error: {exc}")
     print(json.dumps(result.to_dict()))

@@ -139,8 +139,9 @@ def workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="edgert-rollout-", dir=os.environ.get("TMPDIR")))
 
 
-def explain(event: Event) -> str:
-    """A failed step's reason as one line."""
+def explain(event: Event, interpreter: str | None = None) -> str:
+    """A failed step's reason as one line. `interpreter` is the Python the inventory gave the host, if any; a
+    Python that Ansible's discovery found is named from the result itself."""
     from edgert.deploy import ssh_problem
 
     res = event.res
@@ -148,11 +149,18 @@ def explain(event: Event) -> str:
     if event.result == "unreachable":
         return ssh_problem(event.host, event.host, msg)
     stderr = str(res.get("module_stderr") or "") + str(res.get("module_stdout") or "")
-    if res.get("rc") == 127 or ("not found" in stderr and "python" in stderr.lower()) or \
-            "No such file or directory" in stderr and "python" in stderr.lower():
-        return (f"{event.host}: no Python on the board at the interpreter Ansible was given; install Python 3.10+ "
-                "there or set edgert_python (or ansible_python_interpreter) for the host")
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    discovered = (res.get("ansible_facts") or {}).get("discovered_interpreter_python")
+    never_ran = res.get("rc") == 127 or "deserialization failed" in msg.lower() or any(
+        ("not found" in line or "No such file or directory" in line) and "python" in line.lower() for line in lines)
+    if never_ran and lines:
+        if discovered:
+            return (f"{event.host}: {discovered}, the Python Ansible's interpreter discovery found on the board, does "
+                    f"not run ({lines[0]}); set edgert_python (or ansible_python_interpreter) for the host to a "
+                    "working Python 3.10+, e.g. /usr/bin/python3")
+        where = f"at {interpreter}" if interpreter else "at the interpreter Ansible was given"
+        return (f"{event.host}: no working Python on the board {where} ({lines[0]}); install Python 3.10+ there or "
+                "set edgert_python (or ansible_python_interpreter) for the host")
     if msg.startswith("MODULE FAILURE"):
-        lines = [line for line in stderr.strip().splitlines() if line.strip()]
         return f"the {event.step} step failed on the board: {lines[-1] if lines else msg.splitlines()[0]}"
     return " ".join(msg.split())

@@ -24,6 +24,11 @@ MIN_COSINE = {"float32": 0.9999, "float16 weights": 0.9999, "dynamic range": 0.9
               "int16x8": 0.99}  # by the start of ModelInfo.quantization ("full integer (int8), float I/O", ...)
 DEFAULT_MIN_COSINE = 0.98
 META = "__meta__"
+# The latency gate fails a board only when the new version is slower than --max-slowdown beyond the noise measured
+# in the same check (the lower end of the interval over interleaved rounds) and slower by at least this much in
+# absolute p50: a few microseconds are timer and scheduler noise on any board, whatever the ratio.
+LATENCY_FLOOR_MS = 0.05
+LATENCY_ROUNDS = 5
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,12 @@ class CheckResult:
     delegate: str
     throttled: bool
     throttle_reason: str
+    # the slowdown's spread: the lowest and highest p50 ratio of the interleaved rounds (with 5 rounds, the median
+    # ratio lies inside with 94% confidence), widened to hold `slowdown`
+    slowdown_low: float | None = None
+    slowdown_high: float | None = None
+    max_slowdown: float | None = None
+    floor_ms: float = LATENCY_FLOOR_MS
 
     @property
     def agrees(self) -> bool:
@@ -57,6 +68,25 @@ class CheckResult:
     @property
     def slowdown(self) -> float | None:
         return self.p50_ms / self.baseline_p50_ms if self.baseline_p50_ms else None
+
+    def latency(self) -> str:
+        """The comparison with the replaced version as one phrase, or '' when there was none."""
+        if self.slowdown is None:
+            return ""
+        spread = (f" (rounds {self.slowdown_low:.2f}-{self.slowdown_high:.2f}x)"
+                  if self.slowdown_low is not None else "")
+        return (f"p50 {self.p50_ms:.3f} ms is {self.slowdown:.2f}x the replaced version's {self.baseline_p50_ms:.3f}"
+                f" ms{spread}")
+
+    def latency_failure(self) -> str:
+        """Why the latency gate fails, or '': slower than `max_slowdown` beyond the rounds' spread (its lowest
+        ratio), and by more than `floor_ms` in p50."""
+        if not self.max_slowdown or self.slowdown is None:
+            return ""
+        low = self.slowdown_low if self.slowdown_low is not None else self.slowdown
+        if low <= self.max_slowdown or self.p50_ms - self.baseline_p50_ms <= self.floor_ms:
+            return ""
+        return f"{self.latency()} on this board, over --max-slowdown {self.max_slowdown:g}"
 
     def disagreement(self) -> str:
         """The worst output as one phrase, or '' when every output agrees."""
@@ -69,7 +99,8 @@ class CheckResult:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.update(agrees=self.agrees, slowdown=self.slowdown, disagreement=self.disagreement())
+        d.update(agrees=self.agrees, slowdown=self.slowdown, disagreement=self.disagreement(), latency=self.latency(),
+                 latency_failure=self.latency_failure())
         return d
 
 
@@ -132,9 +163,11 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def check(model_path: str | os.PathLike, reference: str | os.PathLike, *, delegate: str | Sequence[str] = "auto",
           baseline: str | os.PathLike | None = None, baseline_delegate: str | Sequence[str] | None = None,
-          runs: int = 50, rounds: int = 2) -> CheckResult:
-    """Run the model on the reference inputs and compare by output name; then time it (p50) against `baseline` in
-    `rounds` interleaved rounds, so both see the same load on the board.
+          runs: int = 50, rounds: int = LATENCY_ROUNDS, max_slowdown: float | None = None,
+          floor_ms: float = LATENCY_FLOOR_MS) -> CheckResult:
+    """Run the model on the reference inputs and compare by output name; then time it against `baseline` in
+    `rounds` interleaved rounds (their order alternating), so both see the same load on the board: the p50s of all
+    runs, and the spread of the rounds' ratios, which `CheckResult.latency_failure` judges against `max_slowdown`.
 
     Raises:
         InputDataError: the reference file does not fit this model (another model's file).
@@ -167,14 +200,25 @@ def check(model_path: str | os.PathLike, reference: str | os.PathLike, *, delega
         worst = min(cosines)
         outputs.append(OutputAgreement(name, worst, diff, step, worst >= floor or (step > 0 and diff <= step)))
     old = load(baseline, delegate=baseline_delegate or delegate) if baseline else None
-    new_p50, old_p50, throttled, reason = [], [], False, ""
-    for _ in range(max(1, rounds)):
-        result = bench(model, runs=max(1, runs // rounds), warmup=3, power=None, idle_s=0)
-        new_p50.append(result.latency.p50_ms)
-        if result.thermal_stats.throttled:
-            throttled, reason = True, result.thermal_stats.reason
-        if old is not None:
-            old_p50.append(bench(old, runs=max(1, runs // rounds), warmup=3, power=None, idle_s=0,
-                                 thermal=False).latency.p50_ms)
-    return CheckResult(count, floor, tuple(outputs), float(np.median(new_p50)),
-                       float(np.median(old_p50)) if old_p50 else None, model.delegation.describe(), throttled, reason)
+    rounds, per_round = max(1, rounds), max(1, runs // max(1, rounds))
+    new_ms: list[np.ndarray] = []
+    old_ms: list[np.ndarray] = []
+    throttled, reason = False, ""
+    for i in range(rounds):
+        order = ((model, new_ms), (old, old_ms)) if i % 2 == 0 else ((old, old_ms), (model, new_ms))
+        for which, samples in order:
+            if which is None:
+                continue
+            result = bench(which, runs=per_round, warmup=3, power=None, idle_s=0, thermal=which is model)
+            samples.append(result.latency.samples_ms)
+            if result.thermal_stats.throttled:
+                throttled, reason = True, result.thermal_stats.reason
+    p50 = float(np.median(np.concatenate(new_ms)))
+    base = low = high = None
+    if old_ms:
+        base = float(np.median(np.concatenate(old_ms)))
+        ratios = [float(np.median(n) / np.median(o)) for n, o in zip(new_ms, old_ms)]
+        point = p50 / base
+        low, high = min(ratios + [point]), max(ratios + [point])
+    return CheckResult(count, floor, tuple(outputs), p50, base, model.delegation.describe(), throttled, reason, low,
+                       high, max_slowdown, floor_ms)

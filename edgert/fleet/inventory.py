@@ -13,7 +13,6 @@ from pathlib import Path
 
 from edgert.errors import FleetError
 
-DEFAULT_REMOTE_DIR = "~/edgert"
 DEFAULT_SERVE_PORT = 8000
 INSTALL_HINT = "pip install 'edgert[fleet]' (ansible-core and ansible-runner)"
 
@@ -36,7 +35,15 @@ class Host:
 
     @property
     def remote_dir(self) -> str:
-        return str(self.vars.get("edgert_remote_dir") or DEFAULT_REMOTE_DIR)
+        from edgert.deploy import agent
+
+        return str(self.vars.get("edgert_remote_dir") or agent.DEFAULT_ROOT)
+
+    @property
+    def interpreter(self) -> str | None:
+        """The board's Python for edgert as the inventory gives it (edgert_python, else ansible_python_interpreter),
+        or None where Ansible discovers one."""
+        return self.vars.get("edgert_python") or self.vars.get("ansible_python_interpreter") or None
 
     @property
     def serve_port(self) -> int:

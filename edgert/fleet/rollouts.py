@@ -252,7 +252,8 @@ def _results(hosts: list[Host], outcome, sizes: tuple[int, ...], max_fail: float
             boards.append(BoardResult(result="unreachable", after=before, reason=explain(event), **common))
         elif event.result == "failed":
             result = "rolled back" if res.get("rolled_back") else "failed"
-            boards.append(BoardResult(result=result, after=res.get("after", before), reason=explain(event), **common))
+            boards.append(BoardResult(result=result, after=res.get("after", before),
+                                      reason=explain(event, h.interpreter), **common))
         elif event.result == "changed":
             boards.append(BoardResult(result="would update" if check else "updated", after=res.get("after"),
                                       **common))
@@ -267,11 +268,14 @@ def _haltexplain(boards: list[BoardResult], outcome, sizes: tuple[int, ...], max
     if not any(b.result == "not started" for b in boards):
         return ""
     for wave in range(1, len(sizes) + 1):
-        members = [b for b in boards if b.wave == wave]
+        members = [b for b in boards if b.wave == wave and b.result != "not started"]
         failed = [b for b in members if not b.ok]
-        if failed and len(failed) * 100.0 > max_fail * len(members) or members and len(failed) == len(members):
+        if failed and len(failed) * 100.0 > max_fail * len(members):
             return (f"wave {wave}: {len(failed)} of {len(members)} boards failed "
                     f"({100.0 * len(failed) / len(members):.0f}% > --max-fail {max_fail:g}%)")
+        if members and len(failed) == len(members):
+            return (f"wave {wave}: all {len(members)} boards failed, and Ansible ends a play when a whole wave fails, "
+                    f"whatever --max-fail allows")
     return f"Ansible ended the rollout early (status {outcome.status}, exit {outcome.rc})"
 
 
@@ -282,7 +286,7 @@ def _fill_unstarted(boards: list[BoardResult], name: str, sources: list[str]) ->
     if not waiting:
         return boards
     outcome = engine.run(inventories=sources, module="edgert.fleet.facts", limit=",".join(waiting),
-                         module_args="root={{ edgert_remote_dir | default('~/edgert') }} names=" + name,
+                         module_args="names=" + name,
                          forks=min(50, len(waiting)))
     found = {e.host: e.res.get("ansible_facts", {}).get("edgert", {}) for e in outcome.events if e.result == "ok"}
     out = []
@@ -328,12 +332,12 @@ def _rollback_all(boards: list[BoardResult], name: str, sources: list[str], work
 
 
 def rollback(model: str | os.PathLike, inventory: str | os.PathLike | list, *, limit: str | None = None,
-             device: str | None = None, forks: int | None = None, check: bool = False,
+             device: str | None = None, name: str | None = None, forks: int | None = None, check: bool = False,
              on_event: Callable[[Event], None] = lambda _e: None) -> RolloutReport:
     """Make the previous version of a model active on every board (the playbook `edgert.fleet.rollback`).
 
     `model` is the model's name on the boards, or the `.tflite` that was rolled out: then only boards running that
-    version switch back, so a rerun changes nothing.
+    version switch back, so a rerun changes nothing (`name`: the name it was rolled out under, if not its stem).
 
     Raises:
         FleetError: Ansible is missing, or the inventory is unreadable or empty.
@@ -343,7 +347,7 @@ def rollback(model: str | os.PathLike, inventory: str | os.PathLike | list, *, l
     started = time.monotonic()
     hosts = read_inventory(inventory, limit)
     is_file = Path(model).suffix == ".tflite" or Path(model).is_file()
-    name = bundle_name(model) if is_file else str(model)
+    name = name or (bundle_name(model) if is_file else str(model))
     work = engine.workdir()
     try:
         host_vars: dict[str, dict] = {}
@@ -370,7 +374,8 @@ def rollback(model: str | os.PathLike, inventory: str | os.PathLike | list, *, l
         if e is None:
             boards.append(BoardResult(h.name, None, "not started", None, None, "stopped by Ctrl-C"))
         elif e.result in ("failed", "unreachable"):
-            boards.append(BoardResult(h.name, None, e.result, e.res.get("before"), e.res.get("before"), explain(e)))
+            boards.append(BoardResult(h.name, None, e.result, e.res.get("before"), e.res.get("before"),
+                                      explain(e, h.interpreter)))
         else:
             result = ("would switch back" if check else "switched back") if e.result == "changed" else "unchanged"
             boards.append(BoardResult(h.name, None, result, e.res.get("before"), e.res.get("after")))

@@ -77,7 +77,7 @@ def status(inventory: str | os.PathLike | list, *, limit: str | None = None, nam
     """
     started = time.monotonic()
     hosts = read_inventory(inventory, limit)
-    args = "root={{ edgert_remote_dir | default('~/edgert') }}" + (f" names={','.join(names)}" if names else "")
+    args = f"names={','.join(names)}" if names else ""
     found = sources(inventory)
     interpreters = {h.name: {"ansible_python_interpreter": h.vars["edgert_python"]}
                     for h in hosts if h.vars.get("edgert_python")}
@@ -99,7 +99,7 @@ def _row(h: Host, event) -> BoardStatus:
     if event is None:
         return BoardStatus(h.name, h.groups, False, "no answer (the run was stopped)")
     if event.result != "ok":
-        return BoardStatus(h.name, h.groups, event.result != "unreachable", explain(event))
+        return BoardStatus(h.name, h.groups, event.result != "unreachable", explain(event, h.interpreter))
     f = event.res.get("ansible_facts", {}).get("edgert", {})
     models = []
     for name, m in sorted(f.get("models", {}).items()):

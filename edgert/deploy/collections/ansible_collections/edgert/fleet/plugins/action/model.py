@@ -11,7 +11,8 @@ import zipfile
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.edgert.fleet.plugins.module_utils.agent import file_sha256
+from ansible_collections.edgert.fleet.plugins.module_utils.agent import DEFAULT_ROOT, file_sha256
+from ansible_collections.edgert.fleet.plugins.plugin_utils.inventory import inventory_defaults
 
 
 def _manifest(path):
@@ -20,25 +21,6 @@ def _manifest(path):
             return json.loads(archive.read("manifest.json"))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise AnsibleActionFail("%s is not an edgert bundle (%s); make one with `edgert bundle MODEL`" % (path, exc))
-
-
-def inventory_defaults(action, args, task_vars):
-    """`root` from the host's edgert_remote_dir when the task does not give it, as `edgert fleet` does."""
-    if not args.get("root") and (task_vars or {}).get("edgert_remote_dir"):
-        args["root"] = action._templar.template(task_vars["edgert_remote_dir"])
-    return args
-
-
-class RootFromInventory(ActionBase):
-    """A module of the collection run as it is, with `root` from the host's edgert_remote_dir by default."""
-
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        del tmp
-        args = inventory_defaults(self, dict(self._task.args), task_vars)
-        module = "edgert.fleet." + self._task.action.rsplit(".", 1)[-1]
-        result.update(self._execute_module(module_name=module, module_args=args, task_vars=task_vars))
-        return result
 
 
 class ActionModule(ActionBase):
@@ -58,8 +40,8 @@ class ActionModule(ActionBase):
                 manifest = _manifest(bundle)
                 for key in ("name", "version"):
                     if args.get(key) and args[key] != manifest[key]:
-                        raise AnsibleActionFail("%s: %s is %s in the bundle, not %s" % (bundle, key, manifest[key],
-                                                                                       args[key]))
+                        raise AnsibleActionFail("%s: %s is %s in the bundle, not %s"
+                                                % (bundle, key, manifest[key], args[key]))
                     args[key] = manifest[key]
                 args["sha256"] = file_sha256(bundle)
             if reference:
@@ -107,7 +89,7 @@ class ActionModule(ActionBase):
         already (then its bundle is not sent), and a temporary folder for what is sent.
 
         Returns: (active version or None, present, temporary folder)."""
-        models = self._connection._shell.join_path(args.get("root") or "~/edgert", "models", args["name"])
+        models = self._connection._shell.join_path(args.get("root") or DEFAULT_ROOT, "models", args["name"])
         models = '"$HOME"/' + shlex.quote(models[2:]) if models.startswith("~/") else shlex.quote(models)
         command = ('cd %s 2>/dev/null && echo "current=$(readlink current)" && { test -f %s && echo present; }; '
                    'd=$(mktemp -d "${TMPDIR:-/tmp}/edgert-XXXXXX") && echo "tmp=$d"'

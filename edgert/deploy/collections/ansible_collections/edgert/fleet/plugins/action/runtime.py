@@ -2,4 +2,8 @@
 
 from __future__ import annotations
 
-from ansible_collections.edgert.fleet.plugins.action.model import RootFromInventory as ActionModule  # noqa: F401
+from ansible_collections.edgert.fleet.plugins.plugin_utils.inventory import RootFromInventory
+
+
+class ActionModule(RootFromInventory):
+    """Runs edgert.fleet.runtime with the host's edgert_remote_dir as its root."""

@@ -12,10 +12,9 @@ description:
   - Sets C(ansible_facts.edgert). Changes nothing on the board.
 options:
   root:
-    description: The remote directory models and the runtime live in (default the host's C(edgert_remote_dir),
-      else ~/edgert).
+    description: The remote directory models and the runtime live in. Default the host's C(edgert_remote_dir), else
+      C(~/edgert) on the board.
     type: str
-    default: ~/edgert
   names:
     description: The models to report (default every model under I(root)).
     type: list
@@ -25,13 +24,12 @@ options:
     description: Import the runtime to see that it works (else only look for its packages, which is quicker).
     type: bool
     default: true
-author: edgert
+author: edgert developers (@edgert)
 """
 
 EXAMPLES = r"""
 - name: What the boards run
   edgert.fleet.facts:
-    root: "{{ edgert_remote_dir | default('~/edgert') }}"
 - ansible.builtin.debug:
     msg: "{{ ansible_facts.edgert.models.digits.active }}"
 """
@@ -50,7 +48,7 @@ from ansible_collections.edgert.fleet.plugins.module_utils.agent import AgentErr
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(root=dict(type="str", default="~/edgert"),
+    module = AnsibleModule(argument_spec=dict(root=dict(type="str"),
                                               names=dict(type="list", elements="str", default=[]),
                                               runtime=dict(type="bool", default=True)),
                            supports_check_mode=True)

@@ -21,9 +21,10 @@ description:
 options:
   bundle:
     description: The bundle on the controller (C(edgert bundle MODEL)); sets I(name) and I(version) from its manifest.
+      The action plugin reads it and sends it to a board that lacks that version.
     type: path
   name:
-    description: The model's name on the board.
+    description: The model's name on the board. Needed unless I(bundle) is given, which sets it.
     type: str
   version:
     description: The version to make active (a bundle's content id).
@@ -34,9 +35,9 @@ options:
     choices: [active, rolled_back, absent]
     default: active
   root:
-    description: The remote directory (default the host's C(edgert_remote_dir), else ~/edgert).
+    description: The remote directory models and the runtime live in. Default the host's C(edgert_remote_dir), else
+      C(~/edgert) on the board.
     type: str
-    default: ~/edgert
   reference:
     description: A reference file on the controller (C(edgert.fleet.gates.make_reference)) to check outputs with.
     type: path
@@ -63,14 +64,14 @@ options:
     type: str
   src:
     description: Where the bundle is on the board (set by the action plugin).
-    type: str
+    type: path
   sha256:
     description: The bundle's sha256 (set by the action plugin).
     type: str
   cleanup:
     description: A folder on the board to remove when the module ends (where the action plugin put what it sent).
-    type: str
-author: edgert
+    type: path
+author: edgert developers (@edgert)
 """
 
 EXAMPLES = r"""
@@ -112,19 +113,17 @@ import time  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.edgert.fleet.plugins.module_utils.agent import (  # noqa: E402
-    AgentError, activate, check_unpacked, clear_incoming, cmd_rollback, cmd_serve, cmd_setup, fail, file_sha256,
-    free_bytes, open_models, paths, prune, ready_and_infer, record_check, restore, run_check, runtime_present,
-    runtime_python, thermal_state, unpack, version_of)
+    AgentError, activate, check_free, clear_incoming, cmd_rollback, cmd_serve, ensure_runtime, fail, open_models,
+    paths, prune, ready_and_infer, record_check, restore, run_check, stage, thermal_state, version_of,
+    version_present)
 
 
-def _gate_failure(check, max_slowdown):
+def _gate_failure(check):
     """Why a health check fails, or ''."""
     if not check.get("agrees", False):
         return check.get("disagreement") or "the outputs disagree with the host's"
-    slowdown = check.get("slowdown")
-    if max_slowdown and slowdown and slowdown > max_slowdown:
-        return ("p50 %.3f ms is %.2fx the replaced version's %.3f ms on this board, over --max-slowdown %g"
-                % (check["p50_ms"], slowdown, check["baseline_p50_ms"], max_slowdown))
+    if check.get("latency_failure"):
+        return check["latency_failure"]
     if check.get("throttled"):
         return "the board throttled while the check ran (%s)" % check.get("throttle_reason", "")
     return ""
@@ -136,50 +135,37 @@ def activate_version(module, p, diff):
     current = version_of(os.path.join(models, "current"))
     previous = version_of(os.path.join(models, "previous"))
     same = dict(before=current, after=current, previous=previous, version=version)
-    if current == version and not check_unpacked(os.path.join(models, "v-" + version)):
+    present = version_present(models, version)
+    if current == version and present:
         module.exit_json(changed=False, **same)
     if module.check_mode:
         module.exit_json(changed=True, before=current, after=version, previous=current, version=version, diff=diff)
-    present = os.path.isdir(os.path.join(models, "v-" + version)) and not check_unpacked(
-        os.path.join(models, "v-" + version))
     if not present and not p["src"]:
         fail("no_bundle", "version %s of %s is not on the board; give the task its bundle" % (version, p["name"]))
-    ok, why = runtime_present(runtime_python(root))
-    if not ok and p["setup"]:
-        cmd_setup(p["root"], p["setup"].get("index_url") or "-", *p["setup"]["requirements"])
-        ok, why = runtime_present(runtime_python(root))
-    if not ok:
-        fail("runtime_missing", "the runtime is missing on the board (%s); run the rollout with --setup (or the "
-             "edgert.fleet.runtime module) to install it in %s/venv" % (why, root))
+    setup = p["setup"]
+    ensure_runtime(root, setup["requirements"] if setup else None, (setup or {}).get("index_url") or "-")
     if p["thermal"]:
         _hottest, _zones, throttled, reason = thermal_state()
         if throttled:
             fail("throttled", "the board is thermally throttled (%s); nothing was installed, let it cool and run "
                  "again" % reason)
-    root, models, handle = open_models(p["root"], p["name"])
+    root, models, handle = open_models(root, p["name"])
     if not present:
-        if p["sha256"] and file_sha256(p["src"]) != p["sha256"]:
-            fail("checksum", "the bundle's checksum on the board does not match the controller's; nothing was "
-                 "installed, run again")
-        size = os.path.getsize(p["src"])
         clear_incoming(models)
-        if free_bytes(models) < 2 * size:
-            fail("disk_full", "not enough disk space in %s: %.1f MiB free, the bundle needs %.1f MiB; free some space "
-                 "or choose another edgert_remote_dir" % (models, free_bytes(models) / 2.0 ** 20, 2 * size / 2.0 ** 20))
-        unpack(models, version, p["src"])
+        check_free(models, os.path.getsize(p["src"]))
+        stage(models, version, p["src"], p["sha256"])
     before, previous_before = activate(models, version)
-    check = None
+    check = serving = None
     try:
         if p["reference"]:
-            check = run_check(root, models, version, p["reference"], before, p["runs"])
-            why = _gate_failure(check, p["max_slowdown"])
+            check = run_check(root, models, version, p["reference"], before, p["runs"], p["max_slowdown"])
+            why = _gate_failure(check)
             if why:
                 fail("gate", why)
-        serving = None
         if p["serve"] is not None:
             s = p["serve"]
             port = str(s.get("port", 8000))
-            serving = cmd_serve(p["root"], p["name"], str(s.get("host", "127.0.0.1")), port,
+            serving = cmd_serve(root, p["name"], str(s.get("host", "127.0.0.1")), port,
                                 "%g" % float(s.get("grace", 10)))
             serving.update(ready_and_infer(port, p["name"], version))
     except Exception as exc:  # noqa: BLE001 - whatever stopped the checks, the board goes back to what it ran
@@ -221,15 +207,17 @@ def main():
 
     module = AnsibleModule(
         argument_spec=dict(
-            name=dict(type="str", required=True), version=dict(type="str"), root=dict(type="str", default="~/edgert"),
+            bundle=dict(type="path"), name=dict(type="str"), version=dict(type="str"), root=dict(type="str"),
             state=dict(type="str", default="active", choices=["active", "rolled_back", "absent"]),
-            src=dict(type="str"), sha256=dict(type="str"), reference=dict(type="str"),
+            src=dict(type="path"), sha256=dict(type="str"), reference=dict(type="path"),
             max_slowdown=dict(type="float"), runs=dict(type="int", default=50), thermal=dict(type="bool", default=True),
             serve=dict(type="dict"), setup=dict(type="dict"), from_version=dict(type="str"),
-            cleanup=dict(type="str")),
+            cleanup=dict(type="path")),
         required_if=[("state", "active", ("version",))],
         supports_check_mode=True)
     p = module.params
+    if not p["name"]:
+        module.fail_json(msg="edgert.fleet.model needs a bundle, or a name")
     machine = os.environ.get("EDGERT_MACHINE") or platform.machine()
     for method in ("exit_json", "fail_json"):  # every answer says which architecture the board is
         original = getattr(module, method)

@@ -12,9 +12,9 @@ description:
   - A 32-bit ARM board is refused before pip runs, since ai-edge-litert has no wheel for it.
 options:
   root:
-    description: The remote directory (default the host's C(edgert_remote_dir), else ~/edgert).
+    description: The remote directory models and the runtime live in. Default the host's C(edgert_remote_dir), else
+      C(~/edgert) on the board.
     type: str
-    default: ~/edgert
   requirements:
     description: The packages, as the bundle's manifest lists them.
     type: list
@@ -24,7 +24,7 @@ options:
     description: An extra package index (a board profile's).
     type: str
     default: ""
-author: edgert
+author: edgert developers (@edgert)
 """
 
 EXAMPLES = r"""
@@ -43,20 +43,18 @@ installed:
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.edgert.fleet.plugins.module_utils.agent import (  # noqa: E402
-    AgentError, cmd_setup, paths, runtime_status, venv_python)
+    AgentError, cmd_setup, paths, runtime_python, runtime_status, serve_requested)
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(root=dict(type="str", default="~/edgert"),
+    module = AnsibleModule(argument_spec=dict(root=dict(type="str"),
                                               requirements=dict(type="list", elements="str", required=True),
                                               index_url=dict(type="str", default="")),
                            supports_check_mode=True)
     p = module.params
-    serve = any(r.startswith("uvicorn") for r in p["requirements"])
     if module.check_mode:
-        root, _ = paths(p["root"], "_")
-        python = venv_python(root)
-        ok = runtime_status(python, serve)[0] if __import__("os").path.exists(python) else False
+        root = paths(p["root"], "_")[0]
+        ok = runtime_status(runtime_python(root), serve_requested(p["requirements"]))[0]
         module.exit_json(changed=not ok, installed=False)
     try:
         result = cmd_setup(p["root"], p["index_url"] or "-", *p["requirements"])
