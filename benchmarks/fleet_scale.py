@@ -12,8 +12,8 @@ Contender for the target: a serial shell loop of `edgert deploy` to 50 boards (w
 deploys without any check. Target: the fleet rollout (with its checks) >= 3x faster than that loop at 50 boards.
 From the measured curve, the wall time for 1,000 boards is extrapolated (least squares on the largest forks).
 
-Controller cost: host CPU seconds per board (this process tree: Ansible, its workers, the ssh clients), beside
-Ansible's ping in the same run. Target: <= 0.10 a board with 10 forks. From it, the time for 1,000 real boards,
+Controller cost: host CPU seconds per board (this process tree: Ansible, its workers, the ssh clients and their
+control masters), beside Ansible's ping in the same run, each on cold connections (a key exchange per board). Target: <= 0.10 a board with 10 forks. From it, the time for 1,000 real boards,
 whose checks run on their own CPUs, is projected.
 
 Needs root (sshd's privilege separation) and `edgert[fleet]`; a few minutes for 10/50, about ten with 200.
@@ -49,6 +49,32 @@ def controller_cpu_s() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def cold_connections() -> tuple[str, dict[str, str]]:
+    """A fresh ControlPath folder for one measured run, so that no run reuses another's SSH control connections (each
+    pays its key exchanges), and the environment that puts it in force for Ansible."""
+    folder = tempfile.mkdtemp(prefix="edgert-cp-")
+    return folder, {"ANSIBLE_SSH_CONTROL_PATH_DIR": folder}
+
+
+def masters_cpu_s(folder: str) -> float:
+    """CPU seconds of the SSH control masters of a run (background processes on this machine, so not among the
+    reaped children), read from /proc; then they are ended."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if folder.encode() not in (proc / "cmdline").read_bytes():
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            os.kill(int(proc.name), 15)
+        except OSError:
+            continue
+    shutil.rmtree(folder, ignore_errors=True)
+    return total
+
+
 def machine_cpu_s() -> float:
     """CPU seconds this machine has been busy (every core, from /proc/stat): the host's share plus the boards'."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -65,15 +91,16 @@ def fer_model() -> Path:
 
 
 def ping(inventory: Path, forks: int) -> tuple[float, float]:
-    """Ansible's own `ping` module on every board: (wall seconds, host CPU seconds)."""
+    """Ansible's own `ping` module on every board, on cold connections: (wall seconds, host CPU seconds)."""
+    control, env = cold_connections()
     started, cpu = time.perf_counter(), controller_cpu_s()
     done = subprocess.run([str(Path(sys.executable).parent / "ansible"), "all", "-i", str(inventory), "-m", "ping",
                            "-f", str(forks), "-o", "-e", f"ansible_python_interpreter={sys.executable}"],
-                          capture_output=True, text=True, env=ansible_env())
+                          capture_output=True, text=True, env={**ansible_env(), **env})
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"ansible ping failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return seconds, controller_cpu_s() - cpu
+    return seconds, controller_cpu_s() - cpu + masters_cpu_s(control)
 
 
 def serial_deploys(fleet: Fleet, model: Path, name: str) -> tuple[float, float, float]:
@@ -133,11 +160,13 @@ def main() -> None:
             inventory = fleet.inventory()
             for forks in [f for f in fork_list if f <= n] or [n]:
                 ping_s, ping_cpu = ping(inventory, forks)
+                control, env = cold_connections()
+                os.environ.update(env)
                 started, cpu, busy = time.perf_counter(), controller_cpu_s(), machine_cpu_s()
                 report = rollout(model, inventory, canary=0, waves=(100.0,), forks=forks, runs=args.runs,
                                  name=f"fer_f{forks}")
                 wall = time.perf_counter() - started
-                host_cpu = (controller_cpu_s() - cpu) / n
+                host_cpu = (controller_cpu_s() - cpu + masters_cpu_s(control)) / n
                 board_cpu = (machine_cpu_s() - busy) / n - host_cpu
                 ok = sum(b.ok for b in report.boards)
                 rows.append({"boards": n, "forks": forks, "ping_s": ping_s, "rollout_s": wall, "ok": ok,

@@ -218,16 +218,21 @@ def test_the_ssh_commands_used_here_are_what_a_user_types(pi):
     assert done.returncode == 0 and done.stdout.startswith("aarch64 3.11"), done.stderr
 
 
-def test_one_rollout_covers_the_arm64_board_and_x86_boards(pi, deployed, float_tflite, int8_tflite, tmp_path):
-    """`edgert fleet rollout` to the emulated arm64 board (the canary, through its ssh_config alias) and two x86
-    boards on loopback sshd: both architectures install, and the gates hold on both (outputs against this machine's,
-    within a quantization step for int8 under qemu, and the p50 check against the version each board ran)."""
+def test_one_rollout_covers_the_arm64_board_and_x86_boards(pi, float_tflite, int8_tflite, tmp_path):
+    """`edgert fleet rollout --setup` to the emulated arm64 board as it comes (a remote directory nothing has set up,
+    reached as a Pi is: ansible_python_interpreter=/usr/bin/python3, no edgert_python) and two fresh x86 boards on
+    loopback sshd (only Debian's system Python): each makes its venv (the aarch64 wheels on the Pi), both
+    architectures install, and the gates hold on both (outputs against this machine's, within a quantization step
+    for int8 under qemu, and the p50 check against the version each board ran). A rerun changes nothing, and a
+    rollback puts the first release back everywhere."""
     pytest.importorskip("ansible_runner", reason="edgert[fleet] is not installed")
     import getpass
 
-    from tests.fleet import Board, Fleet
+    from tests.fleet import SYSTEM_PYTHON, Board, Fleet
 
-    fleet = Fleet(tmp_path / "x86", [Board("x86-1"), Board("x86-2")])
+    remote = "/root/edgert-fleet"  # nothing of edgert's there yet: a new board for the fleet
+    assert ssh(pi, f"rm -rf {remote}").returncode == 0
+    fleet = Fleet(tmp_path / "x86", [Board("x86-1", "fresh"), Board("x86-2", "fresh")])
     why = fleet.start()
     if why:
         fleet.stop()
@@ -236,16 +241,23 @@ def test_one_rollout_covers_the_arm64_board_and_x86_boards(pi, deployed, float_t
         inventory = tmp_path / "hosts.ini"
         x86 = [f"{b.name} ansible_host=127.0.0.1 ansible_port={b.port} ansible_user={getpass.getuser()} "
                f"ansible_ssh_private_key_file={fleet.folder / 'fleet_ed25519'} edgert_remote_dir={fleet.root(b.name)} "
-               f"edgert_python={sys.executable} ansible_ssh_common_args='{fleet.ssh_args()}'" for b in fleet.boards]
-        board = (f"{pi['alias']} ansible_ssh_common_args='-F {pi['config']}' edgert_remote_dir={REMOTE} "
-                 f"edgert_device=rpi5 edgert_python={REMOTE}/venv/bin/python")
+               f"ansible_python_interpreter={SYSTEM_PYTHON} ansible_ssh_common_args='{fleet.ssh_args()}'"
+               for b in fleet.boards]
+        board = (f"{pi['alias']} ansible_ssh_common_args='-F {pi['config']}' edgert_remote_dir={remote} "
+                 f"edgert_device=rpi5 ansible_python_interpreter=/usr/bin/python3")
         inventory.write_text("[pis]\n" + board + "\n\n[x86]\n" + "\n".join(x86) + "\n")
-        reports = []
-        for model in (float_tflite, int8_tflite):  # two releases: the second is timed against the first
+
+        def rollout(model, *args):
             done = edgert_cli(pi, "fleet", "rollout", str(model), "-i", str(inventory), "--name", "fleet_digits",
-                              "--canary", "1", "--waves", "100%", "--max-slowdown", "20", "--runs", "10", "--json")
-            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-            reports.append(json.loads(done.stdout))
+                              "--setup", "--runs", "10", "--json", *args)
+            assert done.stdout.strip().startswith("{"), done.stdout[-3000:] + done.stderr[-3000:]
+            return done.returncode, json.loads(done.stdout)
+
+        reports = []
+        for model in (float_tflite, int8_tflite):  # two releases in waves: the second is timed against the first
+            code, report = rollout(model, "--canary", "1", "--waves", "100%")
+            assert code == 0, report
+            reports.append(report)
         for report in reports:
             boards = {b["host"]: b for b in report["boards"]}
             print("\n" + "; ".join(f"{h} {b['arch']} {b['result']} cosine {b['min_cosine']:.4f} "
@@ -254,10 +266,20 @@ def test_one_rollout_covers_the_arm64_board_and_x86_boards(pi, deployed, float_t
             assert {boards[h]["arch"] for h in ("x86-1", "x86-2")} == {"x86_64"}
             assert all(b["result"] == "updated" and b["min_cosine"] >= 0.98 for b in boards.values())
         assert all(b["baseline_p50_ms"] for b in reports[1]["boards"])
+        wheel = ssh(pi, f"cat {remote}/venv/lib/python3*/site-packages/ai_edge_litert-*.dist-info/WHEEL")
+        assert b"_aarch64" in wheel.stdout, wheel
+        code, again = rollout(int8_tflite)
+        assert code == 0 and {b["result"] for b in again["boards"]} == {"unchanged"}
         status = json.loads(edgert_cli(pi, "fleet", "status", "-i", str(inventory), "--model", "fleet_digits",
                                        "--json").stdout)
         rows = {r["host"]: r for r in status["boards"]}
         assert rows[pi["alias"]]["device"] == "rpi5" and rows[pi["alias"]]["arch"] == "aarch64"
         assert len({r["models"][0]["active"] for r in status["boards"]}) == 2  # a version for rpi5, one for any
+        back = edgert_cli(pi, "fleet", "rollback", str(int8_tflite), "--name", "fleet_digits", "-i", str(inventory),
+                          "--json")
+        assert back.returncode == 0 and {b["result"] for b in json.loads(back.stdout)["boards"]} == {"switched back"}
+        firsts = {b["host"]: b["after"] for b in reports[0]["boards"]}
+        current = ssh(pi, f"readlink {remote}/models/fleet_digits/current").stdout.decode().strip()
+        assert current == f"v-{firsts[pi['alias']]}"
     finally:
         fleet.stop()

@@ -79,6 +79,9 @@ def ansible_env() -> dict[str, str]:
         [ours] + [p for p in env.get("ANSIBLE_COLLECTIONS_PATH", "").split(os.pathsep) if p and p != ours]
         + ["~/.ansible/collections", "/usr/share/ansible/collections"])
     env.setdefault("ANSIBLE_PIPELINING", "True")
+    # Ansible's own default less -C: what a rollout sends is zips (bundles, AnsiballZ payloads), which compression
+    # only costs CPU on both ends for. Each board keeps one control connection for the whole rollout.
+    env.setdefault("ANSIBLE_SSH_ARGS", "-o ControlMaster=auto -o ControlPersist=60s")
     env.setdefault("ANSIBLE_RETRY_FILES_ENABLED", "False")
     env.setdefault("ANSIBLE_NOCOLOR", "1")
     env.setdefault("ANSIBLE_PYTHON_INTERPRETER", "auto_silent")

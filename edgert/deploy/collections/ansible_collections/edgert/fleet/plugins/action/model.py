@@ -24,7 +24,9 @@ def _manifest(path):
 
 
 class ActionModule(ActionBase):
-    TRANSFERS_FILES = True
+    # No remote temporary folder of Ansible's (one command to make it, one to remove it): `_prepare` makes ours in
+    # the probe it runs anyway, and the module removes it.
+    TRANSFERS_FILES = False
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)

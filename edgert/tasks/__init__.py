@@ -1,0 +1,1 @@
+"""Images in, labels and boxes out: the task decoders (classify, detect, segment) as plain functions over arrays."""
