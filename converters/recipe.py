@@ -155,6 +155,8 @@ class ConvertRecipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     # Full int8 with these operators (their output tensor names) left in float: selective quantization.
     keep_float: tuple[str, ...] = ()
+    # Full int8 with these operators' activations in int16 (ai-edge-quantizer, the litert-torch route's quantizer).
+    int16: tuple[str, ...] = ()
     # Seeds Python, NumPy and TensorFlow, with TensorFlow's op determinism, for every stage that trains: the same
     # recipe, data and seed give the same .tflite, byte for byte (on the same machine and versions).
     seed: int = 0
@@ -164,13 +166,16 @@ class ConvertRecipe:
 
     def __post_init__(self):
         object.__setattr__(self, "quantization", _enum(Quantization, self.quantization, "quantization"))
-        if isinstance(self.keep_float, list):
-            object.__setattr__(self, "keep_float", tuple(self.keep_float))
-        if not all(isinstance(n, str) and n for n in self.keep_float):
-            raise RecipeError("recipe key 'keep_float' must list operator output tensor names")
+        for key in ("keep_float", "int16"):
+            if isinstance(getattr(self, key), list):
+                object.__setattr__(self, key, tuple(getattr(self, key)))
+            if not all(isinstance(n, str) and n for n in getattr(self, key)):
+                raise RecipeError(f"recipe key '{key}' must list operator output tensor names")
+        if self.int16 and (self.quantization is not Quantization.INT8 or self.qat):
+            raise RecipeError("int16 (operators with int16 activations) applies to post-training --int8 only")
         q = self.quantization
-        if self.keep_float and (q is not Quantization.INT8 or self.qat):
-            raise RecipeError("keep_float applies to post-training --int8 only")
+        if self.keep_float and (q not in (Quantization.INT8, Quantization.EDGETPU) or self.qat):
+            raise RecipeError("keep_float applies to post-training --int8 and --edgetpu only")
         if self.qat and q not in (Quantization.INT8, Quantization.EDGETPU, Quantization.DYNAMIC):
             raise RecipeError(f"--qat trains for int8 and cannot be combined with --{q.value}; "
                               "use --qat alone (full int8) or drop it")
@@ -204,6 +209,8 @@ class ConvertRecipe:
         parts.append(self.quantization.value)
         if self.keep_float:
             parts.append(f"keepfloat{len(self.keep_float)}")
+        if self.int16:
+            parts.append(f"int16x{len(self.int16)}")
         return "_".join(parts)
 
     def to_dict(self) -> dict[str, Any]:

@@ -56,6 +56,8 @@ class ConversionResult:
     channels: object | None = None  # the ChannelPruneReport of --prune-channels: per layer and for the model
     route: str | None = None  # a PyTorch or ONNX source's route: "litert-torch" or "onnx"
     layout: tuple[str, ...] = ()  # such a source's inputs and outputs: the .tflite's shape, and the source's
+    mode_requested: Quantization | None = None  # the mode asked for, where another kept the detections (`convert`)
+    layer_errors: tuple = ()  # with `explain`: explain.LayerError per quantized operator, worst first
 
     @property
     def size_ratio(self) -> float:
@@ -93,4 +95,6 @@ class ConversionResult:
             "warnings": list(self.warnings), "recipe_path": self.recipe_path, "report_path": self.report_path,
             "channels": None if self.channels is None else self.channels.to_dict(),
             "route": self.route, "layout": list(self.layout),
+            "mode_requested": None if self.mode_requested is None else self.mode_requested.value,
+            "layer_errors": [e.to_dict() for e in self.layer_errors],
         }

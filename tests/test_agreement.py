@@ -65,3 +65,50 @@ def test_non_finite_outputs_are_named_not_averaged():
     bad[0, 0] = np.nan
     assert "itself outputs NaN or infinity" in compare("float32", REF, "x", {"o": bad}, {"o": r}).warning
     assert "the .tflite outputs NaN or infinity" in compare("int8", REF, "x", {"o": r}, {"o": bad}).warning
+
+
+def _detector_outputs(samples: int = 6, classes: int = 3, cells: int = 525) -> np.ndarray:
+    """A YOLOv8-shaped output (samples, 4 + C, cells) for 160 px with a few confident boxes per sample: boxes in
+    pixels beside scores in 0..1, as such heads end."""
+    rng = np.random.default_rng(5)
+    out = np.zeros((samples, 4 + classes, cells), np.float32)
+    out[:, 0:2] = rng.uniform(10, 150, (samples, 2, cells))
+    out[:, 2:4] = rng.uniform(10, 60, (samples, 2, cells))
+    out[:, 4:] = rng.uniform(0, 0.05, (samples, classes, cells))
+    for s in range(samples):
+        for k, cell in enumerate(rng.choice(cells, 3, replace=False)):
+            out[s, 4 + k % classes, cell] = 0.9
+            out[s, 0:2, cell] = (30 + 40 * k, 40 + 30 * k)
+    return out
+
+
+def test_a_collapsed_score_channel_is_named_though_the_tensor_cosine_stays_high():
+    """One int8 scale over box pixels and scores: every score lost, the boxes intact. One cosine over the tensor
+    still says 0.99; the decoded detections and the channels say what happened."""
+    r = _detector_outputs()
+    c = r.copy()
+    c[:, 4:] = 0.0
+    a = compare("int8", REF, "calibration samples", {"output0": r}, {"output0": c}, (160, 160))
+    assert a.outputs[0].cosine > 0.99
+    assert a.detections is not None and a.detections.reference == 18 and a.detections.matched == 0
+    assert a.warning.startswith("the .tflite's detections differ from the Keras model's: it keeps 0 of 18")
+    assert "score" in a.warning and "output output0 channel" in a.warning
+    # without the input size the layout is not known: the channel rule still names a lost score channel
+    plain = compare("int8", REF, "x", {"output0": r}, {"output0": c})
+    assert plain.detections is None and "output output0 channel" in plain.warning
+    assert "100% of that range" in plain.warning and "one channel lost what it carries" in plain.warning
+
+
+def test_a_correct_detector_conversion_is_not_flagged_and_a_quiet_channel_is_not_judged_alone():
+    r = _detector_outputs()
+    noise = np.random.default_rng(6).normal(0, 0.2, r.shape).astype(np.float32)
+    c = r + noise * np.where(np.arange(r.shape[1])[None, :, None] < 4, 1.0, 0.005)
+    a = compare("int8", REF, "x", {"output0": r}, {"output0": c}, (160, 160))
+    assert a.warning == "" and a.detections.recall == 1.0 and a.detections.precision == 1.0
+    # a channel that stays near zero on these samples (a score with nothing to find) is off by its whole range,
+    # which decides nothing: no warning from it alone
+    quiet = r.copy()
+    quiet[:, 6] = 1e-4
+    noisy = quiet.copy()
+    noisy[:, 6] = 2e-4
+    assert compare("int8", REF, "x", {"output0": quiet}, {"output0": noisy}).warning == ""

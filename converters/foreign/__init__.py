@@ -80,7 +80,7 @@ class Opened:
     source: object  # a sources.SourceModel
     reference: Callable[[list[np.ndarray]], dict[str, np.ndarray]]  # samples in the .tflite's layout, by name
     reference_name: str
-    convert: Callable | None  # (mode, calibration, notes) -> flatbuffer, for a route that converts by itself
+    convert: Callable | None  # (mode, calibration, notes, keep_float) -> flatbuffer, for a route that converts itself
     model_names: IONames  # the names the route's flatbuffer or SavedModel uses, position for position
     route: str
     layout: tuple[str, ...]  # one line per input and output: its shape in the .tflite, and the source's
@@ -145,8 +145,8 @@ def _litert(path: Path, module, options: ForeignOptions, workdir: Path) -> Opene
         outputs = _per_sample(module.run, arrays)
         return {k: lay.to_last(v) if i in moved_out else v for i, (k, v) in enumerate(outputs.items())}
 
-    def convert(mode, calibration, notes):
-        return litert_route.convert(wrapped, example, mode, calibration, notes)
+    def convert(mode, calibration, notes, keep_float=(), int16=()):
+        return litert_route.convert(wrapped, example, mode, calibration, notes, keep_float, int16)
 
     source = SourceModel(path, "foreign", inputs, framework="torch", names=module.names, described=module.label,
                          size=module.size_bytes)
@@ -177,7 +177,7 @@ def _onnx(path: Path, workdir: Path, options: ForeignOptions, notes: list[str], 
     example = [np.random.default_rng(0).random(shapes[t.name]).astype(t.dtype) for t in info.inputs]
     source_out = run(example)
     keep = [n for n in names.inputs if lay.transposable(len(shapes[n])) and not _wanted(len(shapes[n]), options)]
-    saved = onnx_route.run_onnx2tf(onnx_path, workdir / "onnx2tf", shapes, keep)
+    saved = onnx_route.run_onnx2tf(onnx_path, workdir / "onnx2tf", shapes, keep, source=path, notes=notes)
     sm = open_model(saved)
     sm_names = _match(sm.names, names)
     # Where onnx2tf's layout of a tensor is not the one asked for, a wrapper SavedModel transposes it.

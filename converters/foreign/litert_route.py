@@ -53,9 +53,10 @@ def channel_last_module(module, inputs: Sequence[int], outputs: Sequence[int]):
 
 
 def convert(module, example: Sequence[np.ndarray], mode: Quantization, calibration: list[np.ndarray] | None,
-            notes: list[str]) -> bytes:
+            notes: list[str], keep_float: Sequence[str] = (), int16: Sequence[str] = ()) -> bytes:
     """The module (taking `example`, in the `.tflite`'s layout) as a `.tflite` in `mode`; `calibration` in the same
-    layout drives the calibrated modes. Its signature names are litert-torch's (`args_0`, `output_0`, ...)."""
+    layout drives the calibrated modes, and the operators producing the tensors named in `keep_float` stay in
+    float. Its signature names are litert-torch's (`args_0`, `output_0`, ...)."""
     import contextlib
     import io
 
@@ -81,12 +82,27 @@ def convert(module, example: Sequence[np.ndarray], mode: Quantization, calibrati
                               "onnx") from None
     if mode is Quantization.FLOAT32:
         return flatbuffer
-    return quantize(flatbuffer, mode, calibration, len(example), notes)
+    return quantize(flatbuffer, mode, calibration, len(example), notes, keep_float, int16)
+
+
+def _scope(names: Sequence[str]) -> str:
+    """ai-edge-quantizer's scope regex for the operators with these output tensors: it matches an operator's output
+    names, each followed by ';'."""
+    import re
+
+    return "(^|;)(" + "|".join(re.escape(n) for n in names) + ");"
 
 
 def quantize(flatbuffer: bytes, mode: Quantization, calibration: list[np.ndarray] | None, inputs: int,
-             notes: list[str]) -> bytes:
-    """ai-edge-quantizer's recipe for `mode` on the float flatbuffer, calibrated sample by sample."""
+             notes: list[str], keep_float: Sequence[str] = (), int16: Sequence[str] = (),
+             input_names: Sequence[str] | None = None) -> bytes:
+    """ai-edge-quantizer's recipe for `mode` on the float flatbuffer, calibrated sample by sample; the operators
+    producing the tensors named in `keep_float` are left in float (its NO_QUANTIZE algorithm), those named in
+    `int16` get int16 activations (its int16x8 recipe, for them alone). The calibration arrays go to the
+    signature's inputs named `input_names`, in order (default litert-torch's args_0, args_1, ...).
+
+    Both PyTorch and ONNX sources are quantized here: on a YOLOv8 head its int8 keeps the detections where
+    TensorFlow's converter, from the same float model, loses half of them (tests/test_detectors.py)."""
     import contextlib
     import io
 
@@ -100,18 +116,28 @@ def quantize(flatbuffer: bytes, mode: Quantization, calibration: list[np.ndarray
     try:
         with native_log_captured(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(
                 io.StringIO()):
-            qt = quantizer.Quantizer(bytearray(flatbuffer), getattr(recipe, _RECIPES[mode])())
+            rules = getattr(recipe, _RECIPES[mode])()
+            if int16:
+                wider = recipe.static_wi8_ai16()[0]
+                rules = rules + [dict(wider, regex=_scope(int16))]
+            qt = quantizer.Quantizer(bytearray(flatbuffer), rules)
+            if keep_float:
+                from ai_edge_quantizer import algorithm_manager, qtyping
+
+                qt.update_quantization_recipe(regex=_scope(keep_float),
+                                              operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                              algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
             result = None
             if mode.needs_calibration:
                 # litert-torch names the inputs args_0, args_1, ... in the order the module takes them
-                order = sorted(names, key=lambda n: int(n.rsplit("_", 1)[-1]) if n.rsplit("_", 1)[-1].isdigit()
-                               else 0)
+                order = list(input_names) if input_names else sorted(
+                    names, key=lambda n: int(n.rsplit("_", 1)[-1]) if n.rsplit("_", 1)[-1].isdigit() else 0)
                 samples = [{name: a[i:i + 1] for name, a in zip(order, calibration)}
                            for i in range(len(calibration[0]))]
                 result = qt.calibrate({signature.key if signature else "serving_default": samples})
             quantized = qt.quantize(result).quantized_model
     except Exception as exc:
-        raise ConversionError(f"ai-edge-quantizer could not quantize the model to {mode.value} ({brief(exc, 240)}); "
-                              "try --route onnx") from None
+        raise ConversionError(f"ai-edge-quantizer could not quantize the model to {mode.value} ({brief(exc, 240)})"
+                              + ("; try --route onnx" if input_names is None else "")) from None
     notes.append(f"quantized by ai-edge-quantizer ({_RECIPES[mode]})")
     return bytes(quantized)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -188,10 +189,13 @@ except Saved:
 """
 
 
-def run_onnx2tf(onnx_path: Path, workdir: Path, shapes: dict[str, tuple[int, ...]], keep: Sequence[str]) -> Path:
+def run_onnx2tf(onnx_path: Path, workdir: Path, shapes: dict[str, tuple[int, ...]], keep: Sequence[str],
+                source: Path | None = None, notes: list[str] | None = None) -> Path:
     """onnx2tf on `onnx_path` in a child process, offline; returns the SavedModel directory it wrote.
 
     `keep`: the inputs to leave channel-first (onnx2tf makes 3- to 5-D inputs channel-last otherwise).
+    `source`: the file the user gave, which errors name (default `onnx_path`; a module is exported to a file of
+    edgert's own first).
 
     Raises:
         ConversionError: onnx2tf failed (its last error line).
@@ -201,51 +205,139 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, shapes: dict[str, tuple[int, ...
     if importlib.util.find_spec("onnx2tf") is None:  # imported in the child only: it loads TensorFlow its own way
         raise ConversionError(f"{ONNX_EXTRA} (onnx2tf is not installed)")
     workdir.mkdir(parents=True, exist_ok=True)
-    onnx_path = _safe_node_names(onnx_path, workdir)
+    given = source or onnx_path
+    onnx_path = _prepared(onnx_path, workdir)
     np.save(workdir / _SAMPLE, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
     out = workdir / "saved_model"
     options = {"input_onnx_file_path": str(onnx_path.resolve()), "output_folder_path": str(out),
-               "non_verbose": True, "output_signaturedefs": True, "overwrite_input_shape": [f"{n}:{','.join(map(str, s))}"
-                                                              for n, s in shapes.items()],
+               "non_verbose": True, "output_signaturedefs": True,
+               "overwrite_input_shape": [f"{n}:{','.join(map(str, s))}" for n, s in shapes.items()],
                "keep_ncw_or_nchw_or_ncdhw_input_names": list(keep) or None}
-    script = _CHILD
     # onnx2tf runs the `onnxsim` command beside this Python (it fixes the input shapes and folds the graph)
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1",
+    env = {**os.environ, "PATH": path, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "TF_USE_LEGACY_KERAS": "1",
            # onnx2tf would fetch its sample over the network if the file were missing: never let it reach out
            "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
-    run = subprocess.run([sys.executable, "-c", script, json.dumps(options)], cwd=workdir, env=env,
-                         capture_output=True, text=True)
-    if run.returncode != 0 or not (out / "saved_model.pb").is_file():
+    failure = ""
+    # onnx2tf's strict mode checks each ambiguous broadcast against onnxruntime, and itself fails on some graphs
+    # (a scalar constant beside a 5-D tensor, as YOLOv5's head has); without it, edgert's own check against
+    # onnxruntime after the conversion judges the result.
+    for strict in (True, False):
+        shutil.rmtree(out, ignore_errors=True)
+        run = subprocess.run([sys.executable, "-c", _CHILD, json.dumps({**options, "disable_strict_mode": not strict})],
+                             cwd=workdir, env=env, capture_output=True, text=True)
+        if run.returncode == 0 and (out / "saved_model.pb").is_file():
+            if not strict and notes is not None:
+                notes.append(f"onnx2tf ran with its strict mode off (with it, it stopped{failure})")
+            return out
         log = run.stdout + run.stderr
         node = re.search(r"onnx_op_name:\s*(\S+)", re.sub(r"\x1b\[[0-9;]*m", "", log))
         where = f" at node '{node.group(1)}'" if node else ""
-        raise ConversionError(f"onnx2tf could not convert {onnx_path.name}{where}: {_last_error(log)}; simplify or "
-                              "re-export the file (a PyTorch source can take --route litert-torch)")
-    return out
+        failure = f"{where}: {_last_error(log)}"
+    raise ConversionError(f"onnx2tf could not convert {given}{failure}; simplify or re-export the file (a PyTorch "
+                          "source can take --route litert-torch)")
 
 
-def _safe_node_names(path: Path, workdir: Path) -> Path:
-    """The file, or a copy in `workdir` whose node names TensorFlow accepts as scope names (onnx2tf names its
-    layers after the nodes, and exporters such as Paddle2ONNX write `Softmax@0`). Node names carry no meaning."""
+def _prepared(path: Path, workdir: Path) -> Path:
+    """The file, or a copy in `workdir` that onnx2tf and TensorFlow's converter take as meant (see `_safe_node_names`
+    and `_around_transpose_bug`); computes the same as the file."""
     onnx = _import("onnx")
-    valid = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
     model = onnx.load(str(path), load_external_data=False)
-    nodes = [n for n in model.graph.node if n.name and not valid.match(n.name)]
-    if not nodes:
+    renamed, rewritten = _unsafe_names(model.graph), _constant_lhs(model)
+    if not renamed and not rewritten:
         return path
     model = onnx.load(str(path))
-    taken = {n.name for n in model.graph.node}
-    for node in model.graph.node:
-        if node.name and not valid.match(node.name):
+    _safe_node_names(model.graph, renamed)
+    _around_transpose_bug(model, rewritten)
+    target = workdir / "prepared.onnx"
+    onnx.save(model, str(target), save_as_external_data=model.ByteSize() > 1_800_000_000)
+    return target
+
+
+_VALID_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
+
+
+def _unsafe_names(graph) -> list[str]:
+    return [n.name for n in graph.node if n.name and not _VALID_NAME.match(n.name)]
+
+
+def _safe_node_names(graph, unsafe: list[str]) -> None:
+    """Node names TensorFlow accepts as scope names (onnx2tf names its layers after the nodes, and exporters such as
+    Paddle2ONNX write `Softmax@0`). Node names carry no meaning."""
+    if not unsafe:
+        return
+    taken = {n.name for n in graph.node}
+    for node in graph.node:
+        if node.name and not _VALID_NAME.match(node.name):
             name = re.sub(r"[^A-Za-z0-9_.\\/>-]", "_", node.name).lstrip("_/>-") or "node"
             while name in taken:
                 name += "_"
             taken.add(name)
             node.name = name
-    target = workdir / "named.onnx"
-    onnx.save(model, str(target), save_as_external_data=model.ByteSize() > 1_800_000_000)
-    return target
+
+
+def _constant_lhs(model) -> list[int]:
+    """Indices of the float Sub and Div nodes whose first operand is computed from constants and shapes alone (with
+    the input shapes fixed, as onnx2tf fixes them) and whose second is not."""
+    import onnx
+
+    graph = model.graph
+    static = {i.name for i in graph.initializer}
+    floats = set()
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+        values = list(inferred.value_info) + list(inferred.input) + list(inferred.output)
+    except Exception:  # noqa: BLE001 - no type information: rewrite nothing rather than guess
+        return []
+    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
+    floats = {v.name for v in values if v.type.tensor_type.elem_type in float_types}
+    floats |= {i.name for i in graph.initializer if i.data_type in float_types}
+    chosen = []
+    for index, node in enumerate(graph.node):
+        inputs = [i for i in node.input if i]
+        if node.op_type in ("Constant", "Shape", "Size") or (inputs and all(i in static for i in inputs)):
+            static.update(node.output)
+            continue
+        if node.op_type in ("Sub", "Div") and len(node.input) == 2 and node.input[0] in static \
+                and node.input[1] not in static and node.output[0] in floats:
+            chosen.append(index)
+    return chosen
+
+
+def _around_transpose_bug(model, indices: list[int]) -> None:
+    """TensorFlow 2.21's TFLite converter (its push-transpose-through-ewise pass) swaps the operands of `C - x` and
+    `C / x` when C is a constant and x comes out of a transpose, as onnx2tf's layout changes make it: YOLOv8's
+    `anchors - lt` came out as `lt - anchors`, and its boxes with it. The same values written as -(x - C) and
+    C * x^-1 reach the converter in a form it keeps (the first exactly; the second within a rounding)."""
+    if not indices:
+        return
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    nodes = list(graph.node)
+    minus_one = "edgert_minus_one"
+    if any(nodes[i].op_type == "Div" for i in indices):
+        graph.initializer.append(numpy_helper.from_array(np.array(-1.0, np.float32), minus_one))
+    replacement = []
+    for index, node in enumerate(nodes):
+        if index not in indices:
+            replacement.append(node)
+            continue
+        constant, x = node.input
+        middle = f"{node.output[0]}__edgert_{node.op_type.lower()}"
+        prefix = node.name or node.output[0]
+        if node.op_type == "Sub":
+            replacement += [helper.make_node("Sub", [x, constant], [middle], name=f"{prefix}_swapped"),
+                            helper.make_node("Neg", [middle], [node.output[0]], name=f"{prefix}_negated")]
+        else:
+            exponent = minus_one
+            replacement += [helper.make_node("Pow", [x, exponent], [middle], name=f"{prefix}_reciprocal"),
+                            helper.make_node("Mul", [constant, middle], [node.output[0]], name=f"{prefix}_times")]
+    del graph.node[:]
+    graph.node.extend(replacement)
+    onnx.checker.check_model(model) if model.ByteSize() < 1_800_000_000 else None
 
 
 def _last_error(log: str) -> str:

@@ -82,12 +82,20 @@ from edgert.cli._common import examples, fail_cleanly, kib, parse_range, spec_ro
               help="PyTorch or ONNX source: an input's shape, batch included (once per input).")
 @click.option("--weights", type=click.Path(path_type=Path), help="PyTorch module: a state dict to load "
               "(torch.save(model.state_dict(), ...)), read with weights_only=True.")
+@click.option("--explain", is_flag=True, help="With a calibrated mode: each layer's error against float, worst "
+              "first (the names --keep-float and --int16 take).")
+@click.option("--keep-float", "keep_float", multiple=True, metavar="LAYER[,LAYER]",
+              help="With --int8: keep these operators (output tensor names, as --explain lists them) in float.")
+@click.option("--int16", "int16", multiple=True, metavar="LAYER[,LAYER]",
+              help="With --int8 on the litert-torch route: int16 activations for these operators.")
+@click.option("--no-fallback", is_flag=True, help="Keep full int8 even where it loses a detector's detections "
+              "(warn only) [default: write dynamic range instead when that keeps them].")
 @click.option("--force", is_flag=True, help="Overwrite the output (and its .recipe.json/.report.json).")
 @click.option("json_", "--json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
 def convert(model, output, calibration_data, train_data, val_data, eval_data, recipe_path, preset, image_range,
-            force_range, custom_objects, trust_model, signature, seed, route, layout, input_shapes, weights, force,
-            json_, **options):
+            force_range, custom_objects, trust_model, signature, seed, route, layout, input_shapes, weights,
+            explain, no_fallback, force, json_, **options):
     """Convert a Keras model (.h5, .keras), SavedModel directory, ONNX file (model.onnx) or PyTorch module
     (FILE.py:FACTORY, a function returning it) to TFLite, optionally pruning, clustering, distilling and training
     for quantization on the way (Keras models)."""
@@ -97,7 +105,7 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
 
     given = {k: v for k, v in options.items() if v not in (None, False) and
              (k, v) not in {("calibration_samples", 200), ("batch_size", 32), ("distill_temperature", 4.0),
-                            ("distill_alpha", 0.1)}}
+                            ("distill_alpha", 0.1), ("keep_float", ()), ("int16", ())}}
     if recipe_path and preset:
         raise RecipeError("--recipe and --preset conflict: choose one")
     if (recipe_path or preset) and given:
@@ -126,7 +134,7 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
                                train_data=train_data, val_data=val_data, eval_data=eval_data,
                                image_range=image_range, force=force, custom_objects=custom_objects,
                                trust_model=trust_model, force_range=force_range, signature=signature,
-                               foreign=foreign)
+                               foreign=foreign, fallback=not no_fallback, explain=explain)
     except ConversionInterrupted as stopped:
         click.echo(stopped.describe(), err=True)
         raise click.exceptions.Exit(130) from None
@@ -137,7 +145,9 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
     click.echo(f"  from        {result.source_format}" + (f" (route {result.route})" if result.route else ""))
     click.echo(f"  recipe      {result.recipe.name}  ({result.recipe_path})")
     click.echo(f"  mode        {result.mode.value}"
-               + (f" (calibrated on {result.calibration_samples} samples)" if result.calibration_samples else ""))
+               + (f" (calibrated on {result.calibration_samples} samples)" if result.calibration_samples else "")
+               + (f" instead of {result.mode_requested.value}, which lost detections (see the note)"
+                  if result.mode_requested else ""))
     click.echo(f"  size        {kib(result.source_size_bytes)} -> {kib(result.output_size_bytes)} "
                f"({result.size_ratio:.1f}x smaller; {kib(result.output_gzip_bytes)} gzipped)")
     if result.accuracy_tflite is not None:
@@ -177,6 +187,11 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
     click.echo("\n".join(spec_rows(result.inputs)))
     click.echo("outputs")
     click.echo("\n".join(spec_rows(result.outputs)))
+    if result.layer_errors:
+        click.echo(f"layers losing the most ({result.layer_errors[0].measure}, worst first; --keep-float takes "
+                   "the names)")
+        for e in result.layer_errors[:10]:
+            click.echo(f"  {e.error:8.3f}  {e.op:<22} {e.name}")
     if result.layout:
         click.echo("layout")
         click.echo("\n".join(f"  {line}" for line in result.layout))
