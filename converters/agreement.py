@@ -18,7 +18,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-FLOAT32_MAX_REL_DIFF = 1e-4
+# A float32 .tflite runs other kernels than its source (XNNPACK's reassociated sums, fused activations, folded
+# constants): rounding that grows with depth and range. Basic Pitch's constant-Q front end measures 2.8e-4 of its
+# largest output on uniform inputs (5e-5 on audio-like ones); a conversion bug moves outputs by far more.
+FLOAT32_MAX_REL_DIFF = 1e-3
 # Cosine similarity below which a quantized mode warns (per mode; float16 weights should barely move anything).
 MIN_COSINE = {"float16": 0.999, "dynamic": 0.98, "int8": 0.98, "edgetpu": 0.98, "int16x8": 0.99}
 SAMPLES = 8

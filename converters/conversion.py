@@ -317,14 +317,12 @@ class _Run:
             model = self._run_stages(model, data, probabilities, tf)
             reference = f"the Keras model after {self.stages[-1].stage}"
 
-        from edgert.converters.tflite import converter_for, to_tflite
-
         if calibration and self.mode in (Quantization.INT8, Quantization.EDGETPU) and not recipe.qat:
             recipe = self._keep_mixed_range_tail(tf, source, model, calibration)
         self.step = f"converting to TFLite ({self.mode.value})"
-        flatbuffer = self._to_flatbuffer(tf, source, model, self.mode, recipe, calibration, self.notes)
-        if self.explain:
-            result_extra["layer_errors"] = self._layer_errors(tf, source, model, calibration, flatbuffer)
+        self.quantizer = "ai-edge-quantizer" if self._two_quantizers() else None
+        notes_before = len(self.notes)
+        flatbuffer = unnamed = self._to_flatbuffer(tf, source, model, self.mode, recipe, calibration, self.notes)
         if recipe.prune is not None and self.mode is Quantization.FLOAT32 and not recipe.qat:
             flatbuffer = self._sparse_if_faster(tf, source, model, flatbuffer)
         flatbuffer = self._named(flatbuffer, source, model)
@@ -339,6 +337,13 @@ class _Run:
             tmp.write_bytes(flatbuffer)
             try:
                 result_extra["agreement"] = self._agreement(tf, tmp, source, model, reference, calibration, data)
+                if self.quantizer is not None:
+                    flatbuffer, unnamed, result_extra["agreement"] = self._better_quantizer(
+                        tf, source, model, reference, calibration, data, flatbuffer, unnamed,
+                        result_extra["agreement"], tmp, notes_before)
+                    info = describe(flatbuffer, str(out))
+                    gzipped = Background(lambda: len(gzip.compress(flatbuffer, 6)))
+                    result_extra["output_gzip_bytes"] = gzipped
                 if self._detections_lost(result_extra["agreement"]):
                     flatbuffer, result_extra["agreement"] = self._dynamic_fallback(
                         tf, source, model, reference, calibration, data, flatbuffer, result_extra["agreement"], tmp)
@@ -357,6 +362,8 @@ class _Run:
             if "eval" in data:
                 self.step = "measuring the .tflite's accuracy"
                 result_extra["accuracy_tflite"] = tflite_accuracy(tmp, data["eval"])
+            if self.explain:
+                result_extra["layer_errors"] = self._layer_errors(tf, source, model, calibration, unnamed)
         try:
             return self._finish(out, source, flatbuffer, info, calibration, result_extra)
         except BaseException:
@@ -424,15 +431,16 @@ class _Run:
         self._stage("rebuild", time.perf_counter() - t0, rebuilt, notes=(report.describe(),))
         return rebuilt
 
-    def _to_flatbuffer(self, tf, source, model, mode, recipe, calibration, notes) -> bytes:
-        """The source (or the model the stages made) converted in `mode` by its route, before naming."""
+    def _to_flatbuffer(self, tf, source, model, mode, recipe, calibration, notes, tensorflow_int=False) -> bytes:
+        """The source (or the model the stages made) converted in `mode` by its route, before naming
+        (`tensorflow_int`: the onnx route's integer modes by TensorFlow's converter instead of ai-edge-quantizer)."""
         from edgert.converters.tflite import converter_for, to_tflite
 
         if self.opened is not None and self.opened.convert is not None:
             return self.opened.convert(mode, calibration, notes, recipe.keep_float, recipe.int16)
-        if self.opened is not None and mode in QUANTIZER_MODES and not recipe.float_io:
+        if self.opened is not None and mode in QUANTIZER_MODES and not recipe.float_io and not tensorflow_int:
             # the onnx route's SavedModel: TensorFlow's converter in float (it keeps onnx2tf's graph as it is),
-            # then the quantizer the litert-torch route uses
+            # then the quantizer the litert-torch route uses (`_better_quantizer` measures TensorFlow's too)
             from edgert.converters.foreign.litert_route import quantize
 
             floating = self._to_flatbuffer(tf, source, model, Quantization.FLOAT32, ConvertRecipe(), None, [])
@@ -456,12 +464,11 @@ class _Run:
         from edgert.converters import explain
         from edgert.converters.tflite import converter_for
 
-        if not calibration or not self.mode.needs_calibration:
+        if not calibration or not (self.fallback_from or self.mode).needs_calibration:  # the int8 model explained
             raise InputDataError("--explain measures a calibrated mode's layers: add --int8 (or --int16x8, --edgetpu) "
                                  "with --calibration-data")
         self.step = "measuring each layer's int8 error"
-        if self.opened is not None and (self.opened.convert is not None
-                                        or self.mode in QUANTIZER_MODES and not self.recipe.float_io):
+        if self.opened is not None and (self.opened.convert is not None or self.quantizer == "ai-edge-quantizer"):
             floating = self._named(self._to_flatbuffer(tf, source, model, Quantization.FLOAT32, ConvertRecipe(),
                                                        None, []), source, model)
             named = self._named(quantized, source, model)
@@ -471,6 +478,56 @@ class _Run:
         keys = (list(self.opened.model_names.inputs) if self.opened is not None
                 else [s.name for s in source.inputs] if model is None else None)
         return tuple(explain.tf_layer_errors(tf, converter, calibration, keys))
+
+    def _two_quantizers(self) -> bool:
+        """Whether both ai-edge-quantizer and TensorFlow's converter quantize this model (the onnx route's int8 and
+        int16x8, unless --int16, which only the former has, or --float-io, which only the latter has)."""
+        return (self.opened is not None and self.opened.convert is None and self.mode in QUANTIZER_MODES
+                and not self.recipe.float_io and not self.recipe.int16)
+
+    def _better_quantizer(self, tf, source, model, reference_name, calibration, data, flatbuffer, unnamed,
+                          agreement, tmp, notes_before):
+        """The onnx route's integer model from TensorFlow's converter as well, measured on the same samples; the one
+        that agrees better with the source is kept (written to `tmp`). Neither wins everywhere: TensorFlow's wrote
+        ResNet-18 with an operator the interpreter refuses and loses YOLO boxes, ai-edge-quantizer gives PaddleOCR's
+        classifier a worse cosine. Better: no warning, then more detections kept, then the worse output's mean
+        cosine. Returns (flatbuffer, unnamed flatbuffer, agreement)."""
+        self.step = f"converting to TFLite ({self.mode.value}) with TensorFlow's quantizer too"
+        first_notes, self.notes[notes_before:] = self.notes[notes_before:], []
+        try:
+            other_unnamed = self._to_flatbuffer(tf, source, model, self.mode, self.recipe, calibration, self.notes,
+                                                tensorflow_int=True)
+            other = self._named(other_unnamed, source, model)
+            describe(other, str(tmp))
+            tmp.write_bytes(other)
+            other_agreement = self._agreement(tf, tmp, source, model, reference_name, calibration, data)
+        except Exception as exc:  # noqa: BLE001 - a second opinion that fails leaves the first as it was
+            why = brief(str(exc).split(": ", 1)[-1], 160)
+            self.notes[notes_before:] = first_notes + [
+                f"{self.mode.value} by ai-edge-quantizer (TensorFlow's converter failed: {why})"]
+            tmp.write_bytes(flatbuffer)
+            return flatbuffer, unnamed, agreement
+
+        def score(a):
+            d = a.detections
+            kept = min(d.recall, d.precision) if d is not None and d.reference > 0 else 1.0
+            return (not a.warning, round(kept, 3), min((o.cosine for o in a.outputs), default=1.0))
+
+        def cosine(a):
+            return min((o.cosine for o in a.outputs), default=1.0)
+
+        if score(other_agreement) > score(agreement):
+            self.quantizer = "tensorflow"
+            self.notes.append(f"{self.mode.value} by TensorFlow's converter: it agrees better with the source than "
+                              f"ai-edge-quantizer's (cosine {cosine(other_agreement):.4f} against "
+                              f"{cosine(agreement):.4f}{'; ' + agreement.warning if agreement.warning else ''})")
+            return other, other_unnamed, other_agreement
+        self.notes[notes_before:] = first_notes + [
+            f"{self.mode.value} by ai-edge-quantizer: it agrees better with the source than TensorFlow's converter "
+            f"(cosine {cosine(agreement):.4f} against {cosine(other_agreement):.4f}"
+            f"{'; ' + other_agreement.warning if other_agreement.warning else ''})"]
+        tmp.write_bytes(flatbuffer)
+        return flatbuffer, unnamed, agreement
 
     def _detections_lost(self, agreement) -> bool:
         from edgert.converters.agreement import MIN_DETECTION_AGREEMENT

