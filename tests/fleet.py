@@ -3,7 +3,10 @@ directory, and an Ansible inventory for them, with boards that fail on purpose.
 
 Kinds of board (`Board.kind`):
 - good: this test run's Python is the board's (numpy and ai-edge-litert installed);
-- wrong: its interpreter perturbs every output (tests/fleet_boards/wrong_outputs, through sshd's SetEnv);
+- wrong: its interpreter perturbs every output grossly (tests/fleet_boards/wrong_outputs, through sshd's SetEnv);
+- subtle: the same, but one element of each output is off by 5% of the output's range (its cosine stays > 0.99);
+- throttles: cool when the install starts, but its CPU clock falls while the check times the model
+  (tests/fleet_boards/throttles);
 - readonly: its remote directory is a read-only mount;
 - down: nothing listens on its port;
 - locked: it does not know the client's key;
@@ -20,7 +23,6 @@ Kinds of board (`Board.kind`):
 from __future__ import annotations
 
 import getpass
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from tests.sshd import SshServer, _free_port, _keygen
 
 REPO = Path(__file__).resolve().parent.parent
 WRONG_OUTPUTS = REPO / "tests" / "fleet_boards" / "wrong_outputs"
+THROTTLES = REPO / "tests" / "fleet_boards" / "throttles"
 # The fresh and arm32 boards' Python: one without the runtime (Debian's own), so that --setup has something to install.
 SYSTEM_PYTHON = "/usr/bin/python3"
 SHIM = """#!/bin/sh
@@ -53,7 +56,8 @@ class Board:
 
 
 class Fleet:
-    """Start with `start()`, write an inventory with `inventory()`, end with `stop()`."""
+    """Start with `start()`, write an inventory with `inventory()`, end with `stop()`. Each board's sessions get a
+    TMPDIR of the fleet's own (`tmp(name)`), so that what a board leaves there is that board's alone."""
 
     def __init__(self, folder: Path, boards: list[Board]):
         self.folder, self.boards = folder, boards
@@ -65,6 +69,20 @@ class Fleet:
     def root(self, name: str) -> Path:
         return self.board(name).remote_dir(self.folder)
 
+    def tmp(self, name: str) -> Path:
+        """The board's TMPDIR (where Ansible's action plugins send files)."""
+        return self.folder / "tmp" / name
+
+    def wipe(self) -> None:
+        """Every board as new: its remote directory and TMPDIR emptied (a test that needs fresh boards)."""
+        import shutil
+
+        for b in self.boards:
+            for folder in (b.remote_dir(self.folder), self.tmp(b.name)):
+                if folder.is_dir() and folder not in self.mounts:
+                    for child in folder.iterdir():
+                        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
     def start(self) -> str | None:
         """Start every board's sshd; returns why the fleet cannot run here (the reason to skip), or None."""
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -74,6 +92,7 @@ class Fleet:
         for b in self.boards:
             root = b.remote_dir(self.folder)
             root.mkdir(parents=True)
+            self.tmp(b.name).mkdir(parents=True)
             if b.kind == "down":
                 b.port = _free_port()
                 continue
@@ -99,8 +118,17 @@ class Fleet:
         return None
 
     def _extra(self, b: Board) -> str:
+        """The board's sshd_config lines: one SetEnv with its environment (sshd keeps the first SetEnv only)."""
+        env = {"TMPDIR": str(self.tmp(b.name)), **self._env(b)}
+        return "SetEnv " + " ".join(f"{k}={v}" for k, v in env.items())
+
+    def _env(self, b: Board) -> dict[str, str]:
         if b.kind == "wrong":
-            return f"SetEnv PYTHONPATH={WRONG_OUTPUTS}"
+            return {"PYTHONPATH": str(WRONG_OUTPUTS)}
+        if b.kind == "subtle":
+            return {"PYTHONPATH": str(WRONG_OUTPUTS), "EDGERT_TEST_PERTURB": "subtle"}
+        if b.kind == "throttles":
+            return {"PYTHONPATH": str(THROTTLES)}
         if b.kind == "hot":
             sysfs = self.folder / "sysfs" / b.name
             zone = sysfs / "sys" / "class" / "thermal" / "thermal_zone0"
@@ -108,10 +136,10 @@ class Fleet:
             for file, text in (("temp", "86000"), ("type", "cpu-thermal"), ("trip_point_0_type", "passive"),
                                ("trip_point_0_temp", "80000")):
                 (zone / file).write_text(text + "\n")
-            return f"SetEnv EDGERT_SYSFS_ROOT={sysfs}"
+            return {"EDGERT_SYSFS_ROOT": str(sysfs)}
         if b.kind == "arm32":
-            return "SetEnv EDGERT_MACHINE=armv7l"
-        return ""
+            return {"EDGERT_MACHINE": "armv7l"}
+        return {}
 
     def inventory(self, path: Path | None = None, names: list[str] | None = None) -> Path:
         """An INI inventory of the boards (in order, in their groups)."""

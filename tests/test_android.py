@@ -19,6 +19,7 @@ from edgert.android import check_package, class_name_for, export_android
 from edgert.cli import cli
 from edgert.errors import MetadataError, OutputExistsError
 from edgert.metadata import MetadataSpec
+from tests import needs
 
 STUBS = Path(__file__).parent / "android_stubs"
 LABELS = [f"digit {i}" for i in range(10)]
@@ -87,7 +88,7 @@ def test_float_export_matches_the_model(float_tflite, labels, tmp_path):
 def _jvm_tools():
     missing = [tool for tool in ("kotlinc", "javac", "java") if shutil.which(tool) is None]
     if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (`make test` installs Debian's kotlin as root)")
+        needs.missing(f"{', '.join(missing)} not installed (`make test` installs Debian's kotlin as root)")
 
 
 def _compile(sources: list[Path], work: Path) -> Path:

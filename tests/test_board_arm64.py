@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import edgert
+from tests import needs
 
 pytestmark = pytest.mark.skipif(not os.environ.get("EDGERT_BOARD"),
                                 reason="the emulated arm64 board runs with `make board-test`")
@@ -185,7 +186,7 @@ def test_a_bundle_on_the_boards_own_python(pi, int8_tflite, tmp_path):
 
 
 def test_serve_on_the_board_through_an_ssh_tunnel(pi, deployed, int8_tflite, digits):
-    th = pytest.importorskip("tritonclient.http")
+    th = needs.module("tritonclient.http")
     done = edgert_cli(pi, "deploy", str(int8_tflite), "--to", pi["alias"], "--device", "rpi5", "--setup", "--serve",
                       "--serve-port", "8000")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -225,7 +226,7 @@ def test_one_rollout_covers_the_arm64_board_and_x86_boards(pi, float_tflite, int
     architectures install, and the gates hold on both (outputs against this machine's, within a quantization step
     for int8 under qemu, and the p50 check against the version each board ran). A rerun changes nothing, and a
     rollback puts the first release back everywhere."""
-    pytest.importorskip("ansible_runner", reason="edgert[fleet] is not installed")
+    needs.module("ansible_runner", "edgert[fleet] is not installed")
     import getpass
 
     from tests.fleet import SYSTEM_PYTHON, Board, Fleet
@@ -236,7 +237,7 @@ def test_one_rollout_covers_the_arm64_board_and_x86_boards(pi, float_tflite, int
     why = fleet.start()
     if why:
         fleet.stop()
-        pytest.skip(why)
+        needs.missing(why)
     try:
         inventory = tmp_path / "hosts.ini"
         x86 = [f"{b.name} ansible_host=127.0.0.1 ansible_port={b.port} ansible_user={getpass.getuser()} "

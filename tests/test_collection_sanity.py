@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from edgert.fleet.inventory import collection_path
+from tests import needs
 
-pytest.importorskip("ansible_runner", reason="edgert[fleet] is not installed (pip install 'edgert[fleet]')")
+needs.module("ansible_runner", "edgert[fleet] is not installed (pip install 'edgert[fleet]')")
 
 GET_PIP = Path(__file__).parent / "ansible_sanity" / "get_pip.py"
 

@@ -12,6 +12,7 @@ import pytest
 import edgert
 from edgert.converters import Quantization, convert, default_output_path
 from edgert.errors import ConversionError, InputDataError, ModelFormatError, OutputExistsError
+from tests import needs
 
 
 def test_modes_and_result(converted, h5_path, calibration_npy):
@@ -68,7 +69,7 @@ def test_calibration_npz_and_sample_limit(h5_path, digits, tmp_path):
 
 
 def test_calibration_image_folder(h5_path, digits, tmp_path):
-    tf = pytest.importorskip("tensorflow")
+    tf = needs.module("tensorflow")
     folder = tmp_path / "images"
     (folder / "class_a").mkdir(parents=True)
     for i in range(12):
@@ -230,7 +231,7 @@ def test_interrupted_conversion_leaves_no_file(workdir, h5_path, monkeypatch):
 
 
 def test_converter_failure_is_one_line(workdir, monkeypatch, h5_path):
-    tf = pytest.importorskip("tensorflow")
+    tf = needs.module("tensorflow")
 
     class Broken:
         def convert(self):

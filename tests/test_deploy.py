@@ -24,6 +24,7 @@ from edgert.cli import cli
 from edgert.deploy import Target
 from edgert.devices import profiles as device_profiles
 from edgert.errors import DeployError
+from tests import needs
 from tests.fleet import SYSTEM_PYTHON
 from tests.sshd import SshServer
 
@@ -34,7 +35,7 @@ def server(tmp_path_factory):
     why = sshd.start()
     if why:
         sshd.stop()
-        pytest.skip(why)
+        needs.missing(why)
     yield sshd
     sshd.stop()
 
@@ -197,13 +198,13 @@ def test_bytes_changed_in_transit_are_caught_by_the_checksum(models, board):
 
 def test_a_full_disk_is_one_line_and_touches_nothing(models, board, tmp_path):
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs as the board's disk needs root")
+        needs.missing("mounting a small tmpfs as the board's disk needs root")
     small = tmp_path / "small-disk"
     small.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], capture_output=True,
                           text=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        needs.missing(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
         kwargs = {**board, "remote_dir": str(small / "edgert")}
         with pytest.raises(DeployError, match=r"not enough disk space in .*MiB free, the bundle needs"):
@@ -358,7 +359,7 @@ def test_deploy_serve_runs_edgert_serve_on_the_board(models, board, digits):
     tritonclient, serves the next deploy by itself, and stops by its recorded process id."""
     import socket
 
-    th = pytest.importorskip("tritonclient.http")
+    th = needs.module("tritonclient.http")
     python = SYSTEM_PYTHON  # Debian's, with no pip packages: a board as it comes
     kwargs = {**board, "remote_python": python}
     with socket.socket() as s:

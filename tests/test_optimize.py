@@ -22,6 +22,7 @@ from edgert.converters import convert
 from edgert.converters.optimize import Candidate, mark_pareto, optimize, run_candidate, sensitive_layers
 from edgert.converters.recipe import ConvertRecipe, Quantization
 from edgert.errors import DeployError, InputDataError
+from tests import needs
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,7 @@ def test_selective_quantization_keeps_the_named_layers_in_float(h5_path, data, t
 
 
 def test_the_same_candidate_through_ray(h5_path, data, tmp_path):
-    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'edgert[ray]')")
+    ray = needs.module("ray", "Ray is not installed (pip install 'edgert[ray]')")
     from edgert.converters.optimize import _RayPool
 
     task = {"model": str(h5_path), "recipe": ConvertRecipe(Quantization.DYNAMIC).to_dict(), "level": "t",

@@ -13,16 +13,17 @@ from click.testing import CliRunner
 from edgert.cli import cli
 from edgert.errors import OutputNotWritableError
 from edgert.files import check_output_path, make_output_dir
+from tests import needs
 
 
 def _mount(where, options: str):
     where.mkdir()
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        needs.missing("mounting a tmpfs needs root")
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True,
                           text=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        needs.missing(f"cannot mount a tmpfs here: {done.stderr.strip()}")
 
 
 @pytest.fixture

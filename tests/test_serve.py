@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 import edgert
+from tests import needs
 
-pytest.importorskip("uvicorn")
-th = pytest.importorskip("tritonclient.http")
+needs.module("uvicorn")
+th = needs.module("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from edgert.serve import ServeConfig, Server, create_app  # noqa: E402

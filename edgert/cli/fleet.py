@@ -238,8 +238,8 @@ def reference(model, output, inputs, force):
     output = output or model.with_name(model.stem + ".reference.npz")
     check_output_path(output, force=force)
     meta = make_reference(model, output, inputs=inputs)
-    click.echo(f"wrote {output}: {meta['samples']} samples; a board agrees at cosine >= {meta['min_cosine']:g} "
-               f"({meta['quantization']})")
+    click.echo(f"wrote {output}: {meta['samples']} samples; a board agrees within {meta['max_error']:g} of each "
+               f"output's range, or two quantization steps ({meta['quantization']})")
 
 
 @fleet.command("collection-path", epilog=examples("export ANSIBLE_COLLECTIONS_PATH=$(edgert fleet collection-path)"))

@@ -674,7 +674,8 @@ def local_http(port, path, body=None, timeout=5):
         connection.close()
 
 
-def wait_live(port, seconds):
+def wait_live(port, seconds, running=None):
+    """Whether the server answers on `port` within `seconds`; False at once when `running()` says it has exited."""
     import time
 
     deadline = time.time() + seconds
@@ -683,6 +684,8 @@ def wait_live(port, seconds):
             local_http(port, "/health/live", timeout=2)
             return True
         except Exception:  # noqa: BLE001 - not listening yet
+            if running is not None and not running():
+                return False
             time.sleep(0.2)
     return False
 
@@ -743,11 +746,14 @@ def cmd_serve(root, name, host, port, grace, *options):
             f.write("%d\n" % process.pid)
         os.rename(pid_file + ".tmp", pid_file)
         how, where = "background process %d (%s)" % (process.pid, why_not), pid_file
-    if not wait_live(port, 60):
+    running = (lambda: process.poll() is None) if scope is None else None
+    if not wait_live(port, 60, running):
         tail = ""
         if os.path.exists(log_file):
             with open(log_file) as f:
                 tail = (f.read().strip().splitlines() or [""])[-1]
+        if running is not None and not running():
+            fail("serve", "edgert serve exited as it started on port %s%s" % (port, ": " + tail if tail else ""))
         fail("serve", "edgert serve did not answer on port %s within 60 s%s" % (port, ": " + tail if tail else ""))
     return dict(how=how, where=where, log=log_file if scope is None else "journalctl %s-u edgert-serve"
                 % ("" if scope == "system" else "--user "), url="http://%s:%s/v2" % (host, port))

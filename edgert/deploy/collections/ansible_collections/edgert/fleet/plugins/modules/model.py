@@ -129,6 +129,15 @@ def _gate_failure(check):
     return ""
 
 
+def _serve(root, p, version):
+    """(Re)start the board's `edgert serve` and check that it serves `version` of the model: how it runs."""
+    s = p["serve"]
+    port = str(s.get("port", 8000))
+    serving = cmd_serve(root, p["name"], str(s.get("host", "127.0.0.1")), port, "%g" % float(s.get("grace", 10)))
+    serving.update(ready_and_infer(port, p["name"], version))
+    return serving
+
+
 def activate_version(module, p, diff):
     root, models = paths(p["root"], p["name"])
     version = p["version"]
@@ -156,6 +165,7 @@ def activate_version(module, p, diff):
         stage(models, version, p["src"], p["sha256"])
     before, previous_before = activate(models, version)
     check = serving = None
+    serving_step = False
     try:
         if p["reference"]:
             check = run_check(root, models, version, p["reference"], before, p["runs"], p["max_slowdown"])
@@ -163,18 +173,23 @@ def activate_version(module, p, diff):
             if why:
                 fail("gate", why)
         if p["serve"] is not None:
-            s = p["serve"]
-            port = str(s.get("port", 8000))
-            serving = cmd_serve(root, p["name"], str(s.get("host", "127.0.0.1")), port,
-                                "%g" % float(s.get("grace", 10)))
-            serving.update(ready_and_infer(port, p["name"], version))
+            serving_step = True
+            serving = _serve(root, p, version)
     except Exception as exc:  # noqa: BLE001 - whatever stopped the checks, the board goes back to what it ran
         message, kind = (exc.message, exc.kind) if isinstance(exc, AgentError) else (
             "the checks failed on the board: %s: %s" % (type(exc).__name__, exc), "check")
         restore(models, before, previous_before)
+        note = ""
+        if serving_step and before:  # the server went down with the new version: bring it back with the old one
+            try:
+                _serve(root, p, before)
+                note = ", which edgert serve runs again"
+            except Exception as again:  # noqa: BLE001 - said in the one line, the board stays on the old version
+                note = ", though edgert serve did not start again with it either (%s)" % (
+                    again.message if isinstance(again, AgentError) else again)
         handle.close()
         record_check(models, dict(check or {}, version=version, passed=False, reason=message, time=time.time()))
-        module.fail_json(msg="%s; switched back to %s" % (message, before or "no version (none was active)"),
+        module.fail_json(msg="%s; switched back to %s%s" % (message, before or "no version (none was active)", note),
                          kind=kind, rolled_back=True, before=before, after=before, version=version, check=check)
     prune(models, set(v for v in (version, before) if v))
     if check is not None:
