@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/convert_overhead.py
 	$(PY) benchmarks/keras3_convert.py
 	$(PY) benchmarks/bench_overhead.py
+	$(PY) benchmarks/images_pre_post.py
 
 # Every zoo architecture from every saved form to float32 and int8, beside the bare converter (an hour or so).
 zoo: $(STAMP)

@@ -5,7 +5,7 @@ Float models are judged by the largest difference relative to the largest output
 by the cosine similarity of each output, top-1 agreement for classifier-shaped outputs and SQNR. An output with an
 attribute axis (a detector's 4 + C box and class channels) is compared channel by channel too, so that no channel
 hides behind another: one cosine over a tensor of box pixels and scores stays near 1 while every score is lost.
-A detector whose layout `edgert.tasks.detect` recognises is judged by what decides its use: its detections, decoded
+A detector whose layout `edgert.tasks.boxes` recognises is judged by what decides its use: its detections, decoded
 by the family's own rules from both models' outputs, matched at IoU 0.5 with the same class. A poor result is a
 warning in the report and on the terminal: the report's promise is that the `.tflite` computes what the model does.
 """
@@ -184,7 +184,7 @@ def attribute_axis(shape: tuple[int, ...]) -> int | None:
 
 def channel_label(layout: str | None, channel: int) -> str:
     """What a channel of a detector's output carries, by its family's layout."""
-    from edgert.tasks import detect
+    from edgert.tasks import boxes as detect
 
     if layout == detect.YOLOV8:
         return ("box x", "box y", "box w", "box h")[channel] if channel < 4 else f"class {channel - 4} score"
@@ -211,9 +211,9 @@ def channel_agreement(name: str, r: np.ndarray, c: np.ndarray, layout: str | Non
 
 def detection_agreement(reference: Mapping[str, np.ndarray], converted: Mapping[str, np.ndarray],
                         input_hw: tuple[int, int] | None, conf: float = 0.25) -> DetectionAgreement | None:
-    """Both models' detections on every sample, decoded with edgert.tasks.detect, matched one to one; None when the
+    """Both models' detections on every sample, decoded with edgert.tasks.boxes, matched one to one; None when the
     outputs are not a layout the decoders know."""
-    from edgert.tasks import detect
+    from edgert.tasks import boxes as detect
 
     if input_hw is None:
         return None
@@ -351,7 +351,7 @@ def measure(mode: str, tflite_path: str, reference: Callable[[list[np.ndarray]],
             input_names: Sequence[str]) -> Agreement:
     """Run the reference and the .tflite on the same samples (one array per input, named by `input_names`) and
     compare their outputs by name. `SAMPLES` of them; a detector, up to `DETECTOR_SAMPLES`."""
-    from edgert.tasks import detect
+    from edgert.tasks import boxes as detect
 
     first = [a[:SAMPLES] for a in samples]
     expected = {k: np.asarray(v) for k, v in reference(first).items()}

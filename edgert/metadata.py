@@ -13,54 +13,22 @@ import io
 import math
 import os
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgert.errors import InputDataError, MetadataError
 from edgert.files import atomic_path, check_output_path
-
-METADATA_NAME = "TFLITE_METADATA"
-METADATA_IDENTIFIER = b"M001"
-TASKS = ("classification", "detection", "segmentation", "generic")
-# The oldest metadata parser that reads every field edgert writes (tflite-support's
-# GetMinimumMetadataParserVersion gives this for these fields; tests/test_metadata.py checks it when it can).
-MIN_PARSER_VERSION = "1.0.0"
-LABELS_DESCRIPTION = "Labels for the classes the model recognises, one per line, in output order."
-
-
-@dataclass(frozen=True)
-class TensorMetadata:
-    """What metadata says about one input or output tensor."""
-
-    name: str
-    description: str = ""
-    content: str = ""  # "image", "feature", "bounding_box" or "" (none given)
-    color_space: str = ""  # RGB, GRAYSCALE
-    mean: tuple[float, ...] = ()  # NormalizationOptions: model input = (value - mean) / std
-    std: tuple[float, ...] = ()
-    min: tuple[float, ...] = ()  # Stats
-    max: tuple[float, ...] = ()
-    associated_files: tuple[tuple[str, str], ...] = ()  # (name, type)
-
-
-@dataclass(frozen=True)
-class ModelMetadata:
-    """The metadata of a model: its descriptive fields, per-tensor metadata, and the files packed with it."""
-
-    name: str
-    description: str = ""
-    version: str = ""
-    author: str = ""
-    license: str = ""
-    min_parser_version: str = ""
-    inputs: tuple[TensorMetadata, ...] = ()
-    outputs: tuple[TensorMetadata, ...] = ()
-    associated_files: tuple[tuple[str, str], ...] = ()  # model-level (name, type)
-    packed_files: tuple[str, ...] = ()  # the names in the zip section after the flatbuffer
-    labels: tuple[str, ...] | None = None  # the first label file's lines, if one is packed
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from edgert.metadata_records import (  # noqa: F401  (the records are part of this module's face)
+    CUSTOM_METADATA_PARSER_VERSION,
+    IMAGE_TASK_NAME,
+    LABELS_DESCRIPTION,
+    METADATA_IDENTIFIER,
+    METADATA_NAME,
+    MIN_PARSER_VERSION,
+    TASKS,
+    ModelMetadata,
+    TensorMetadata,
+)
 
 
 @dataclass(frozen=True)
@@ -81,6 +49,8 @@ class MetadataSpec:
     std: tuple[float, ...] | None = None
     input_range: tuple[float, float] = (0.0, 255.0)
     task: str = "classification"
+    layout: str | None = None  # a detector's output layout (edgert.tasks.boxes.LAYOUTS); found from its shape
+    bgr: bool = False  # the model takes its channels as BGR (OpenCV-trained models)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -181,15 +151,36 @@ def _per_channel(values: tuple[float, ...], channels: int, what: str) -> tuple[f
     return tuple(values)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Plan:
     inputs: list = field(default_factory=list)   # metadata_schema TensorMetadataT
     outputs: list = field(default_factory=list)
     files: dict = field(default_factory=dict)    # name -> bytes, packed after the model
+    image_task: dict | None = None  # recorded as IMAGE_TASK_NAME
+
+
+def _yolo_family(info, meta: MetadataSpec, labels) -> dict:
+    """A one-output detector's layout (given, or recognised from its shape) and classes against the labels."""
+    from edgert.tasks import boxes as detect
+
+    h, w, _ = _image_layout(info.inputs[0])
+    shapes = [tuple(o.shape) for o in info.outputs]
+    layout = meta.layout or detect.recognise(shapes, (h, w))
+    if layout is None or layout == detect.SSD:
+        raise MetadataError(f"{info.path} has outputs {', '.join(str(list(s)) for s in shapes)}: not a detector "
+                            f"layout edgert knows for a {w}x{h} input; give --layout ({', '.join(detect.LAYOUTS)})")
+    shape = shapes[0]
+    classes = {detect.YOLOV8: shape[1] - 4 if len(shape) == 3 else None, detect.NMS: None}.get(
+        layout, shape[-1] - 5 if len(shape) == 3 else None)
+    if classes is not None:
+        _check_labels(labels, classes, meta)
+    return {"task": "detect", "layout": layout, "letterbox": layout != detect.SSD}
 
 
 def _image_layout(spec) -> tuple[int, int, int]:
     shape = spec.shape
+    if len(shape) == 4 and shape[3] not in (1, 3) and shape[1] in (1, 3):  # channel-first, as ONNX sources take it
+        return shape[2], shape[3], shape[1]
     if len(shape) != 4 or shape[3] not in (1, 3):
         raise MetadataError(f"input '{spec.name}' has shape {list(shape)}; an image input is [1, height, width, "
                             "1 or 3 channels] (use --task generic for other inputs)")
@@ -231,10 +222,17 @@ def _plan(info, meta: MetadataSpec):
             raise MetadataError(f"a classifier has one [1, classes] output; {info.path} has {shapes} (use --task "
                                 "generic, detection or segmentation)")
         _check_labels(labels, info.outputs[0].shape[-1], meta)
+        plan.image_task = {"task": "classify"}
         plan.outputs.append(_output(md, "probability", "Scores of the classes, in the label file's order.",
                                     labels, meta, md.AssociatedFileType.TENSOR_AXIS_LABELS, plan))
+    elif meta.task == "detection" and len(info.outputs) != 4:
+        plan.image_task = _yolo_family(info, meta, labels)
+        plan.outputs.append(_output(md, "detections", f"Boxes and class scores, {plan.image_task['layout']} "
+                                    "layout (edgert.tasks.boxes).", labels, meta,
+                                    md.AssociatedFileType.TENSOR_VALUE_LABELS, plan))
     elif meta.task == "detection":
         roles = detection_roles(info.outputs, info.path)
+        plan.image_task = {"task": "detect", "layout": "ssd", "letterbox": False}
         names = (("location", "Boxes: [top, left, bottom, right], normalised to 0..1."),
                  ("category", "Class index of each box."), ("score", "Score of each box."),
                  ("number of detections", "How many boxes are valid."))
@@ -244,6 +242,7 @@ def _plan(info, meta: MetadataSpec):
             plan.outputs.append(_output(md, name, description, labels if role == 1 else None, meta,
                                         md.AssociatedFileType.TENSOR_VALUE_LABELS, plan))
     elif meta.task == "segmentation":
+        plan.image_task = {"task": "segment"}
         out = info.outputs[0]
         if len(info.outputs) != 1 or len(out.shape) != 4:
             raise MetadataError(f"a segmenter has one [1, height, width, classes] output; {info.path} has "
@@ -353,6 +352,14 @@ def build_metadata(info, meta: MetadataSpec) -> tuple[bytes, dict[str, bytes]]:
     model.minParserVersion = MIN_PARSER_VERSION
     subgraph = md.SubGraphMetadataT()
     subgraph.inputTensorMetadata, subgraph.outputTensorMetadata = plan.inputs, plan.outputs
+    if plan.image_task is not None and meta.task != "generic":
+        import json
+
+        task = dict(plan.image_task, bgr=meta.bgr) if meta.bgr else plan.image_task
+        custom = md.CustomMetadataT()
+        custom.name, custom.data = IMAGE_TASK_NAME, list(json.dumps(task, sort_keys=True).encode())
+        subgraph.customMetadata = [custom]
+        model.minParserVersion = CUSTOM_METADATA_PARSER_VERSION
     model.subgraphMetadata = [subgraph]
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), METADATA_IDENTIFIER)

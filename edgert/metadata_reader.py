@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 from edgert.errors import MetadataError, ModelFormatError
-from edgert.metadata import METADATA_IDENTIFIER, METADATA_NAME, ModelMetadata, TensorMetadata
+from edgert.metadata_records import IMAGE_TASK_NAME, METADATA_IDENTIFIER, METADATA_NAME, ModelMetadata, TensorMetadata
 
 
 def read_metadata(model_path: str | os.PathLike) -> ModelMetadata | None:
@@ -73,10 +73,21 @@ def decode_metadata(data: bytes, source: str) -> ModelMetadata | None:
     outputs = tuple(tensor(t) for t in (graph.outputTensorMetadata or [])) if graph else ()
     label_file = next((name for t in inputs + outputs for name, kind in t.associated_files
                        if kind in ("TENSOR_AXIS_LABELS", "TENSOR_VALUE_LABELS")), None)
+    image_task = None
+    for custom in (graph.customMetadata or []) if graph else []:
+        if _text(custom.name) == IMAGE_TASK_NAME and custom.data is not None:
+            import json
+
+            try:
+                image_task = json.loads(bytes(bytearray(custom.data)).decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                image_task = None  # another tool's or a damaged record: the outputs' layout decides instead
+            if not isinstance(image_task, dict):
+                image_task = None
     return ModelMetadata(
         _text(root.name), _text(root.description), _text(root.version), _text(root.author), _text(root.license),
         _text(root.minParserVersion), inputs, outputs, files(root.associatedFiles), tuple(packed),
-        labels.get(label_file) if label_file else None)
+        labels.get(label_file) if label_file else None, image_task)
 
 
 def _text(value) -> str:

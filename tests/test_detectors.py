@@ -1,4 +1,4 @@
-"""Detectors: the YOLO family's decoders (edgert.tasks.detect) against the true boxes and against ddddocr's own
+"""Detectors: the YOLO family's decoders (edgert.tasks.boxes) against the true boxes and against ddddocr's own
 post-processing; conversions within 1e-4 of onnxruntime in float32 (dynamic and fixed sizes, opsets 11 to 17,
 simplified or not); int8 that keeps the detections, judged by decoding both models' outputs independently; the
 agreement check that sees a lost channel; --explain, --keep-float and --int16.
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgert.tasks import detect
+from edgert.tasks import boxes as detect
 from tests import needs
 from tests.detectors import nets, shapes
 
@@ -155,7 +155,7 @@ def photographs(tmp_path_factory):
 
 def test_yolox_decoding_matches_ddddocrs_own_post_processing(photographs):
     """ddddocr's demo_postprocess and NMS (the YOLOX repository's code) on onnxruntime's outputs against
-    edgert.tasks.detect on the same outputs: the same boxes."""
+    edgert.tasks.boxes on the same outputs: the same boxes."""
     needs.module("cv2")
     ort = needs.module("onnxruntime")
     from ddddocr.core.detection_engine import DetectionEngine

@@ -356,8 +356,11 @@ def _block_env(block: Block, sandbox: Path, request) -> dict[str, str]:
         # The README's board is pi@raspberrypi.local; here it is the test's sshd, reached the same way.
         root = sandbox.parent.parent
         (root / "ssh_config").write_text(server.client_config("client_ed25519", alias="raspberrypi.local"))
-        extra.update(EDGERT_SSH_CONFIG=str(root / "ssh_config"), EDGERT_REMOTE_DIR=str(root / "board"),
-                     EDGERT_REMOTE_PYTHON=sys.executable)
+        # board=fresh: a new Pi, whose only Python is the system's (no runtime, so that --setup installs one).
+        fresh = block.options["board"] == "fresh"
+        extra.update(EDGERT_SSH_CONFIG=str(root / "ssh_config"),
+                     EDGERT_REMOTE_DIR=str(root / ("fresh_board" if fresh else "board")),
+                     EDGERT_REMOTE_PYTHON="/usr/bin/python3" if fresh else sys.executable)
     return _env(sandbox.parent.parent, extra)
 
 

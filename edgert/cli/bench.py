@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from edgert.cli._common import examples, fail_cleanly, fmt
+from edgert.cli._common import examples, fail_cleanly, fmt, load_model
+from edgert.cli.images import picture_options
 
 
 def _bench_rows(results) -> list[dict]:
@@ -112,11 +113,29 @@ def _csv(results) -> str:
     return buf.getvalue()
 
 
+def _bench_pictures(models, images, task, labels, mean, std, bgr, layout, conf, iou, top_k, delegate_choices,
+                    delegate_lib, delegate_options, strict, threads, warmup, runs, duration, rate, input_path, csv_,
+                    plot_path, power, power_cmd, power_rail, power_hz, idle_seconds, json_):
+    from edgert.cli import images as pictures
+
+    unsupported = [name for name, given in (("--input", input_path), ("--duration", duration), ("--rate", rate),
+                                            ("--csv", csv_), ("--plot", plot_path)) if given]
+    if unsupported or len(models) > 1 or len(delegate_choices) > 1:
+        what = ", ".join(unsupported) or "several models or delegates"
+        raise click.UsageError(f"--image times one model on one delegate per picture; {what} is for tensor runs")
+    m = load_model(models[0], threads, delegate_choices[0] if delegate_choices else None, delegate_lib,
+                   delegate_options, strict)
+    pipe = pictures.pipeline(models[0], task, labels, mean, std, bgr, layout, conf, iou, top_k, m)
+    pictures.bench_pictures(pipe, images, runs, warmup, power, power_cmd, power_rail, power_hz, idle_seconds, json_)
+
+
 @click.command(epilog=examples(
     "edgert bench model.tflite",
     "edgert bench float.tflite int8.tflite --delegate xnnpack --delegate gpu",
-    'edgert bench model.tflite --rate 30 --duration 60 --power-cmd "python meter.py" --plot bench.png'))
+    'edgert bench model.tflite --rate 30 --duration 60 --power-cmd "python meter.py" --plot bench.png',
+    "edgert bench yolo.tflite --image street.jpg --json"))
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@picture_options
 @click.option("--delegate", "delegate_choices", multiple=True, metavar="NAME[,NAME...]", envvar="EDGERT_DELEGATE",
               help="Delegates in priority order; repeat to compare several side by side [default: xnnpack].")
 @click.option("--delegate-lib", type=click.Path(path_type=Path), metavar="PATH",
@@ -147,11 +166,18 @@ def _csv(results) -> str:
 @click.option("json_", "--json", is_flag=True, help="Print the results as JSON.")
 @click.option("csv_", "--csv", is_flag=True, help="Print the results as CSV, one row per model and delegate.")
 @fail_cleanly
-def bench(models, delegate_choices, delegate_lib, delegate_options, strict, threads, warmup, runs, duration, rate,
-          input_path, seed, power, power_cmd, power_rail, power_hz, idle_seconds, plot_path, isolate, force, json_,
-          csv_):
-    """Benchmark models: latency percentiles, memory, temperature, and energy per inference from power sensors."""
+def bench(models, images, task, labels, mean, std, bgr, layout, conf, iou, top_k, delegate_choices, delegate_lib,
+          delegate_options, strict, threads, warmup, runs, duration, rate, input_path, seed, power, power_cmd,
+          power_rail, power_hz, idle_seconds, plot_path, isolate, force, json_, csv_):
+    """Benchmark models: latency percentiles, memory, temperature, and energy per inference from power sensors;
+    with --image, per picture: pre-processing, inference and post-processing apart."""
     from edgert.benchmark import bench as run_bench
+
+    if images:
+        _bench_pictures(models, images, task, labels, mean, std, bgr, layout, conf, iou, top_k, delegate_choices,
+                        delegate_lib, delegate_options, strict, threads, warmup, runs, duration, rate, input_path,
+                        csv_, plot_path, power, power_cmd, power_rail, power_hz, idle_seconds, json_)
+        return
 
     if json_ and csv_:
         raise click.UsageError("--json and --csv conflict: choose one")

@@ -239,6 +239,8 @@ def deploy(model, to, device, remote_dir, name, setup, bench_, runs, rollback, s
                f"({kib(done.bundle_bytes)}, {done.seconds:.1f} s)")
     if done.setup_installed:
         click.echo(f"  runtime installed in {done.board.root}/venv")
+    elif done.setup_installed is False:
+        click.echo(f"  runtime already there for {done.board.runtime_python}")
     if done.serving:
         click.echo(f"  serving {done.serving['url']} on the board: {done.serving['how']}; log: {done.serving['log']}")
     if done.bench is not None:

@@ -11,6 +11,7 @@ import numpy as np
 
 import edgert
 from edgert.cli._common import delegate_options, examples, fail_cleanly, kib, load_model, spec_rows
+from edgert.cli.images import picture_options
 from edgert.errors import InputDataError
 
 
@@ -150,24 +151,49 @@ def _summary(name: str, a: np.ndarray) -> str:
 
 @click.command(epilog=examples(
     "edgert run model.tflite --input x.npy",
-    "edgert run model.tflite --input x.npz -o y.npz --raw",
-    "edgert run model.tflite --delegate edgetpu:usb,xnnpack --json"))
+    "edgert run yolo.tflite --image street.jpg -o street_boxes.jpg",
+    "edgert run mobilenet.tflite --image photos/ --labels labels.txt --json",
+    "edgert run yolo.tflite --video clip.mp4 -o clip_boxes.mp4"))
 @click.argument("model", type=click.Path(path_type=Path))
+@click.argument("more_images", nargs=-1, metavar="[PICTURES]...")
 @click.option("-i", "--input", "input_path", type=click.Path(path_type=Path),
               help="Input data: .npy (one input) or .npz (one array per input name) [default: seeded random inputs "
                    "in the model's dtypes, a smoke test].")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Save outputs: .npy (single output) or .npz (one array per output name).")
+              help="Save outputs: .npy (single output) or .npz (one array per output name); with --image the "
+                   "pictures drawn (a .png/.jpg, or a folder), with --video the video drawn (.mp4, .avi).")
 @click.option("--raw", is_flag=True, help="Return quantized outputs as stored, not dequantized to float.")
+@picture_options
+@click.option("--video", type=click.Path(path_type=Path), help="A video file: every frame through the task.")
+@click.option("--camera", type=int, metavar="N", help="Camera N (/dev/videoN): every frame through the task.")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop a video or camera after this many frames.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: the backend's].")
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
 @click.option("json_", "--json", is_flag=True, help="Print outputs as JSON.")
 @delegate_options
 @fail_cleanly
-def run(model, input_path, output, raw, threads, force, json_, delegate, delegate_lib, delegate_options, strict):
-    """Run a .tflite model on inputs from a file (or, without --input, on seeded random inputs)."""
+def run(model, more_images, input_path, output, raw, images, task, labels, mean, std, bgr, layout, conf, iou, top_k, video, camera,
+        max_frames, threads, force, json_, delegate, delegate_lib, delegate_options, strict):
+    """Run a .tflite model on inputs from a file (or, without --input, on seeded random inputs), or on pictures,
+    a video or a camera for its task: labels, boxes or a mask. Pictures after the first --image (as a shell's
+    glob gives them) are run too."""
     from edgert.arrays import save_arrays
     from edgert.files import check_output_path
+
+    if more_images and not images:
+        raise click.UsageError(f"unexpected argument {more_images[0]!r}: pictures follow --image")
+    images = tuple(images) + tuple(more_images)
+
+    if images or video is not None or camera is not None:
+        from edgert.cli import images as pictures
+
+        if input_path is not None or raw:
+            raise InputDataError("--image/--video/--camera run the model's task on pictures; --input and --raw are "
+                                 "for arrays")
+        m = load_model(model, threads, delegate, delegate_lib, delegate_options, strict)
+        pipe = pictures.pipeline(model, task, labels, mean, std, bgr, layout, conf, iou, top_k, m)
+        pictures.run_pictures(pipe, images, video, camera, output, force, json_, max_frames)
+        return
 
     if output is not None:
         check_output_path(output, force=force)

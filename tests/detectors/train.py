@@ -180,7 +180,7 @@ def train(family: str, steps: int, batch_size: int = 16, seed: int = 0) -> nets.
 
 def score(model: nets.Detector, family: str, pictures: int = 200, seed: int = 1234) -> tuple[float, float]:
     """Recall and precision against the true boxes at IoU 0.5, same class, through edgert.tasks."""
-    from edgert.tasks import detect
+    from edgert.tasks import boxes as detect
 
     rng = np.random.default_rng(seed)
     images, targets = shapes.batch(rng, pictures, SIZE)

@@ -91,9 +91,14 @@ def candidates(layout: str, outputs: Sequence[np.ndarray], input_hw: tuple[int, 
     if layout == SSD:
         return _ssd(outputs, input_hw, conf)
     out = np.asarray(outputs[0], np.float32)
-    if layout == YOLOV8:
-        rows = out.reshape(out.shape[-2], out.shape[-1]).T  # (N, 4 + C)
-        scores_all = rows[:, 4:]
+    if layout == YOLOV8:  # scores read along the contiguous (C, N) rows; only the kept columns are transposed
+        table = out.reshape(out.shape[-2], out.shape[-1])
+        scores = table[4:].max(axis=0)  # a max down the rows is one vector pass; an argmax there is not
+        keep = np.flatnonzero(scores >= conf)
+        class_ids = table[4:, keep].argmax(axis=0)
+        xywh = table[:4, keep].T
+        boxes = np.concatenate((xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2), axis=1)
+        return boxes, scores[keep], class_ids
     elif layout in (YOLOV5, YOLOX, YOLOX_RAW):
         rows = out.reshape(out.shape[-2], out.shape[-1])  # (N, 5 + C)
         if layout == YOLOX_RAW:
@@ -150,19 +155,29 @@ def _ssd(outputs: Sequence[np.ndarray], input_hw: tuple[int, int], conf: float):
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.45) -> np.ndarray:
     """Indices of the boxes greedy non-maximum suppression keeps, best first."""
     order = np.argsort(-scores, kind="stable")
+    if len(order) <= 1024:  # every overlap at once (at most 1024 x 1024), then one cheap pass in score order
+        ranked = boxes[order]
+        overlapping = iou_matrix(ranked, ranked) > iou
+        suppressed = np.zeros(len(order), bool)
+        keep = []
+        for i in range(len(order)):
+            if not suppressed[i]:
+                keep.append(i)
+                suppressed |= overlapping[i]
+        return order[np.array(keep, np.int64)]
     x1, y1, x2, y2 = boxes.T
     areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
-    keep = []
+    kept = []
     while order.size:
         i = order[0]
-        keep.append(i)
+        kept.append(i)
         rest = order[1:]
         w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
         h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
         inter = w * h
         overlap = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
         order = rest[overlap <= iou]
-    return np.array(keep, np.int64)
+    return np.array(kept, np.int64)
 
 
 def decode(layout: str, outputs: Sequence[np.ndarray], input_hw: tuple[int, int], conf: float = 0.25,
