@@ -5,8 +5,8 @@ pooling windows, dataflow order and subgraph calls. `flatbuffer.parse` runs them
 from __future__ import annotations
 
 from edgert.errors import ModelFormatError
-from edgert.flatbuffer import (MAX_RANK, POINTER_BYTES, SUBGRAPH_OPTIONS, VALID, SubgraphInfo, TensorInfo,
-                               max_tensor_bytes, size_text)
+from edgert.flatbuffer_records import (MAX_RANK, POINTER_BYTES, SUBGRAPH_OPTIONS, VALID, SubgraphInfo, TensorInfo,
+                                       max_tensor_bytes, size_text)
 
 # Inputs that kernels read as integer parameters (axes, shapes, begin/end, paddings...): position -> allowed types.
 # The kernels take the bytes as int32/int64 without looking, so a float tensor there read past its data and

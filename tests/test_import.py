@@ -55,3 +55,90 @@ def test_running_a_model_skips_the_benchmark_power_code_and_package_metadata(int
     loaded = _modules_after(code, ("edgert.benchmark", "edgert.power", "edgert.devices", "importlib.metadata",
                                    "edgert.delegates.gpu"))
     assert loaded == [], loaded
+
+
+# -- the import graph: no circles, nothing pointing up ---------------------------------------------------------
+
+def _import_graph() -> dict[str, set[str]]:
+    """Every module of the installed layout (edgert, and the folders installed under it) -> the edgert modules it
+    imports, at the top or inside a function alike (a deferred import is still a dependency)."""
+    import ast
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    roots = {"edgert": repo / "edgert", "edgert.converters": repo / "converters",
+             "edgert.delegates": repo / "delegates", "edgert.devices": repo / "devices"}
+    modules = {}
+    for package, root in roots.items():
+        for path in root.rglob("*.py"):
+            if {"templates", "collections"} & set(path.relative_to(root).parts):
+                continue  # Android templates and the Ansible collection are data, run elsewhere
+            parts = [p for p in path.relative_to(root).with_suffix("").parts if p != "__init__"]
+            modules[".".join([package, *parts])] = path
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found: set[str | None] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(resolve(a.name) for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.update(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else
+                             resolve(node.module) for a in node.names)
+        graph[name] = {d for d in found if d and d != name and not name.startswith(d + ".")}
+    return graph
+
+
+def test_no_module_imports_itself_round_a_circle():
+    graph = _import_graph()
+    assert "edgert.flatbuffer" in graph and "edgert.metadata" in graph
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
+    for v in graph:
+        if v not in index:
+            visit(v)
+    assert circles == []
+
+
+def test_nothing_imports_upward():
+    """The entry points (the command line, a bundle's entry) sit on top; deploy sits under fleet; the runtime never
+    reaches the converters."""
+    entries = ("edgert.cli", "edgert.bundled", "edgert.__main__")
+    upward = []
+    for module, deps in _import_graph().items():
+        for dep in deps:
+            if dep.startswith(entries) and not module.startswith(entries):
+                upward.append((module, dep))
+            if module.startswith("edgert.deploy") and dep.startswith("edgert.fleet"):
+                upward.append((module, dep))
+            if dep.startswith("edgert.converters") and not module.startswith(("edgert.converters", "edgert.cli")):
+                upward.append((module, dep))
+    assert upward == []
