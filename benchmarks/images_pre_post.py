@@ -5,10 +5,10 @@ Workload: a YOLOv8n-size detector (640x640 RGB input, output (1, 84, 8400): 80 c
 so that about 200 candidates pass the 0.25 threshold (many overlapping, as a real head's are), since the model's
 time is the same whoever prepares its input.
 
-Anchor: OpenCV as TFLite scripts written by hand do it: `cv2.resize` (skipped when the size is already right) +
-`cv2.copyMakeBorder` (letterbox, grey 114), to float32 and scaled by 1/255 in place (NHWC, as the .tflite takes it;
-`cv2.dnn.blobFromImage`'s NCHW transposition, which ONNX scripts pay, is not charged), then the scores' max, the
-threshold, the argmax of the kept ones and `cv2.dnn.NMSBoxesBatched`, boxes mapped back by hand.
+Anchor: OpenCV as trained-model packages and Ultralytics-style scripts do it: `cv2.resize` + `cv2.copyMakeBorder`
+(letterbox, grey 114) and `cv2.dnn.blobFromImage` (scale 1/255, float), then the scores' max, the threshold, the
+argmax of the kept ones and `cv2.dnn.NMSBoxesBatched` (class-wise NMS in C++, the work edgert's decoder does),
+boxes mapped back by hand.
 Contender: `edgert.tasks.Pipeline.prepare` (Pillow resize, letterbox, normalise) and `Pipeline.decode` (edgert.
 tasks.boxes, class-wise NMS, boxes mapped back), on the model's own NHWC layout.
 Target: contender / anchor <= 1.2 (p50 of pre + post). Rounds alternate so that load and frequency hit both alike.
@@ -65,11 +65,10 @@ def anchor(photo, output, conf=0.25, iou=0.45):
     scale = min(640 / w, 640 / h)
     nw, nh = round(w * scale), round(h * scale)
     top, left = (640 - nh) // 2, (640 - nw) // 2
-    resized = photo if (nw, nh) == (w, h) else cv2.resize(photo, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    resized = cv2.resize(photo, (nw, nh), interpolation=cv2.INTER_LINEAR)
     boxed = cv2.copyMakeBorder(resized, top, 640 - nh - top, left, 640 - nw - left, cv2.BORDER_CONSTANT,
                                value=(114, 114, 114))
-    blob = boxed[None].astype(np.float32)
-    blob *= np.float32(1 / 255.0)
+    blob = cv2.dnn.blobFromImage(boxed, 1 / 255.0)
     t_pre = time.perf_counter_ns()
     table = output[0]
     scores = table[4:].max(axis=0)

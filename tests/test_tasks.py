@@ -347,3 +347,63 @@ def test_a_model_whose_task_cannot_be_told_asks_for_task(two_input_tflite, float
     assert two.returncode == 1 and "one image input" in two.stderr and two.stderr.count("\n") == 1
     wrong = edgert_cli("run", float_tflite, "--image", tmp_path / "p.png", "--task", "detect")
     assert wrong.returncode == 1 and "--layout" in wrong.stderr and wrong.stderr.count("\n") == 1
+
+
+# -- a trained detector from a package, as a user runs it ------------------------------------------------------
+
+
+def test_ddddocrs_trained_detector_converted_and_run_on_photographs_finds_what_ddddocr_finds(tmp_path):
+    """ddddocr's text detector (a trained YOLOX: raw offsets, BGR pixels 0..255, padded below and right) converted
+    by `edgert convert`, then `edgert run --image` with the flags its preprocessing needs, on skimage's
+    photographs: the boxes ddddocr's own pipeline (onnxruntime, OpenCV, its NMS) gives, in the photograph's
+    pixels, and a drawing the photograph's size."""
+    needs.module("onnx2tf")
+    needs.module("onnxruntime")
+    needs.module("skimage")
+    from skimage import data
+
+    from tests.test_detectors import ddddocr_detector
+
+    source = ddddocr_detector()
+    from ddddocr.core.detection_engine import DetectionEngine
+
+    engine = DetectionEngine()
+    engine.initialize()
+    converted = edgert_cli("convert", source, "-o", tmp_path / "common_det.tflite", cwd=tmp_path)
+    assert converted.returncode == 0 and "warning" not in converted.stdout.lower(), converted.stdout + converted.stderr
+    matched = found = want = 0
+    for name in ("text", "page", "rocket", "astronaut", "coffee"):
+        pixels = getattr(data, name)()
+        pixels = np.stack([pixels] * 3, -1) if pixels.ndim == 2 else pixels[..., :3]
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(pixels).save(path)
+        reference = engine.get_bbox(path.read_bytes())
+        done = edgert_cli("run", tmp_path / "common_det.tflite", "--image", path, "--bgr", "--mean", "0", "--std",
+                          "1", "--conf", "0.1", "--json", "-o", tmp_path / f"{name}_boxes.jpg")
+        assert done.returncode == 0, done.stderr
+        record = json.loads(done.stdout)
+        ours = [boxes.Detection(tuple(d["box"]), d["score"], 0) for d in record["detections"]]
+        theirs = [boxes.Detection(tuple(float(v) for v in b), 1.0, 0) for b in reference]
+        hit, n_ours, n_theirs = boxes.match(ours, theirs, iou=0.5)
+        matched, found, want = matched + hit, found + n_ours, want + n_theirs
+        assert Image.open(tmp_path / f"{name}_boxes.jpg").size == (pixels.shape[1], pixels.shape[0])
+    assert want >= 50 and matched / want >= 0.95 and matched / found >= 0.95, (matched, found, want)
+
+
+def test_bad_input_is_one_line_that_says_what_to_do(float_tflite, tmp_path):
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    (tmp_path / "clip.mp4").write_bytes(b"\x00" * 4096)
+    Image.new("L", (8, 8)).save(tmp_path / "p.png")
+    (tmp_path / "labels.txt").write_text("a\nb\nc\n")
+    cases = [
+        (["--image", tmp_path / "notes.jpg"], "is not a picture Pillow can read"),
+        (["--image", tmp_path / "p.png", "--mean", "1,2,3", "--std", "1,1,1"], "has 3 values but the input has 1"),
+        (["--image", tmp_path / "p.png", "--labels", tmp_path / "labels.txt"], "3 labels but"),
+        (["--image", tmp_path / "p.png", "--task", "segment"], "per-pixel output"),
+        (["--video", tmp_path / "clip.mp4"], "not a video this OpenCV can decode"),
+        (["--image", tmp_path / "p.png", "--conf", "2"], "--conf 2 is not a score"),
+    ]
+    for args, says in cases:
+        done = edgert_cli("run", float_tflite, *args)
+        assert done.returncode == 1 and done.stderr.startswith("Error: ") and says in done.stderr, (args, done.stderr)
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr

@@ -143,6 +143,7 @@ class ImageInput:
     source: str  # where the normalisation came from: "--mean/--std", "metadata", "quantization", "default"
     letterbox: bool = False
     bgr: bool = False
+    top_left: bool = False  # a letterbox's picture at the top left (YOLOX's own), not centred (Ultralytics')
 
     def describe(self) -> str:
         def fmt(values):
@@ -150,7 +151,7 @@ class ImageInput:
 
         shape = f"{self.channels}x{self.height}x{self.width}" if self.channel_first else \
             f"{self.height}x{self.width}x{self.channels}"
-        how = "letterboxed" if self.letterbox else "resized"
+        how = ("letterboxed (top left)" if self.top_left else "letterboxed") if self.letterbox else "resized"
         colour = "grayscale" if self.channels == 1 else ("BGR" if self.bgr else "RGB")
         return (f"{how} to {shape} {colour}, (pixel - {fmt(self.mean)}) / {fmt(self.std)} (from the "
                 f"{self.source})")
@@ -232,8 +233,9 @@ def prepare(pixels: np.ndarray, how: ImageInput) -> tuple[np.ndarray, Geometry]:
     h, w = pixels.shape[:2]
     if how.letterbox:
         scale = min(how.width / w, how.height / h)
-        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-        pad_x, pad_y = (how.width - new_w) // 2, (how.height - new_h) // 2
+        size = int if how.top_left else round  # YOLOX's preproc truncates the size; Ultralytics' rounds it
+        new_w, new_h = max(1, size(w * scale)), max(1, size(h * scale))
+        pad_x, pad_y = (0, 0) if how.top_left else ((how.width - new_w) // 2, (how.height - new_h) // 2)
         geometry = Geometry(w, h, new_w / w, new_h / h, pad_x, pad_y)
     else:
         new_w, new_h, pad_x, pad_y = how.width, how.height, 0, 0

@@ -113,6 +113,8 @@ def plan(model, task: str | None = None, *, labels: str | os.PathLike | Sequence
     if bgr is None:
         bgr = bool(recorded.get("bgr", False))
     how = image_input(model, mean, std, letterbox=letterbox, bgr=bgr, metadata=metadata)
+    if letterbox and layout in (detect_.YOLOX, detect_.YOLOX_RAW):  # YOLOX pads below and right, as it trained
+        how = dataclasses.replace(how, top_left=True)
     chosen = _labels(labels, metadata)
     chosen.check(_classes(task, shapes, layout, mask_first))
     return Plan(task, why, how, chosen, layout if task == "detect" else None, mask_first)

@@ -20,6 +20,7 @@ from edgert.errors import InputDataError
 
 def _cv2():
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # its warnings about absent cameras would not be one line
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # nor FFmpeg's about damaged files (AV_LOG_QUIET)
     try:
         import cv2
     except ImportError:
