@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgert-installed
 
 .PHONY: demo test bench soak zoo fuzz install clean board board-test board-down container-test keras-torch-test \
-	perf-analyzer-test fleet-scale detectors-test
+	perf-analyzer-test fleet-scale detectors-test heavy-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,14 @@ zoo: $(STAMP)
 # float32 and int8 (tests/test_detectors.py; a quarter of an hour): `make test` runs a third of it.
 detectors-test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m detectors tests/test_detectors.py
+
+# The tests that take a minute or more each, beside a lighter one of the same feature in `make test` (which stays
+# under 45 minutes on 2 cores): the large Keras architectures in every saved form, pruning and QAT on MobileNetV2,
+# the README's ddddocr int8 and optimize transcripts, resumed searches, byte-reproducibility across processes,
+# ResNet-18 by the onnx route, PaddleOCR's recogniser in int8 (twenty minutes or so).
+heavy-test: $(STAMP)
+	@sh tests/ensure_tools.sh
+	$(PY) -m pytest -q -p no:cacheprovider -m heavy
 
 # A Keras 3 model trained under the PyTorch backend keeps its names (tests/test_signatures.py); `make test` runs it
 # too, since [torch] is installed.

@@ -154,6 +154,7 @@ def test_a_pruned_float_model_keeps_the_sparse_encoding_only_where_it_is_faster(
     assert (densify > 0) == sparse_kept  # the file is the one the note names
 
 
+@pytest.mark.heavy  # a minute; the tf_keras files prune in make test
 def test_a_keras3_file_prunes_through_its_tf_keras_rebuild(tmp_path):
     """A Keras 3 .keras MobileNetV3 (hard-swish as Keras 3 ops) is rebuilt in tf_keras and prunes in every group."""
     done = subprocess.run([sys.executable, "-c", (

@@ -252,6 +252,7 @@ def test_int8_yolov8_keeps_its_detections_and_says_what_it_kept_in_float(calibra
 
 
 @pytest.mark.slow
+@pytest.mark.detectors  # the counterfactual of the test above (make detectors-test)
 def test_without_the_float_tail_int8_loses_every_score(calibration, held_out, tmp_path):
     """The remedy is what keeps the detections: the same float model quantized by the same quantizer with nothing
     kept in float detects nothing, and the agreement check says so, naming a score channel."""

@@ -362,7 +362,7 @@ def test_each_gate_rolls_a_board_back_by_itself_and_says_why(fleet, releases):
     subtle = by["subtle"]
     assert subtle["result"] == "rolled back" and subtle["after"] is None, subtle
     assert re.search(r"^output \S+ disagrees with the host: max \|diff\| [\d.e-]+ > [\d.e-]+ allowed \(cosine "
-                     r"0\.99\d\d\); switched back to no version", subtle["reason"]), subtle["reason"]
+                     r"(0\.99\d\d|1\.0000)\); switched back to no version", subtle["reason"]), subtle["reason"]
     assert subtle["min_cosine"] > 0.99  # a cosine gate would have let it through
 
     throttles = by["throttles"]

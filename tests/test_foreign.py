@@ -156,6 +156,7 @@ def test_equal_shape_outputs_keep_their_names_against_an_independent_torch_run(t
     np.testing.assert_allclose(served["right"], right, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.heavy  # a real architecture by the onnx route; small modules by both routes are in make test
 def test_resnet18_float32_by_the_onnx_route(tmp_path):
     result = convert(f"{NETS}:resnet18", tmp_path / "r.tflite", foreign=ForeignOptions(route="onnx"))
     assert result.agreement.max_rel_diff <= 1e-4 and not result.warnings
@@ -308,6 +309,7 @@ def test_factory_names_and_shapes_come_from_the_module(tmp_path):
     assert result.agreement.max_rel_diff <= 1e-4
 
 
+@pytest.mark.heavy
 def test_resnet18_int8_by_the_onnx_route_agrees_with_torch(data, tmp_path):
     """TensorFlow 2.21's int8 converter wrote ResNet-18 from onnx2tf's SavedModel with a FULLY_CONNECTED after a 4-D
     mean that the interpreter refused; the onnx route's integer modes now quantize the float .tflite with

@@ -166,8 +166,18 @@ ZOO = [(arch, fmt, "float32") for arch in zoo.CI_ARCHITECTURES for fmt in zoo.FO
       [(arch, "tf_keras.h5", "int8") for arch in ("MobileNetV2", "ConvNeXtTiny")]
 
 
+# In `make test`: MobileNetV2 and MobileNetV3Small in every form and mode, the larger ones from Keras 3's .keras in
+# float32; the rest of the matrix is `make heavy-test`'s (a minute each).
+LIGHT = ("MobileNetV2", "MobileNetV3Small")
+
+
+def _zoo_case(arch, fmt, mode):
+    light = arch in LIGHT or (fmt, mode) == ("keras3.keras", "float32")
+    return pytest.param(arch, fmt, mode, id=f"{arch}-{fmt}-{mode}", marks=() if light else pytest.mark.heavy)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("arch, fmt, mode", ZOO, ids=["-".join(case) for case in ZOO])
+@pytest.mark.parametrize("arch, fmt, mode", [_zoo_case(*case) for case in ZOO])
 def test_real_architectures_convert(zoo_dir, tmp_path, arch, fmt, mode):
     path = zoo.build(arch, fmt, zoo_dir)
     x = zoo.images(arch, zoo.SAMPLES)
@@ -194,6 +204,7 @@ def synthetic_training_data(arch: str, path, count: int = 32):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # four minutes: tfmot's graphs (test_channels and test_stages prune and QAT small models in make test)
 @pytest.mark.parametrize("arch", ["MobileNetV2"])  # EfficientNetB0 too in `make zoo` (minutes each: tfmot's graphs)
 def test_pruning_and_qat_on_keras3_models_go_through_the_checked_rebuild(zoo_dir, tmp_path, arch):
     path = zoo.build(arch, "keras3.keras", zoo_dir)

@@ -80,6 +80,7 @@ def test_acceptance_on_digits_size_objective(h5_path, data, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # a search killed and resumed: a minute
 def test_resume_after_a_kill_redoes_nothing(h5_path, data, tmp_path):
     out = tmp_path / "opt"
     command = [str(Path(sys.executable).parent / "edgert"), "optimize", str(h5_path), "--train-data",

@@ -29,6 +29,7 @@ def train_npz(tmp_path_factory, digits):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # two fresh TensorFlow processes (the in-process tests beside it are in make test)
 def test_the_same_seed_gives_the_same_bytes_in_separate_processes(h5_path, train_npz, tmp_path):
     def run(out, *extra):
         done = subprocess.run([EDGERT, "convert", str(h5_path), "--prune", "0.5", "--qat", "--epochs", "2",

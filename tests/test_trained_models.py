@@ -299,6 +299,7 @@ def test_paddleocr_classifier_int8_keeps_its_decisions(tmp_path):
     assert pearson(got, expected) >= 0.95 and np.abs(got - expected).max() <= 0.25
 
 
+@pytest.mark.heavy  # two minutes; the classifier's int8 is in make test
 def test_paddleocr_recogniser_int8_loses_characters_and_says_so(tmp_path):
     """Full int8 of the PP-OCRv4 recogniser (a softmax over 6,625 characters) loses characters: read here with CTC
     from onnxruntime's and the .tflite's outputs, most strips come out as other text. The conversion warns, naming
