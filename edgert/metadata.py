@@ -167,8 +167,10 @@ def _yolo_family(info, meta: MetadataSpec, labels) -> dict:
     shapes = [tuple(o.shape) for o in info.outputs]
     layout = meta.layout or detect.recognise(shapes, (h, w))
     if layout is None or layout == detect.SSD:
-        raise MetadataError(f"{info.path} has outputs {', '.join(str(list(s)) for s in shapes)}: not a detector "
-                            f"layout edgert knows for a {w}x{h} input; give --layout ({', '.join(detect.LAYOUTS)})")
+        raise MetadataError(f"a detector (SSD post-processing) has 4 outputs: boxes, classes, scores and the number "
+                            f"of detections, or one YOLO-family output; {info.path} has "
+                            f"{', '.join(str(list(s)) for s in shapes)}, not a layout edgert knows for a {w}x{h} "
+                            f"input: give --layout ({', '.join(detect.LAYOUTS)}) or --task generic")
     shape = shapes[0]
     classes = {detect.YOLOV8: shape[1] - 4 if len(shape) == 3 else None, detect.NMS: None}.get(
         layout, shape[-1] - 5 if len(shape) == 3 else None)
