@@ -130,7 +130,6 @@ def _bench_pictures(models, images, task, labels, mean, std, bgr, layout, conf, 
 
 
 @click.command(epilog=examples(
-    "edgert bench model.tflite",
     "edgert bench float.tflite int8.tflite --delegate xnnpack --delegate gpu",
     'edgert bench model.tflite --rate 30 --duration 60 --power-cmd "python meter.py" --plot bench.png',
     "edgert bench yolo.tflite --image street.jpg --json"))

@@ -152,8 +152,7 @@ def _summary(name: str, a: np.ndarray) -> str:
 @click.command(epilog=examples(
     "edgert run model.tflite --input x.npy",
     "edgert run yolo.tflite --image street.jpg -o street_boxes.jpg",
-    "edgert run mobilenet.tflite --image photos/ --labels labels.txt --json",
-    "edgert run yolo.tflite --video clip.mp4 -o clip_boxes.mp4"))
+    "edgert run mobilenet.tflite --image photos/*.jpg --labels labels.txt --json"))
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("more_images", nargs=-1, metavar="[PICTURES]...")
 @click.option("-i", "--input", "input_path", type=click.Path(path_type=Path),
