@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
-from edgert.flatbuffer import ACTIVATIONS, FlatModel, OperatorInfo, SubgraphInfo
+from edgert.flatbuffer_records import ACTIVATIONS, FlatModel, OperatorInfo, SubgraphInfo
 from edgert.plugins import Probe
 
 OS_NAMES = ("linux", "android", "darwin", "windows")

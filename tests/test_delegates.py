@@ -52,7 +52,7 @@ def test_environment_variable_restricts_what_loads(fresh_registry, monkeypatch):
 def third_party(tmp_path, monkeypatch, fresh_registry):
     """An outside package, installed the way pip would leave it: a module plus a dist-info with entry points."""
     (tmp_path / "acme_delegate.py").write_text(textwrap.dedent('''
-        from edgert.delegates.base import Binding, DelegatePlugin, Probe
+        from edgert.plugin_api import Binding, DelegatePlugin, Probe
 
         class AcmeReference(DelegatePlugin):
             """TFLite's reference kernels, no XNNPACK: a stand-in for a vendor's accelerator."""
