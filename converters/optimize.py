@@ -323,9 +323,9 @@ def optimize(model: str | os.PathLike, *, train_data: str | os.PathLike, eval_da
     check_source(model, trust_model)  # a .tflite, a damaged file or stored code: said before anything starts
     import_tf()  # and a runtime-only install says which extra it needs
     if objective == "energy" and not to:
-        from edgert.devices import power
+        from edgert.devices import sensors
 
-        if power.select("auto").source is None:
+        if sensors.select("auto").source is None:
             raise InputDataError("--objective energy needs a power sensor and none was found here (`edgert sensors` "
                                  "says why); use --objective latency or size, or measure on a board with --to")
 

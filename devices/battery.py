@@ -11,7 +11,7 @@ import os
 from typing import Mapping
 
 from edgert import sysfs
-from edgert.devices.power import PowerSensor, PowerSource
+from edgert.devices.sensors import PowerSensor, PowerSource
 from edgert.errors import SensorError
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Mapping
 
-from edgert.devices.power import PowerSensor, PowerSource, Reading
+from edgert.devices.sensors import PowerSensor, PowerSource, Reading
 from edgert.errors import SensorError
 
 POLL_INTERVAL_S = 0.05

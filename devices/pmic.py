@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from typing import Mapping
 
-from edgert.devices.power import PowerSensor, PowerSource
+from edgert.devices.sensors import PowerSensor, PowerSource
 from edgert.errors import SensorError
 
 _LINE = re.compile(r"^\s*(\S+)_([AV])\s+(?:current|volt)\(\d+\)=\s*([-+0-9.eE]+)\s*([AV])\s*$")

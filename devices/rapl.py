@@ -12,7 +12,7 @@ import re
 from typing import Mapping
 
 from edgert import sysfs
-from edgert.devices.power import PowerSensor, PowerSource
+from edgert.devices.sensors import PowerSensor, PowerSource
 from edgert.errors import SensorError
 
 _TOP_LEVEL = re.compile(r"intel-rapl:\d+$")

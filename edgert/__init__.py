@@ -30,7 +30,7 @@ _LAZY = {
     "BenchResult": "edgert.benchmark", "EnergyStats": "edgert.benchmark", "LatencyStats": "edgert.benchmark",
     "bench": "edgert.benchmark", "DelegateCheck": "edgert.preflight", "DelegationReport": "edgert.delegation",
     "check": "edgert.preflight", "ModelInfo": "edgert.info", "TensorSpec": "edgert.info",
-    "inspect_model": "edgert.info", "Model": "edgert.model", "load": "edgert.model", "PowerTrace": "edgert.power",
+    "inspect_model": "edgert.info", "Model": "edgert.model", "load": "edgert.model", "PowerTrace": "edgert.power_sampling",
 }
 
 

@@ -31,10 +31,10 @@ from edgert.bench_results import (
     thermal_stats,
 )
 from edgert.devices.machine import machine_info
-from edgert.devices.power import select
+from edgert.devices.sensors import select
 from edgert.errors import BenchError
 from edgert.model import Inputs, Model
-from edgert.power import Monitor, PowerTrace
+from edgert.power_sampling import Monitor, PowerTrace
 
 DEFAULT_RUNS = 50
 DEFAULT_MIN_DURATION_S = 1.0

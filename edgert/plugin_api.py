@@ -23,7 +23,7 @@ from edgert.delegates.base import (
     runtime_inputs,
     tensor_types,
 )
-from edgert.devices.power import PowerSensor, PowerSource, Reading
+from edgert.devices.sensors import PowerSensor, PowerSource, Reading
 from edgert.errors import DelegateError, DelegateUnavailableError, SensorError
 from edgert.flatbuffer_records import ACTIVATIONS, FlatModel, OperatorInfo, SubgraphInfo, TensorInfo
 from edgert.plugins import Probe

@@ -14,9 +14,9 @@ import pytest
 from fakesys import FakeSysfs
 
 from edgert.benchmark import energy_stats, thermal_stats
-from edgert.devices import power as sensors
-from edgert.devices.power import PowerSource
-from edgert.power import Monitor, PowerTrace, ThermalTrace, build_trace
+from edgert.devices import sensors as sensors
+from edgert.devices.sensors import PowerSource
+from edgert.power_sampling import Monitor, PowerTrace, ThermalTrace, build_trace
 
 S = 1_000_000_000  # ns per second
 

@@ -52,7 +52,7 @@ def test_import_edgert_loads_only_what_it_must():
 def test_running_a_model_skips_the_benchmark_power_code_and_package_metadata(int8_tflite):
     code = ("import sys\nfrom edgert.cli import main\nsys.argv = ['edgert', 'run', " + repr(str(int8_tflite)) + "]\n"
             "try:\n    main()\nexcept SystemExit:\n    pass")
-    loaded = _modules_after(code, ("edgert.benchmark", "edgert.power", "edgert.devices", "importlib.metadata",
+    loaded = _modules_after(code, ("edgert.benchmark", "edgert.power_sampling", "edgert.devices", "importlib.metadata",
                                    "edgert.delegates.gpu"))
     assert loaded == [], loaded
 

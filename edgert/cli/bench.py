@@ -240,7 +240,7 @@ def bench(models, images, task, labels, mean, std, bgr, layout, conf, iou, top_k
 @fail_cleanly
 def sensors(json_):
     """List the power sensor plugins, whether each finds a meter here, and why not."""
-    from edgert.devices import power as registry
+    from edgert.devices import sensors as registry
     from edgert.devices.machine import thermal_zones
 
     rows = []

@@ -88,7 +88,7 @@ class Server:
 
     def start(self) -> None:
         if not self.started:
-            from edgert.serve.power import PowerMeter
+            from edgert.serve.energy import PowerMeter
 
             self.repository.load_all()
             self.watcher.start()

@@ -47,8 +47,8 @@ def bench_pictures(pipeline, pictures: Sequence, *, runs: int = 50, warmup: int 
                    idle_s: float = 0.0) -> PictureBench:
     """Time `runs` pictures (cycling through `pictures`: paths, Pillow images or pixels, decoded once) through
     `pipeline` (an `edgert.tasks.Pipeline`), each stage on its own clock."""
-    from edgert.devices.power import select
-    from edgert.power import Monitor
+    from edgert.devices.sensors import select
+    from edgert.power_sampling import Monitor
     from edgert.tasks.image import read_image
 
     colour = "L" if pipeline.plan.image.channels == 1 else "RGB"

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from edgert.devices.machine import cpu_freqs_mhz, cpufreq_files, read_temps_c, thermal_zones
-from edgert.devices.power import PowerSource
+from edgert.devices.sensors import PowerSource
 from edgert.errors import SensorError
 
 

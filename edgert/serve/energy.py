@@ -32,7 +32,7 @@ class PowerMeter:
     @classmethod
     def open(cls, spec: str | None, metrics, inferences, interval: float = 0.1) -> tuple[PowerMeter | None, str]:
         """A meter on the first usable sensor of `spec` ("auto", "none" or names), or None and why there is none."""
-        from edgert.devices.power import select
+        from edgert.devices.sensors import select
 
         if spec in (None, "none"):
             return None, "power measurement is off (--power none)"
