@@ -557,12 +557,16 @@ def test_the_install_block_installs_the_runtime_alone(tmp_path, int8_tflite, h5_
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ("edgert/py.typed", "edgert/cli/runtime.py", "edgert/devices/profiles/rpi5.toml",
                    "edgert/templates/android/Model.kt", "edgert/delegates/xnnpack.py", "edgert/converters/keras3.py",
-                   "edgert/serve/app.py"):
+                   "edgert/serve/app.py", "edgert/tasks/pipeline.py", "edgert/plugin_api.py", "edgert/bundled.py",
+                   "edgert/deploy/collections/ansible_collections/edgert/fleet/plugins/module_utils/agent.py"):
         assert needed in names, needed
     assert any(n.endswith("licenses/LICENSE") for n in names)
     assert "tensorflow" in done.stdout.lower()  # the dry run would bring the TensorFlow stack
     run = _run(f"edgert run {shlex.quote(str(int8_tflite))}", tmp_path, env, 300)
     assert run.returncode == 0 and "ran in" in run.stdout and "ai_edge_litert" in run.stdout, run.stdout
+    (tmp_path / "p.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # pictures without the [images] extra: one line
+    picture = _run(f"edgert run {shlex.quote(str(int8_tflite))} --image p.png", tmp_path, env, 300)
+    assert picture.returncode == 1 and "pip install 'edgert[images]'" in picture.stdout, picture.stdout
     listed = _run("python3 -m pip list --format=freeze", tmp_path, env).stdout.lower()
     assert "tensorflow" not in listed and "edgert==" in listed
     convert = _run(f"edgert convert {shlex.quote(str(h5_path))}", tmp_path, env, 300)
