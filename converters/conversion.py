@@ -513,19 +513,21 @@ class _Run:
             kept = min(d.recall, d.precision) if d is not None and d.reference > 0 else 1.0
             return (not a.warning, round(kept, 3), min((o.cosine for o in a.outputs), default=1.0))
 
-        def cosine(a):
-            return min((o.cosine for o in a.outputs), default=1.0)
+        def measure(a):  # what decided, in the order `score` weighs it
+            d = a.detections
+            warned = "warned, " if a.warning else ""
+            if d is not None and d.reference > 0:
+                return f"{warned}{d.matched} of {d.reference} detections kept, {d.found} found"
+            return f"{warned}cosine {min((o.cosine for o in a.outputs), default=1.0):.4f}"
 
         if score(other_agreement) > score(agreement):
             self.quantizer = "tensorflow"
             self.notes.append(f"{self.mode.value} by TensorFlow's converter: it agrees better with the source than "
-                              f"ai-edge-quantizer's (cosine {cosine(other_agreement):.4f} against "
-                              f"{cosine(agreement):.4f}{'; ' + agreement.warning if agreement.warning else ''})")
+                              f"ai-edge-quantizer ({measure(other_agreement)}, against {measure(agreement)})")
             return other, other_unnamed, other_agreement
         self.notes[notes_before:] = first_notes + [
             f"{self.mode.value} by ai-edge-quantizer: it agrees better with the source than TensorFlow's converter "
-            f"(cosine {cosine(agreement):.4f} against {cosine(other_agreement):.4f}"
-            f"{'; ' + other_agreement.warning if other_agreement.warning else ''})"]
+            f"({measure(agreement)}, against {measure(other_agreement)})"]
         tmp.write_bytes(flatbuffer)
         return flatbuffer, unnamed, agreement
 
