@@ -407,3 +407,20 @@ def test_bad_input_is_one_line_that_says_what_to_do(float_tflite, tmp_path):
         done = edgert_cli("run", float_tflite, *args)
         assert done.returncode == 1 and done.stderr.startswith("Error: ") and says in done.stderr, (args, done.stderr)
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_read_only_output_folder_is_one_line_and_nothing_is_written(float_tflite, tmp_path):
+    import subprocess as sp
+
+    needs.root("a read-only mount")
+    Image.new("L", (8, 8)).save(tmp_path / "p.png")
+    (tmp_path / "ro").mkdir()
+    sp.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(tmp_path / "ro")], check=True)
+    try:
+        for target in (tmp_path / "ro" / "drawn.png", tmp_path / "ro" / "folder"):
+            done = edgert_cli("run", float_tflite, "--image", tmp_path / "p.png", tmp_path / "p.png", "-o", target) \
+                if target.suffix == "" else edgert_cli("run", float_tflite, "--image", tmp_path / "p.png", "-o", target)
+            assert done.returncode == 1 and "read-only" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+        assert list((tmp_path / "ro").iterdir()) == []
+    finally:
+        sp.run(["umount", str(tmp_path / "ro")], check=True)

@@ -105,7 +105,12 @@ def _targets(pictures, output, force):
     if targets[0].parent == Path(output) and not Path(output).is_dir():
         if not Path(output).parent.is_dir():
             raise InputDataError(f"-o {output}: its folder {Path(output).parent} does not exist")
-        Path(output).mkdir()
+        try:
+            Path(output).mkdir()
+        except OSError as exc:  # a read-only disk, a full one, no permission: one line
+            from edgert.files import not_writable
+
+            raise not_writable(Path(output).parent, exc) from None
     for target in targets:  # every refusal before the first picture is run
         check_output_path(target, force=force)
     return targets
