@@ -354,7 +354,10 @@ def build_metadata(info, meta: MetadataSpec) -> tuple[bytes, dict[str, bytes]]:
     model.minParserVersion = MIN_PARSER_VERSION
     subgraph = md.SubGraphMetadataT()
     subgraph.inputTensorMetadata, subgraph.outputTensorMetadata = plan.inputs, plan.outputs
-    if plan.image_task is not None and meta.task != "generic":
+    # Recorded only where the standard fields cannot say it (a YOLO-family layout, BGR channels): a classifier's,
+    # segmenter's or SSD's metadata stays readable by parsers older than 1.5.0, as Android apps ship them.
+    needed = plan.image_task is not None and (plan.image_task.get("layout", "ssd") != "ssd" or meta.bgr)
+    if needed and meta.task != "generic":
         import json
 
         task = dict(plan.image_task, bgr=meta.bgr) if meta.bgr else plan.image_task

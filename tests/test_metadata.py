@@ -62,10 +62,10 @@ def test_int8_model_round_trip_through_tflite_support(int8_tflite, labels, tmp_p
                                              "type": "TENSOR_AXIS_LABELS"}
     assert shown["files"] == ["labels.txt"]
     assert bytes(shown["file_bytes"]["labels.txt"]) == labels.read_bytes()  # byte-exact from the zip section
-    # tflite-support's own reckoning of the oldest parser: 1.5.0, for the picture task recorded as CustomMetadata
-    assert md["min_parser_version"] == shown["min_version"] == metadata.CUSTOM_METADATA_PARSER_VERSION
-    assert md["subgraph_metadata"][0]["custom_metadata"][0]["name"] == metadata.IMAGE_TASK_NAME
-    assert written.image_task == {"task": "classify"}
+    # tflite-support's own reckoning of the oldest parser: a classifier needs nothing past 1.0.0 (the picture task
+    # is told by its output's name), so older Support Libraries keep reading it
+    assert md["min_parser_version"] == shown["min_version"] == metadata.MIN_PARSER_VERSION
+    assert written.image_task is None and "custom_metadata" not in md["subgraph_metadata"][0]
     assert written.labels == tuple(LABELS) and written.inputs[0].std == (255.0,)
     assert metadata.labels_file_bytes(out, "labels.txt") == labels.read_bytes()
 

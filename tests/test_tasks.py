@@ -240,6 +240,11 @@ def test_metadata_carries_the_layout_labels_and_normalisation_so_run_needs_no_fl
     done = edgert_cli("metadata", "write", yolo, "--task", "detection", "--labels", yolo.parent / "labels.txt",
                       "--input-mean", "0", "--input-std", "255", "-o", labelled)
     assert done.returncode == 0, done.stderr
+    from edgert.metadata import CUSTOM_METADATA_PARSER_VERSION, read_metadata
+
+    recorded = read_metadata(labelled)
+    assert recorded.image_task == {"task": "detect", "layout": "yolov8", "letterbox": True}
+    assert recorded.min_parser_version == CUSTOM_METADATA_PARSER_VERSION  # only where a custom field is written
     with_flags = edgert_cli("run", yolo, "--image", path, "--labels", yolo.parent / "labels.txt", "--json")
     without = edgert_cli("run", labelled, "--image", path)
     assert without.returncode == 0, without.stderr
