@@ -191,6 +191,8 @@ class Pipeline:
                          layout=layout)
         self.conf, self.iou, self.top_k, self.max_detections = conf, iou, top_k, max_detections
         self._layout = self.plan.layout
+        # YOLOX's decoded and raw exports share a shape: the first picture's outputs tell them apart, once
+        self._layout_known = self._layout not in (detect_.YOLOX, detect_.YOLOX_RAW)
 
     @property
     def task(self) -> str:
@@ -218,9 +220,10 @@ class Pipeline:
             classes = shape[1] if self.plan.mask_channel_first else shape[-1]
             return Segmentation(image, geometry.width, geometry.height, timings, photo,
                                 tuple(labels(i) for i in range(max(int(classes), 2))))
-        if self._layout in (detect_.YOLOX, detect_.YOLOX_RAW):  # raw or decoded: one look at real outputs
+        if not self._layout_known:
             self._layout = detect_.recognise([o.shape for o in outputs], (how.height, how.width), outputs) or \
                 self._layout
+            self._layout_known = True
         found = detect_.decode(self._layout, outputs, (how.height, how.width), self.conf, self.iou,
                                max_detections=self.max_detections)
         boxes = geometry.to_photo(np.array([d.box for d in found], np.float64)) if found else np.zeros((0, 4))
