@@ -40,6 +40,15 @@ class TensorSpec:
         tensor's quantization parameters, if a file carries any, mean nothing to the kernels."""
         return bool(self.scale) and any(s != 0 for s in self.scale) and self.dtype.startswith(("int", "uint"))
 
+    def real_range(self) -> tuple[float, float] | None:
+        """The real values an integer input's levels stand for (its lowest and highest level through its scale and
+        zero point), or None for a float or unquantized tensor."""
+        bits = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}.get(self.dtype)
+        if not self.quantized or bits is None:
+            return None
+        scale, zero = self.scale[0], self.zero_point[0]
+        return (bits[0] - zero) * scale, (bits[1] - zero) * scale
+
     @property
     def dynamic_dims(self) -> tuple[int, ...]:
         """Positions of dimensions the model declares as unknown (-1 in its shape signature)."""

@@ -97,16 +97,6 @@ def read_labels(path: str | os.PathLike) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.rstrip("\n").split("\n")) if text.strip() else ()
 
 
-def _quantized_real_range(spec) -> tuple[float, float] | None:
-    if not spec.quantized:
-        return None
-    bits = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}.get(spec.dtype)
-    if bits is None:
-        return None
-    scale, zero = spec.scale[0], spec.zero_point[0]
-    return (bits[0] - zero) * scale, (bits[1] - zero) * scale
-
-
 def plan_normalization(spec, meta: MetadataSpec, channels: int) -> InputNormalization:
     """Check (or derive) the input normalisation against the input tensor.
 
@@ -115,7 +105,7 @@ def plan_normalization(spec, meta: MetadataSpec, channels: int) -> InputNormaliz
             quantized input whose quantization cannot represent the normalised range.
     """
     low, high = meta.input_range
-    real = _quantized_real_range(spec)
+    real = spec.real_range()
     if meta.mean is None:
         if real is None:
             raise MetadataError(f"input '{spec.name}' is {spec.dtype}: give --input-mean and --input-std (how a raw "

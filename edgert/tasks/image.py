@@ -185,7 +185,7 @@ def image_input(model, mean: Sequence[float] | None = None, std: Sequence[float]
             means, stds, source = _per_channel(norm[0], channels, "mean"), _per_channel(norm[1], channels, "std"), \
                 "metadata"
         else:
-            real = _quantized_range(spec)
+            real = spec.real_range()
             if real is not None:
                 std_ = 255.0 / (real[1] - real[0])
                 means, stds, source = (-real[0] * std_,) * channels, (std_,) * channels, "input's quantization"
@@ -212,14 +212,6 @@ def _metadata_normalisation(metadata) -> tuple[tuple[float, ...], tuple[float, .
         return None
     tensor = metadata.inputs[0]
     return (tensor.mean, tensor.std) if tensor.mean and tensor.std else None
-
-
-def _quantized_range(spec) -> tuple[float, float] | None:
-    bits = {"int8": (-128, 127), "uint8": (0, 255)}.get(spec.dtype)
-    if not spec.quantized or bits is None:
-        return None
-    scale, zero = spec.scale[0], spec.zero_point[0]
-    return (bits[0] - zero) * scale, (bits[1] - zero) * scale
 
 
 def prepare(pixels: np.ndarray, how: ImageInput) -> tuple[np.ndarray, Geometry]:
