@@ -193,7 +193,7 @@ def run_both(onnx_path: Path, tflite_path: Path, images: np.ndarray) -> tuple[np
 
 FLOAT_CASES = [  # family, dynamic, opset, simplified
     pytest.param("yolov8", True, 17, False, id="yolov8-dynamic-opset17"),
-    pytest.param("yolov5", False, 11, True, id="yolov5-fixed-opset11-onnxsim"),
+    pytest.param("yolov5", False, 11, True, id="yolov5-fixed-opset11-onnxsim", marks=pytest.mark.detectors),
     pytest.param("yolox-raw", False, 12, False, id="yolox-raw-fixed-opset12"),
     pytest.param("yolo11", False, 13, False, id="yolo11-fixed-opset13", marks=pytest.mark.detectors),
     pytest.param("yolox", True, 17, False, id="yolox-dynamic-opset17", marks=pytest.mark.detectors),

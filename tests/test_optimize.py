@@ -50,6 +50,7 @@ def test_pareto_and_feasibility():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # the whole size search, a minute; the search and its escalation are in make test below
 def test_acceptance_on_digits_size_objective(h5_path, data, tmp_path):
     """--max-drop 1.0 --objective size: at least 6x smaller gzipped than the float .tflite, within the drop, and a
     table of at least 5 candidates. `-o best.tflite` is where the chosen model goes, its record beside it."""

@@ -21,7 +21,7 @@ from edgert.converters import ConvertRecipe, Quantization, convert
 from edgert.converters.recipe import ChannelPruneConfig
 from edgert.errors import InputDataError, ModelFormatError
 from tests import needs
-from tests.measures import error_of_range, pearson, same_class
+from tests.measures import pearson, same_class
 from tests.test_keras3 import save_as_user
 
 pytestmark = pytest.mark.slow
@@ -90,10 +90,15 @@ def test_dict_inputs_and_outputs_keep_their_names_as_keras_exports_them(dict_mod
                 np.testing.assert_array_equal(one[name], exported[name])
     if mode == "int8":  # by what each output carries, against the Keras model: a swap or a collapse shows
         got = {k: np.concatenate(v) for k, v in got.items()}
-        assert pearson(got["box"], expected["box"]) > 0.98
-        assert same_class(got["class_probs"], expected["class_probs"]) == 1.0
-        assert error_of_range(got["class_probs"], expected["class_probs"]) < 0.1
-        assert error_of_range(got["score"], expected["score"]) < 0.1
+        for name in got:
+            assert pearson(got[name], expected[name]) > 0.95, name
+        # Probabilities within 3 points (about 8 steps of the int8 softmax's 1/256); the top class wherever the Keras
+        # model decides it by more than twice that (a random model's near-ties may flip and say nothing).
+        for name in ("class_probs", "score"):
+            assert np.max(np.abs(got[name] - expected[name])) < 0.03, name
+        top2 = np.sort(expected["class_probs"], axis=-1)[:, -2:]
+        decided = top2[:, 1] - top2[:, 0] > 0.06
+        assert not decided.any() or same_class(got["class_probs"][decided], expected["class_probs"][decided]) == 1.0
 
 
 def test_equal_shape_outputs_in_another_order_agree_by_name(named_tflite, tmp_path):

@@ -275,7 +275,9 @@ def _paddleocr(tmp_path, name, shape, output, mode):
     return result, got, expected
 
 
-@pytest.mark.parametrize("name, shape, output", OCR, ids=["cls", "rec"])
+@pytest.mark.parametrize("name, shape, output", [
+    pytest.param(*OCR[0], id="cls"),
+    pytest.param(*OCR[1], id="rec", marks=pytest.mark.heavy)])  # a minute: the recogniser is in make heavy-test
 def test_paddleocr_onnx_files_convert_float32_within_1e4_of_onnxruntime(tmp_path, name, shape, output):
     needs.module("onnx2tf")
     result, got, expected = _paddleocr(tmp_path, name, shape, output, "float32")
