@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from runtime_overhead import MODEL, ensure_model, machine  # noqa: E402
 
 import edgert  # noqa: E402
-from edgert.benchmark import bench, random_inputs  # noqa: E402
+from edgert.measure.bench import bench, random_inputs  # noqa: E402
 
 
 def fixture_ina260(root: Path) -> None:

@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 import edgert
+from edgert.runtime.backend import get_backend
 
 
 def _input(model: edgert.Model) -> list[np.ndarray]:
@@ -78,7 +79,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
     print(json.dumps({"machine": platform.processor() or platform.machine(), "edgert": edgert.__version__,
-                      "backend": str(edgert.backend.get_backend())}))
+                      "backend": str(get_backend())}))
     for path in args.models:
         record = bench(path, args.runs, args.warmup, args.threads)
         print(json.dumps(record))

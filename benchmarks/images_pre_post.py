@@ -51,7 +51,7 @@ class FakeModel:
     """What the pipeline needs of a model, without running one: its input and output specs."""
 
     def __init__(self, output):
-        from edgert.info import TensorSpec
+        from edgert.tflite.info import TensorSpec
 
         self.inputs = (TensorSpec("images", (1, 640, 640, 3), "float32", 0),)
         self.outputs = (TensorSpec("output0", tuple(output.shape), "float32", 1),)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import edgert
-from edgert.backend import get_backend
+from edgert.runtime.backend import get_backend
 
 MODEL = Path("build/bench/mobilenet_v2_int8.tflite")
 

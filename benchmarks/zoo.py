@@ -30,7 +30,7 @@ WORK = Path("build/zoo")
 def bare_convert(path: Path, fmt: str, mode: str, calibration: np.ndarray) -> tuple[str, float]:
     """What a user's own script does: load with the Keras that wrote the file, then TFLiteConverter."""
     from edgert.converters._tf import import_keras3, import_tf
-    from edgert.native import native_log_captured
+    from edgert.runtime.native import native_log_captured
 
     tf, tf_keras = import_tf()
     started = time.perf_counter()

@@ -6,7 +6,7 @@ import os
 import sys
 
 from edgert.errors import ConversionError
-from edgert.native import native_log_captured
+from edgert.runtime.native import native_log_captured
 
 
 CONVERT_EXTRA = "conversion needs the [convert] extra: pip install 'edgert[convert]'"

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edgert.arrays import load_arrays
+from edgert.runtime.arrays import load_arrays
 from edgert.converters.sources import InputShape
 from edgert.errors import InputDataError
 

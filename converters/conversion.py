@@ -28,7 +28,7 @@ from edgert.converters.results import ConversionResult, StageReport
 from edgert.converters.sources import check_source, open_model
 from edgert.errors import ConversionError, InputDataError, ModelFormatError, brief
 from edgert.files import atomic_path, check_output_path, write_bytes_atomic
-from edgert.info import describe
+from edgert.tflite.info import describe
 
 DROP_WARNING = 5.0  # accuracy points lost that earn a warning line
 # The modes an ONNX source is quantized in by ai-edge-quantizer (as a PyTorch module is), on the float .tflite: its
@@ -759,7 +759,7 @@ class _Run:
         import tempfile
 
         from edgert.converters.tflite import converter_for
-        from edgert.native import native_log_captured
+        from edgert.runtime.native import native_log_captured
 
         self.step = "measuring the sparse encoding (XNNPACK sparse inference)"
         converter = converter_for(tf, source, model)

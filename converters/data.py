@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgert.arrays import load_arrays
+from edgert.runtime.arrays import load_arrays
 from edgert.converters.calibration import IMAGE_SUFFIXES, decode_images
 from edgert.converters.sources import InputShape
 from edgert.errors import InputDataError

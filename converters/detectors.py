@@ -83,7 +83,7 @@ def float_tail(float_model: bytes, samples: dict[str, np.ndarray], outputs: Sequ
 
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from edgert.flatbuffer import parse
+    from edgert.tflite.flatbuffer import parse
 
     parsed = parse(float_model, "the float model")
     signature = parsed.main_signature()

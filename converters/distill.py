@@ -50,7 +50,7 @@ def distill(student, teacher, config: DistillConfig, train: LabelledData, traini
         return loss
 
     from edgert.converters.training import progress_bar, terminal
-    from edgert.native import native_log_captured
+    from edgert.runtime.native import native_log_captured
 
     rng = np.random.default_rng(seed)
     batch = training.batch_size

@@ -30,7 +30,7 @@ def tf_layer_errors(tf, converter, calibration: Sequence[np.ndarray], names: Seq
     """Every quantized operator's RMSE over its scale (TFLite's QuantizationDebugger on `converter`, set up for
     int8 as `to_tflite` sets it up), worst first. `names` feed the samples by input name where the converter takes
     them so (a SavedModel's signature keys)."""
-    from edgert.native import native_log_captured
+    from edgert.runtime.native import native_log_captured
 
     n = min(samples, len(calibration[0]))
 
@@ -71,7 +71,7 @@ def quantizer_layer_errors(float_model: bytes, quantized_model: bytes, calibrati
     from ai_edge_quantizer import model_validator
     from ai_edge_quantizer.utils import validation_utils
 
-    from edgert.flatbuffer import parse
+    from edgert.tflite.flatbuffer import parse
 
     import warnings
 

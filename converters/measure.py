@@ -12,7 +12,7 @@ import numpy as np
 def interleaved_p50(paths: dict[str, Path], seconds: float = 1.0) -> dict[str, float]:
     """Median single-thread latency (ms) of each model on the same seeded inputs, alternating in short rounds."""
     import edgert
-    from edgert.arrays import random_inputs
+    from edgert.runtime.arrays import random_inputs
 
     models = {label: edgert.load(path, threads=1) for label, path in paths.items()}
     prepared = {label: m.prepare(random_inputs(m.inputs)) for label, m in models.items()}

@@ -119,7 +119,7 @@ def run_candidate(task: dict) -> dict:
     """
     from edgert.converters import convert
     from edgert.converters._tf import import_tf
-    from edgert.native import native_log_captured
+    from edgert.runtime.native import native_log_captured
 
     recipe = ConvertRecipe.from_dict(task["recipe"])
     started = time.perf_counter()
@@ -247,7 +247,7 @@ def sensitive_layers(model_path: str, calibration, limit: int = 3, scores: dict 
     debugger), most sensitive first: the ones to keep in float when full int8 loses too much accuracy."""
     from edgert.converters._tf import import_tf
     from edgert.converters.sources import open_model
-    from edgert.native import native_log_captured
+    from edgert.runtime.native import native_log_captured
 
     from edgert.converters.tflite import converter_for
 
@@ -537,7 +537,7 @@ def format_table(result: OptimizeResult) -> list[str]:
 def plot_pareto(result: OptimizeResult, path: str | os.PathLike, force: bool = False) -> Path:
     """Accuracy against latency, point area by gzip size, the Pareto front joined; written atomically."""
     from edgert.files import atomic_path
-    from edgert.plot import check_plot_path
+    from edgert.measure.plot import check_plot_path
 
     p = check_plot_path(path, force)
     import matplotlib

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from edgert.converters.agreement import Agreement
 from edgert.converters.recipe import ConvertRecipe, Quantization
-from edgert.info import TensorSpec
+from edgert.tflite.info import TensorSpec
 
 
 @dataclass(frozen=True)

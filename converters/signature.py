@@ -80,7 +80,7 @@ def write_signature(flatbuffer: bytes, model_names: IONames, source_names: IONam
     trackable object) gets one, its inputs matched by tensor name or position and its outputs by position in the
     traced function's dict, whose keys TensorFlow flattens sorted.
     """
-    from edgert.flatbuffer import parse
+    from edgert.tflite.flatbuffer import parse
 
     flat = parse(flatbuffer, "the converted model")
     main = flat.subgraphs[0]

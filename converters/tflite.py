@@ -74,7 +74,7 @@ def to_tflite(tf, converter, mode: Quantization, recipe: ConvertRecipe, calibrat
 
 def _convert(tf, converter, mode, recipe, calibration, what, notes, float_fallback, progress_file,
              calibration_names=None) -> bytes:
-    from edgert.native import native_log_captured
+    from edgert.runtime.native import native_log_captured
 
     if mode is not Quantization.FLOAT32 or recipe.qat:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -140,7 +140,7 @@ def _convert(tf, converter, mode, recipe, calibration, what, notes, float_fallba
 def edgetpu_compile(out: Path, force: bool, notes: list[str]) -> str | None:
     """Run `edgetpu_compiler` on `out` where it is installed; the outcome goes into `notes`. Returns the compiled
     model's path, or None."""
-    from edgert.info import describe
+    from edgert.tflite.info import describe
 
     compiler = shutil.which(EDGETPU_COMPILER)
     if compiler is None:

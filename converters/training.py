@@ -52,7 +52,7 @@ def compile_for_labels(model, probabilities: bool, learning_rate) -> None:
 def fit(model, train: LabelledData, val: LabelledData | None, epochs: int, batch_size: int, callbacks=(),
         desc: str = "fine-tuning"):
     """`model.fit` with a progress bar on the terminal and TensorFlow's native log lines kept off it."""
-    from edgert.native import native_log_captured
+    from edgert.runtime.native import native_log_captured
 
     steps = -(-len(train) // batch_size)
     with terminal() as term, native_log_captured():
@@ -99,7 +99,7 @@ def wrap_supported_layers(model, supported, wrap, what: str) -> tuple[object, li
 
 
 def keras_accuracy(model, data: LabelledData) -> float:
-    from edgert.native import native_log_captured
+    from edgert.runtime.native import native_log_captured
 
     with native_log_captured():  # predict's tf.data pipeline logs a harmless attribute mismatch (E0000 ...)
         return float((np.asarray(model.predict(data.x, verbose=0)).argmax(axis=1) == data.y).mean())

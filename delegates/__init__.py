@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from edgert.delegates.base import Binding, DelegatePlugin, OpVerdict, Platform, Probe, current_platform
 from edgert.errors import DelegateError
-from edgert.plugins import Registry
+from edgert.runtime.plugins import Registry
 
 ENTRY_POINT_GROUP = "edgert.delegates"
 # What pyproject.toml registers for the built-ins (tests/test_delegates.py keeps the two equal).

@@ -8,8 +8,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
-from edgert.flatbuffer_records import ACTIVATIONS, FlatModel, OperatorInfo, SubgraphInfo
-from edgert.plugins import Probe
+from edgert.tflite.records import ACTIVATIONS, FlatModel, OperatorInfo, SubgraphInfo
+from edgert.runtime.plugins import Probe
 
 OS_NAMES = ("linux", "android", "darwin", "windows")
 

@@ -6,11 +6,11 @@ import os
 import re
 from typing import Mapping
 
-from edgert import sysfs
+from edgert.devices import sysfs
 from edgert.delegates.base import Binding, DelegatePlugin, OpTable, Probe, current_platform
 from edgert.delegates.library import load_external, probe_in_child
 from edgert.errors import DelegateError, DelegateUnavailableError
-from edgert.flatbuffer_records import FlatModel, OperatorInfo, SubgraphInfo
+from edgert.tflite.records import FlatModel, OperatorInfo, SubgraphInfo
 
 # One place for the platform -> library table (pycoral/utils/edgetpu.py uses the same names).
 LIBRARIES = {"linux": "libedgetpu.so.1", "darwin": "libedgetpu.1.dylib", "windows": "edgetpu.dll"}

@@ -7,7 +7,7 @@ from typing import Mapping
 from edgert.delegates.base import Binding, DelegatePlugin, Probe
 from edgert.delegates.library import check_library_file, load_external
 from edgert.errors import DelegateError
-from edgert.flatbuffer_records import FlatModel, OperatorInfo, SubgraphInfo
+from edgert.tflite.records import FlatModel, OperatorInfo, SubgraphInfo
 
 
 class ExternalDelegate(DelegatePlugin):

@@ -12,7 +12,7 @@ from edgert.delegates.base import (
 )
 from edgert.delegates.library import load_external, probe_in_child
 from edgert.errors import DelegateUnavailableError
-from edgert.flatbuffer_records import FlatModel, OperatorInfo, SubgraphInfo
+from edgert.tflite.records import FlatModel, OperatorInfo, SubgraphInfo
 
 # tensorflow/lite/tools/versioning/gpu_compatibility.cc, CheckGpuDelegateCompatibility (the operators with a
 # case in its switch; everything else is "Not supported op"). The GPU computes in float16/float32; int8/uint8

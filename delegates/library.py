@@ -205,7 +205,7 @@ def load_external(library: str, options: Mapping[str, str], what: str):
 
     The library is tried in a child process first (`probe_in_child`): one that crashes there is never loaded here.
     """
-    from edgert.backend import get_backend
+    from edgert.runtime.backend import get_backend
 
     probe_in_child(library, options)  # also refuses a library without the external-delegate entry points
     try:

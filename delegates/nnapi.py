@@ -8,7 +8,7 @@ from typing import Mapping
 from edgert.delegates.base import Binding, DelegatePlugin, OpTable, Probe, parse_choice
 from edgert.delegates.library import load_external, open_library
 from edgert.errors import DelegateUnavailableError
-from edgert.flatbuffer_records import FlatModel, OperatorInfo, SubgraphInfo
+from edgert.tflite.records import FlatModel, OperatorInfo, SubgraphInfo
 
 NNAPI_RUNTIME = "libneuralnetworks.so"
 DELEGATE_LIBRARY = "libtensorflowlite_nnapi_delegate.so"

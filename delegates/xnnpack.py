@@ -6,7 +6,7 @@ from typing import Mapping
 
 from edgert.delegates.base import Binding, DelegatePlugin, OpTable, Probe, parse_bool
 from edgert.errors import DelegateError, DelegateUnavailableError
-from edgert.flatbuffer_records import FlatModel, OperatorInfo, SubgraphInfo
+from edgert.tflite.records import FlatModel, OperatorInfo, SubgraphInfo
 
 # tensorflow/lite/delegates/xnnpack/README.md, "Supported operators" (float32, and int8/uint8 quantized through
 # the QS8/QU8 paths; float16 weights come in through DEQUANTIZE).
@@ -39,7 +39,7 @@ class XnnpackDelegate(DelegatePlugin):
     source = "tensorflow/lite/delegates/xnnpack/README.md (Supported operators)"
 
     def probe(self) -> Probe:
-        from edgert.backend import get_backend
+        from edgert.runtime.backend import get_backend
 
         try:
             backend = get_backend()

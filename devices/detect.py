@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from edgert import sysfs
+from edgert.devices import sysfs
 from edgert.devices import profiles as _profiles
 from edgert.devices.machine import board_model
 from edgert.devices.profiles import DeviceProfile

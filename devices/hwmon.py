@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-from edgert import sysfs
+from edgert.devices import sysfs
 from edgert.devices.sensors import PowerSensor, PowerSource
 from edgert.errors import SensorError
 

@@ -10,7 +10,7 @@ import platform
 import re
 from dataclasses import asdict, dataclass
 
-from edgert import sysfs
+from edgert.devices import sysfs
 from edgert.errors import SensorError
 
 

@@ -11,7 +11,7 @@ import os
 import re
 from typing import Mapping
 
-from edgert import sysfs
+from edgert.devices import sysfs
 from edgert.devices.sensors import PowerSensor, PowerSource
 from edgert.errors import SensorError
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Mapping
 
 from edgert.errors import SensorError
-from edgert.plugins import Probe, Registry
+from edgert.runtime.plugins import Probe, Registry
 
 ENTRY_POINT_GROUP = "edgert.power_sensors"
 

@@ -27,10 +27,12 @@ from edgert.errors import (
 # The public names below load their modules on first use (PEP 562): `import edgert` costs only this file and
 # errors.py, and a command that only runs a model never imports the benchmark or power code.
 _LAZY = {
-    "BenchResult": "edgert.benchmark", "EnergyStats": "edgert.benchmark", "LatencyStats": "edgert.benchmark",
-    "bench": "edgert.benchmark", "DelegateCheck": "edgert.preflight", "DelegationReport": "edgert.delegation",
-    "check": "edgert.preflight", "ModelInfo": "edgert.info", "TensorSpec": "edgert.info",
-    "inspect_model": "edgert.info", "Model": "edgert.model", "load": "edgert.model", "PowerTrace": "edgert.power_sampling",
+    "BenchResult": "edgert.measure.bench", "EnergyStats": "edgert.measure.bench",
+    "LatencyStats": "edgert.measure.bench", "bench": "edgert.measure.bench",
+    "PowerTrace": "edgert.measure.power_sampling",
+    "DelegateCheck": "edgert.runtime.preflight", "check": "edgert.runtime.preflight",
+    "DelegationReport": "edgert.runtime.delegation", "Model": "edgert.runtime.model", "load": "edgert.runtime.model",
+    "ModelInfo": "edgert.tflite.info", "TensorSpec": "edgert.tflite.info", "inspect_model": "edgert.tflite.info",
 }
 
 
@@ -40,7 +42,7 @@ def __getattr__(name: str):
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
     else:
-        try:  # a submodule: edgert.backend, edgert.metadata, ...
+        try:  # a subpackage: edgert.runtime, edgert.metadata, ...
             value = importlib.import_module(f"{__name__}.{name}")
         except ModuleNotFoundError as exc:
             if exc.name != f"{__name__}.{name}":

@@ -25,8 +25,8 @@ from edgert.delegates.base import (
 )
 from edgert.devices.sensors import PowerSensor, PowerSource, Reading
 from edgert.errors import DelegateError, DelegateUnavailableError, SensorError
-from edgert.flatbuffer_records import ACTIVATIONS, FlatModel, OperatorInfo, SubgraphInfo, TensorInfo
-from edgert.plugins import Probe
+from edgert.tflite.records import ACTIVATIONS, FlatModel, OperatorInfo, SubgraphInfo, TensorInfo
+from edgert.runtime.plugins import Probe
 
 __all__ = ["ACTIVATIONS", "Binding", "DelegateError", "DelegatePlugin", "DelegateUnavailableError", "FlatModel",
            "OpTable", "OpVerdict", "OperatorInfo", "Platform", "PowerSensor", "PowerSource", "Probe", "Reading",

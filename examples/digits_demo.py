@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import edgert
+from edgert.runtime.backend import get_backend
 from edgert.converters.digits import digits_split, train_digits_cnn
 
 OUT = Path("build/demo")
@@ -47,7 +48,7 @@ def write_examples_data(model, split) -> None:
     import shutil
 
     from edgert.converters._tf import import_tf
-    from edgert.native import native_log_captured
+    from edgert.runtime.native import native_log_captured
 
     tf, keras = import_tf()
     np.savez(OUT / "train.npz", x=split.x_train, y=split.y_train)
@@ -95,7 +96,7 @@ def main() -> None:
         accuracy = float((m.run(split.x_test)[0].argmax(1) == split.y_test).mean())
         rows.append((label, accuracy, path.stat().st_size, p50_latency_ms(m, split.x_test[:1])))
 
-    print(f"\nheld-out accuracy, size and batch-1 latency through edgert ({edgert.backend.get_backend()}):")
+    print(f"\nheld-out accuracy, size and batch-1 latency through edgert ({get_backend()}):")
     print(f"  {'model':<16} {'accuracy':>9} {'size':>11} {'p50 latency':>12}")
     for label, accuracy, size, latency in rows:
         lat = f"{latency * 1000:.1f} us" if latency is not None else "-"

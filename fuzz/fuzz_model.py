@@ -20,8 +20,9 @@ os.environ.setdefault("EDGERT_MAX_TENSOR_BYTES", str(1 << 30))
 with atheris.instrument_imports(include=["edgert"]):
     import edgert
     from edgert.errors import EdgertError
-    from edgert.flatbuffer import parse
-    from edgert.info import describe
+    from edgert.runtime.arrays import random_inputs
+    from edgert.tflite.flatbuffer import parse
+    from edgert.tflite.info import describe
 
 # fuzz/run.py gives each run a scratch folder it removes afterwards; after a hang, the file there is the input.
 _DIR = os.environ.get("EDGERT_FUZZ_SCRATCH") or tempfile.mkdtemp(
@@ -41,7 +42,7 @@ def TestOneInput(data: bytes) -> None:
     except EdgertError:
         return
     try:
-        model.run([edgert.benchmark.random_inputs([s])[0] for s in model.inputs])
+        model.run([random_inputs([s])[0] for s in model.inputs])
     except EdgertError:
         pass
 

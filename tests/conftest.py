@@ -142,7 +142,7 @@ def named_tflite(models_dir):
 def custom_op_tflite(models_dir):
     """A model whose only operator is the custom op `Igamma` (no TFLite kernel)."""
     from edgert.converters._tf import import_tf
-    from edgert.native import native_log_captured
+    from edgert.runtime.native import native_log_captured
 
     tf, _ = import_tf()
 
@@ -164,7 +164,7 @@ def custom_op_tflite(models_dir):
 def mixed_tflite(models_dir):
     """A float model with operators XNNPACK and the GPU refuse (CUMSUM, ARG_MAX, CAST) next to ones they take."""
     from edgert.converters._tf import import_tf
-    from edgert.native import native_log_captured
+    from edgert.runtime.native import native_log_captured
 
     tf, keras = import_tf()
     keras.utils.set_random_seed(0)

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import edgert
 from edgert import metadata
-from edgert.android import check_package, class_name_for, export_android
+from edgert.android.export import check_package, class_name_for, export_android
 from edgert.cli import cli
 from edgert.errors import MetadataError, OutputExistsError
 from edgert.metadata import MetadataSpec
@@ -146,7 +146,7 @@ def test_generated_classes_compile_and_prepare_what_edgert_would_feed(int8_tflit
     q = np.clip(np.floor(x / np.float32(spec.scale[0]) + 0.5) + spec.zero_point[0], -128, 127).astype(np.int8)
     assert r["input"] == q.ravel().tolist()
     # edgert's own quantization of the same input (Model.run's parameters) agrees with the generated code's.
-    from edgert.model import _Slot
+    from edgert.runtime.model import _Slot
 
     slot = _Slot.of(spec)
     ours = np.clip(np.round(x / slot.scale) + slot.zero_point, slot.qmin, slot.qmax).astype(np.int8)
@@ -217,7 +217,7 @@ def detector_and_segmenter(tmp_path_factory):
     order) and an int8 per-pixel classifier [1, 16, 16, 4]: stand-ins with the shapes real ones have."""
     from edgert.converters import convert
     from edgert.converters._tf import import_tf
-    from edgert.native import native_log_captured
+    from edgert.runtime.native import native_log_captured
 
     tf, keras = import_tf()
     keras.utils.set_random_seed(0)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import edgert
-from edgert._builtin_operators import BuiltinOperator
+from edgert.tflite._builtin_operators import BuiltinOperator
 
 HIDE_LITERT = """
 import sys
@@ -45,7 +45,7 @@ def test_the_carried_operator_table_is_the_schemas_own(package):
 
     import_tf()  # TensorFlow with Keras 2 behind tf.keras, as the rest of the suite needs it
     module = pytest.importorskip(f"{package}.schema_py_generated")
-    ours = Path(edgert.__file__).parent / "_builtin_operators.py"
+    ours = Path(edgert.__file__).parent / "tflite" / "_builtin_operators.py"
     assert _class_block(ours) == _class_block(Path(module.__file__))
     assert BuiltinOperator.CONV_2D == 3 and BuiltinOperator.STABLEHLO_CASE == 209
 

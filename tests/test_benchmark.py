@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from fakesys import FakeSysfs
 
 import edgert
-from edgert.benchmark import LatencyStats, bench, timed_loop
+from edgert.measure.bench import LatencyStats, bench, timed_loop
 from edgert.cli import cli
 from edgert.errors import BenchError, InputDataError, SensorError
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 import edgert
 from edgert.deploy import bundle
-from edgert.benchmark import random_inputs
+from edgert.measure.bench import random_inputs
 from edgert.cli import cli
 from edgert.errors import BundleError, DeviceProfileError, ModelFormatError, OutputExistsError
 from tests.fleet import SYSTEM_PYTHON
@@ -38,7 +38,7 @@ def test_a_bundle_holds_the_model_its_recipe_report_and_runtime(model, tmp_path)
     with zipfile.ZipFile(made.path) as z:
         names = set(z.namelist())
         assert {"manifest.json", "__main__.py", "run", "model/digits.tflite", "model/digits.tflite.recipe.json",
-                "model/digits.tflite.report.json", "edgert/model.py", "edgert/delegates/xnnpack.py",
+                "model/digits.tflite.report.json", "edgert/runtime/model.py", "edgert/delegates/xnnpack.py",
                 "edgert/devices/profiles/rpi5.toml", "edgert-0.1.0.dist-info/entry_points.txt"} <= names
         assert not any(n.startswith("edgert/converters") for n in names)  # no TensorFlow code on the board
         for f in m.files:  # every file's checksum and size, as the manifest says
@@ -132,8 +132,8 @@ def test_a_damaged_bundle_is_refused(model, tmp_path):
     weights.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="model/digits.tflite does not match its checksum"):
         bundle.verify(unpacked)
-    (unpacked / "edgert" / "model.py").unlink()
-    with pytest.raises(BundleError, match="edgert/model.py is missing"):
+    (unpacked / "edgert" / "runtime" / "model.py").unlink()
+    with pytest.raises(BundleError, match="edgert/runtime/model.py is missing"):
         bundle.verify(unpacked)
     done = subprocess.run([sys.executable, str(unpacked), "run"], capture_output=True, text=True)
     assert done.returncode == 1 and done.stderr.startswith("Error: ") and "Traceback" not in done.stderr

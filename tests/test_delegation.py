@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import edgert
 from edgert import delegates as registry
 from edgert.cli import cli
-from edgert.delegation import _gpu_log, parse_request
+from edgert.runtime.delegation import _gpu_log, parse_request
 from edgert.errors import DelegateError, DelegateUnavailableError
 
 # A minimal TFLite external delegate: its Prepare takes no operators, so TFLite runs everything itself. The

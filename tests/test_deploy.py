@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 import edgert
 from edgert import deploy
-from edgert.benchmark import random_inputs
+from edgert.measure.bench import random_inputs
 from edgert.cli import cli
 from edgert.deploy import Target
 from edgert.devices import profiles as device_profiles

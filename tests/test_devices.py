@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import edgert
 from edgert.cli import cli
-from edgert.delegation import AUTO_ORDER, parse_request
+from edgert.runtime.delegation import AUTO_ORDER, parse_request
 from edgert.devices import detect, profiles
 from edgert.errors import DeviceProfileError
 from tests.fakesys import FakeSysfs

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from fakesys import FakeSysfs
 
-from edgert.benchmark import energy_stats, thermal_stats
+from edgert.measure.bench import energy_stats, thermal_stats
 from edgert.devices import sensors as sensors
 from edgert.devices.sensors import PowerSource
-from edgert.power_sampling import Monitor, PowerTrace, ThermalTrace, build_trace
+from edgert.measure.power_sampling import Monitor, PowerTrace, ThermalTrace, build_trace
 
 S = 1_000_000_000  # ns per second
 

@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 
 import edgert
-from edgert import flatbuffer
 from edgert.errors import ModelFormatError
-from edgert.info import describe
+from edgert.runtime.backend import get_backend
+from edgert.tflite import flatbuffer
+from edgert.tflite.info import describe
 
 
 @pytest.mark.parametrize("mode", ["float32", "dynamic", "int8"])
 def test_description_matches_interpreter(converted, mode):
     path = converted[mode].output_path
     info = edgert.inspect_model(path)
-    interpreter = edgert.backend.get_backend().interpreter_class(model_path=str(path))
+    interpreter = get_backend().interpreter_class(model_path=str(path))
     for specs, details in ((info.inputs, interpreter.get_input_details()),
                            (info.outputs, interpreter.get_output_details())):
         assert len(specs) == len(details)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import edgert
-from edgert.benchmark import random_inputs
+from edgert.measure.bench import random_inputs
 from edgert.errors import EdgertError
 
 FINDINGS = Path(__file__).parent.parent / "fuzz" / "crashers"

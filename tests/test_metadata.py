@@ -15,6 +15,7 @@ from edgert import metadata
 from edgert.cli import cli
 from edgert.errors import MetadataError, OutputExistsError
 from edgert.metadata import MetadataSpec
+from edgert.tflite.flatbuffer import parse
 from tests import needs
 from tests import tflite_support
 
@@ -86,9 +87,9 @@ def test_rewriting_replaces_the_metadata_and_the_packed_files(int8_tflite, label
     again, meta = metadata.write_metadata(first, spec(other, name="Renamed"), tmp_path / "b.tflite")
     assert meta.name == "Renamed" and meta.packed_files == ("classes.txt",)
     assert meta.labels == tuple(f"class {i}" for i in range(10))
-    flat = edgert.flatbuffer.parse(Path(again).read_bytes())
+    flat = parse(Path(again).read_bytes())
     assert [name for name, _ in flat.metadata].count(metadata.METADATA_NAME) == 1
-    assert len(flat.buffer_sizes) == len(edgert.flatbuffer.parse(Path(first).read_bytes()).buffer_sizes)
+    assert len(flat.buffer_sizes) == len(parse(Path(first).read_bytes()).buffer_sizes)
 
 
 def test_reads_metadata_written_by_tflite_support(float_tflite, labels, tmp_path, support):
@@ -106,7 +107,7 @@ def test_the_vendored_schema_is_tflite_supports_unchanged(support):
     original = support.run("""
 import json, hashlib, tensorflow_lite_support.metadata.metadata_schema_py_generated as m
 print(json.dumps(hashlib.sha256(open(m.__file__, 'rb').read()).hexdigest()))""")
-    ours = (Path(metadata.__file__).parent / "_metadata_schema.py").read_text()
+    ours = (Path(metadata.__file__).parent / "_schema.py").read_text()
     body = ours[ours.index("import flatbuffers"):]
     assert hashlib.sha256(body.encode()).hexdigest() == original
 

@@ -130,7 +130,7 @@ def test_concurrent_runs_give_single_threaded_answers(int8_tflite, digits):
 
 
 def test_backend_can_be_forced(monkeypatch):
-    from edgert import backend
+    from edgert.runtime import backend
 
     backend.get_backend.cache_clear()
     monkeypatch.setenv("EDGERT_BACKEND", "nonsense")

@@ -22,6 +22,7 @@ from edgert.converters import convert
 from edgert.converters.optimize import Candidate, mark_pareto, optimize, run_candidate, sensitive_layers
 from edgert.converters.recipe import ConvertRecipe, Quantization
 from edgert.errors import DeployError, InputDataError
+from edgert.tflite.flatbuffer import parse
 from tests import needs
 
 
@@ -126,7 +127,7 @@ def test_selective_quantization_keeps_the_named_layers_in_float(h5_path, data, t
     assert result.accuracy_tflite > 0.9
     info = edgert.inspect_model(result.output_path)
     # The kept layer computes in float: its output tensor is float32 while the rest of the model is int8.
-    flat = edgert.flatbuffer.parse(Path(result.output_path).read_bytes())
+    flat = parse(Path(result.output_path).read_bytes())
     tensors = {t.name: t for t in flat.subgraphs[0].tensors}
     assert tensors[names[0]].dtype == "float32"
     assert sum(t.dtype == "int8" for t in tensors.values()) > 5 and info.quantization

@@ -16,7 +16,7 @@ from edgert.devices import sensors as sensors
 from edgert.devices.command import parse_power_line
 from edgert.devices.pmic import parse_pmic_adc
 from edgert.errors import SensorError
-from edgert.power_sampling import Monitor, build_trace
+from edgert.measure.power_sampling import Monitor, build_trace
 
 # 120 ms steps over ~1.2 s: power that a board really swings through between idle and busy.
 STEPS = [(0.12, 1800.0), (0.12, 4200.0), (0.12, 2500.0), (0.12, 6100.0), (0.12, 3000.0), (0.12, 900.0),

@@ -519,6 +519,9 @@ def test_the_layout_block_names_what_is_there():
         if line and not line.startswith(" "):
             path = line.split()[0]
             assert (REPO / path).exists(), path
+    named = {line.split()[0] for line in block.text.splitlines() if line and not line.startswith(" ")}
+    for package in (REPO / "edgert").glob("*/__init__.py"):  # every subpackage has its line
+        assert f"edgert/{package.parent.name}/" in named, package.parent.name
 
 
 def test_make_targets_exist():
@@ -556,10 +559,13 @@ def test_the_install_block_installs_the_runtime_alone(tmp_path, int8_tflite, h5_
 
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ("edgert/py.typed", "edgert/cli/runtime.py", "edgert/devices/profiles/rpi5.toml",
-                   "edgert/templates/android/Model.kt", "edgert/delegates/xnnpack.py", "edgert/converters/keras3.py",
+                   "edgert/android/templates/Model.kt", "edgert/delegates/xnnpack.py", "edgert/converters/keras3.py",
                    "edgert/serve/app.py", "edgert/tasks/pipeline.py", "edgert/plugin_api.py", "edgert/bundled.py",
                    "edgert/deploy/collections/ansible_collections/edgert/fleet/plugins/module_utils/agent.py"):
         assert needed in names, needed
+    packages = {p.parent.relative_to(REPO).as_posix() for p in (REPO / "edgert").rglob("__init__.py")
+                if "collections" not in p.parts}
+    assert packages <= {n.rpartition("/")[0] for n in names}, packages  # every subpackage: tflite, runtime, ...
     assert any(n.endswith("licenses/LICENSE") for n in names)
     assert "tensorflow" in done.stdout.lower()  # the dry run would bring the TensorFlow stack
     run = _run(f"edgert run {shlex.quote(str(int8_tflite))}", tmp_path, env, 300)

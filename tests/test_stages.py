@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import edgert
-from edgert import flatbuffer
+from edgert.tflite import flatbuffer
 from edgert.converters import (
     PRESETS,
     ConvertRecipe,

@@ -53,7 +53,7 @@ def describe(name: str, source_shape, model_shape) -> str:
 
 
 # The .tflite's record of the inputs it takes channel-last where the source took them channel-first, so that the
-# runtime can transpose arrays given in the source's layout (edgert.arrays.to_model_layout).
+# runtime can transpose arrays given in the source's layout (edgert.runtime.arrays.to_model_layout).
 METADATA_NAME = "edgert_source_layout"
 
 

@@ -62,7 +62,7 @@ def convert(module, example: Sequence[np.ndarray], mode: Quantization, calibrati
 
     import torch
 
-    from edgert.native import native_log_captured
+    from edgert.runtime.native import native_log_captured
 
     sample = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in example)
     quiet = io.StringIO()
@@ -108,8 +108,8 @@ def quantize(flatbuffer: bytes, mode: Quantization, calibration: list[np.ndarray
 
     from ai_edge_quantizer import quantizer, recipe
 
-    from edgert.flatbuffer import parse
-    from edgert.native import native_log_captured
+    from edgert.tflite.flatbuffer import parse
+    from edgert.runtime.native import native_log_captured
 
     signature = parse(flatbuffer, "the converted model").main_signature()
     names = [name for name, _ in signature.inputs] if signature else [f"args_{i}" for i in range(inputs)]

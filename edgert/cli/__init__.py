@@ -34,7 +34,7 @@ COMMANDS = {
 
 def _version_message() -> str:
     from edgert import __version__
-    from edgert.backend import get_backend
+    from edgert.runtime.backend import get_backend
     from edgert.errors import EdgertError
 
     try:

@@ -11,7 +11,7 @@ from edgert.cli._common import examples, fail_cleanly, parse_range
 
 
 def _metadata_spec(name, description, version, author, license_, labels, input_mean, input_std, input_range, task):
-    from edgert.metadata import MetadataSpec, parse_floats, read_labels
+    from edgert.metadata.writer import MetadataSpec, parse_floats, read_labels
 
     return MetadataSpec(
         name=name, description=description or "", version=version or "", author=author or "",
@@ -95,7 +95,7 @@ def metadata():
 def metadata_write(model, name, description, version_, author, license_, labels, input_mean, input_std, input_range,
                    task, output, force, json_):
     """Embed TFLite metadata (and the label file) in a copy of MODEL."""
-    from edgert.metadata import write_metadata
+    from edgert.metadata.writer import write_metadata
 
     spec = _metadata_spec(name or model.stem, description, version_, author, license_, labels, input_mean,
                           input_std, input_range, task)
@@ -114,7 +114,7 @@ def metadata_write(model, name, description, version_, author, license_, labels,
 @fail_cleanly
 def metadata_read(model, json_):
     """Print a model's TFLite metadata (written by edgert or any other tool)."""
-    from edgert.metadata import read_metadata
+    from edgert.metadata.reader import read_metadata
 
     meta = read_metadata(model)
     if json_:
@@ -144,7 +144,7 @@ def export_android_command(model, package, delegates, name, description, version
                            input_mean, input_std, input_range, task, output, force, json_):
     """Write an Android module: the model with metadata in assets/, a Kotlin classifier, detector or segmenter
     (--task), a Gradle snippet and a README."""
-    from edgert.android import export_android
+    from edgert.android.export import export_android
 
     spec = _metadata_spec(name or model.stem, description, version_, author, license_, labels, input_mean,
                           input_std, input_range, task)

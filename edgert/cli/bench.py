@@ -170,7 +170,7 @@ def bench(models, images, task, labels, mean, std, bgr, layout, conf, iou, top_k
           power_rail, power_hz, idle_seconds, plot_path, isolate, force, json_, csv_):
     """Benchmark models: latency percentiles, memory, temperature, and energy per inference from power sensors;
     with --image, per picture: pre-processing, inference and post-processing apart."""
-    from edgert.benchmark import bench as run_bench
+    from edgert.measure.bench import bench as run_bench
 
     if images:
         _bench_pictures(models, images, task, labels, mean, std, bgr, layout, conf, iou, top_k, delegate_choices,
@@ -181,7 +181,7 @@ def bench(models, images, task, labels, mean, std, bgr, layout, conf, iou, top_k
     if json_ and csv_:
         raise click.UsageError("--json and --csv conflict: choose one")
     if plot_path is not None:
-        from edgert.plot import check_plot_path
+        from edgert.measure.plot import check_plot_path
 
         check_plot_path(plot_path, force)
     choices = delegate_choices or (None,)
@@ -219,7 +219,7 @@ def bench(models, images, task, labels, mean, std, bgr, layout, conf, iou, top_k
     else:
         _print_bench(results)
     if plot_path is not None:
-        from edgert.plot import plot_results
+        from edgert.measure.plot import plot_results
 
         plot_results(results, plot_path, force)
         if not quiet:

@@ -56,7 +56,7 @@ def optimize(model, train_data, eval_data, calibration_data, device, to, allow_l
     from edgert.converters.optimize import format_table, optimize as run_optimize, plot_pareto
 
     if plot_path is not None:
-        from edgert.plot import check_plot_path
+        from edgert.measure.plot import check_plot_path
 
         check_plot_path(plot_path, force)
     progress = (lambda _m: None) if json_ else (lambda m: click.echo(m, err=True))

@@ -56,7 +56,7 @@ def delegates(json_):
 @fail_cleanly
 def check(model, delegate_names, strict, json_):
     """Pre-flight: which operators each delegate will accept, read from the model file alone (no hardware)."""
-    from edgert.preflight import check as check_model
+    from edgert.runtime.preflight import check as check_model
 
     results = check_model(model, delegate_names)
     if json_:
@@ -89,7 +89,9 @@ def check(model, delegate_names, strict, json_):
 def inspect(model, json_, threads, delegate, delegate_lib, delegate_options, strict):
     """Describe a .tflite model: inputs, outputs, quantization, operators, custom ops, delegation."""
     info = edgert.inspect_model(model)
-    backend = str(edgert.backend.get_backend())
+    from edgert.runtime.backend import get_backend
+
+    backend = str(get_backend())
     channel_first: tuple[str, ...] = ()
     try:
         loaded = load_model(model, threads, delegate, delegate_lib, delegate_options, strict)
@@ -129,7 +131,7 @@ def inspect(model, json_, threads, delegate, delegate_lib, delegate_options, str
 
 
 def _load_inputs(path: Path, model: edgert.Model):
-    from edgert.arrays import load_arrays, match_inputs, to_model_layout
+    from edgert.runtime.arrays import load_arrays, match_inputs, to_model_layout
 
     inputs, notes = to_model_layout(match_inputs(load_arrays(path), model.inputs, path), model)
     for note in notes:
@@ -176,7 +178,7 @@ def run(model, more_images, input_path, output, raw, images, task, labels, mean,
     """Run a .tflite model on inputs from a file (or, without --input, on seeded random inputs), or on pictures,
     a video or a camera for its task: labels, boxes or a mask. Pictures after the first --image (as a shell's
     glob gives them) are run too."""
-    from edgert.arrays import save_arrays
+    from edgert.runtime.arrays import save_arrays
     from edgert.files import check_output_path
 
     if more_images and not images:
@@ -200,7 +202,7 @@ def run(model, more_images, input_path, output, raw, images, task, labels, mean,
             raise InputDataError(f"--output {output}: use a .npy or .npz path")
     m = load_model(model, threads, delegate, delegate_lib, delegate_options, strict)
     if input_path is None:
-        from edgert.arrays import random_inputs
+        from edgert.runtime.arrays import random_inputs
 
         inputs = random_inputs(m.inputs)
     else:

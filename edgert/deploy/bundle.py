@@ -175,7 +175,7 @@ def build(model_path: str | os.PathLike, device: str | None = None, *, name: str
     """
     import edgert
     from edgert.devices import profiles
-    from edgert.info import inspect_model
+    from edgert.tflite.info import inspect_model
 
     model_path = Path(model_path)
     info = inspect_model(model_path)  # refuses what is not a model before anything is packed

@@ -125,9 +125,9 @@ def make_reference(model_path: str | os.PathLike, output: str | os.PathLike, *,
         InputDataError: the inputs do not fit the model.
         ModelFormatError: not a model.
     """
-    from edgert.arrays import load_arrays, random_inputs
-    from edgert.info import inspect_model
-    from edgert.model import load
+    from edgert.runtime.arrays import load_arrays, random_inputs
+    from edgert.tflite.info import inspect_model
+    from edgert.runtime.model import load
 
     info = inspect_model(model_path)
     model = load(model_path)
@@ -185,8 +185,8 @@ def check(model_path: str | os.PathLike, reference: str | os.PathLike, *, delega
     Raises:
         InputDataError: the reference file does not fit this model (another model's file).
     """
-    from edgert.benchmark import bench
-    from edgert.model import load
+    from edgert.measure.bench import bench
+    from edgert.runtime.model import load
 
     try:
         with np.load(reference, allow_pickle=False) as ref:

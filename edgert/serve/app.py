@@ -67,7 +67,7 @@ class Server:
     """The models, their scheduler and metrics: what the routes call into."""
 
     def __init__(self, config: ServeConfig):
-        from edgert.delegation import parse_request
+        from edgert.runtime.delegation import parse_request
         from edgert.serve.repository import model_loader, scan
 
         self.config = config

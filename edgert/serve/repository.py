@@ -17,9 +17,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgert.delegation import DelegateRequest
+from edgert.runtime.delegation import DelegateRequest
 from edgert.errors import EdgertError, InputDataError, ModelFormatError
-from edgert.model import Model
+from edgert.runtime.model import Model
 
 log = logging.getLogger("edgert.serve")
 

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edgert.bench_results import EnergyStats, LatencyStats
+from edgert.measure.results import EnergyStats, LatencyStats
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def bench_pictures(pipeline, pictures: Sequence, *, runs: int = 50, warmup: int 
     """Time `runs` pictures (cycling through `pictures`: paths, Pillow images or pixels, decoded once) through
     `pipeline` (an `edgert.tasks.Pipeline`), each stage on its own clock."""
     from edgert.devices.sensors import select
-    from edgert.power_sampling import Monitor
+    from edgert.measure.power_sampling import Monitor
     from edgert.tasks.image import read_image
 
     colour = "L" if pipeline.plan.image.channels == 1 else "RGB"
@@ -83,7 +83,7 @@ def bench_pictures(pipeline, pictures: Sequence, *, runs: int = 50, warmup: int 
             selection.source.close()
     energy, note = None, selection.reason
     if trace is not None:
-        from edgert.bench_results import energy_stats
+        from edgert.measure.results import energy_stats
 
         energy, note = energy_stats(trace, window, len(samples), idle)
     return PictureBench(pipeline.model.path, pipeline.task, names, LatencyStats.from_ns(samples[:, 0]),

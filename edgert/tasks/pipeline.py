@@ -47,7 +47,7 @@ class Plan:
 
 def _open(model, delegate):
     if isinstance(model, (str, os.PathLike)):
-        from edgert.model import load
+        from edgert.runtime.model import load
 
         return load(model, delegate=delegate)
     return model
@@ -55,7 +55,7 @@ def _open(model, delegate):
 
 def _metadata(model):
     from edgert.errors import ModelFormatError
-    from edgert.metadata_reader import read_metadata
+    from edgert.metadata.reader import read_metadata
 
     try:
         return read_metadata(model.path)

@@ -11,7 +11,7 @@ import sys
 
 class _ThrottleWhenTimed(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name != "edgert.bench_results":
+        if name != "edgert.measure.results":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)

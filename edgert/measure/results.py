@@ -9,10 +9,10 @@ from typing import Sequence
 
 import numpy as np
 
-from edgert.delegation import DelegationReport
+from edgert.runtime.delegation import DelegationReport
 from edgert.devices.machine import MachineInfo
 from edgert.errors import BenchError
-from edgert.power_sampling import PowerTrace, ThermalTrace, build_trace
+from edgert.measure.power_sampling import PowerTrace, ThermalTrace, build_trace
 
 THROTTLE_DROP = 0.10  # a sustained fall of the CPU frequency by more than this during the run is flagged
 

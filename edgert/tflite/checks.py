@@ -5,7 +5,7 @@ pooling windows, dataflow order and subgraph calls. `flatbuffer.parse` runs them
 from __future__ import annotations
 
 from edgert.errors import ModelFormatError
-from edgert.flatbuffer_records import (MAX_RANK, POINTER_BYTES, SUBGRAPH_OPTIONS, VALID, SubgraphInfo, TensorInfo,
+from edgert.tflite.records import (MAX_RANK, POINTER_BYTES, SUBGRAPH_OPTIONS, VALID, SubgraphInfo, TensorInfo,
                                        max_tensor_bytes, size_text)
 
 # Inputs that kernels read as integer parameters (axes, shapes, begin/end, paddings...): position -> allowed types.

@@ -7,8 +7,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgert import flatbuffer
 from edgert.errors import ModelFormatError
+from edgert.tflite import flatbuffer
+from edgert.tflite.records import FlatModel, SubgraphInfo, TensorInfo
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class TensorSpec:
         return d
 
     @classmethod
-    def from_flat(cls, t: flatbuffer.TensorInfo, name: str | None = None) -> TensorSpec:
+    def from_flat(cls, t: TensorInfo, name: str | None = None) -> TensorSpec:
         """`name`: the tensor's signature name, where the file's signature gives it one."""
         q = t.quantization
         return cls(name or t.name, t.shape, t.dtype, t.index, t.shape_signature,
@@ -124,7 +125,7 @@ def read_model_bytes(path: str | os.PathLike) -> bytes:
         raise ModelFormatError(f"{p}: cannot read ({exc.strerror})") from None
 
 
-def describe(data: bytes, source: str = "model", flat: flatbuffer.FlatModel | None = None) -> ModelInfo:
+def describe(data: bytes, source: str = "model", flat: FlatModel | None = None) -> ModelInfo:
     """Validate model bytes and describe them (the main subgraph's inputs and outputs).
 
     `flat` is `flatbuffer.parse(data)` when the caller has already validated the bytes, so they are read once.
@@ -148,7 +149,7 @@ def describe(data: bytes, source: str = "model", flat: flatbuffer.FlatModel | No
     )
 
 
-def _quantization_mode(main: flatbuffer.SubgraphInfo, weight_types: set[str]) -> str:
+def _quantization_mode(main: SubgraphInfo, weight_types: set[str]) -> str:
     io = {main.tensors[i].dtype for i in main.inputs + main.outputs}
     activations = {t.dtype for op in main.operators for i in op.outputs for t in (main.tensors[i],)}
     if "int16" in activations and "int8" in weight_types:

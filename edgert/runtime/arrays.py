@@ -12,7 +12,7 @@ from edgert.errors import InputDataError
 from edgert.files import atomic_path
 
 if TYPE_CHECKING:
-    from edgert.info import TensorSpec
+    from edgert.tflite.info import TensorSpec
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -1,5 +1,5 @@
 """What a .tflite flatbuffer says, as records: the schema's constants and the NamedTuples that the reader
-(`edgert.flatbuffer`) builds and its checks (`edgert.flatbuffer_checks`) read, so neither imports the other for
+(`edgert.tflite.flatbuffer`) builds and its checks (`edgert.tflite.checks`) read, so neither imports the other for
 them."""
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
 
-from edgert.backend import Backend, get_backend
-from edgert.delegation import DelegateRequest, DelegationReport, open_model, parse_request
+from edgert.runtime.backend import Backend, get_backend
+from edgert.runtime.delegation import DelegateRequest, DelegationReport, open_model, parse_request
 from edgert.errors import InferenceError, InputDataError, ModelFormatError, UnsupportedOperatorError, brief
-from edgert.flatbuffer import check_batch, parse
-from edgert.info import ModelInfo, TensorSpec, describe, read_model_bytes
+from edgert.tflite.flatbuffer import check_batch, parse
+from edgert.tflite.info import ModelInfo, TensorSpec, describe, read_model_bytes
 
 Inputs = Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray]]
 

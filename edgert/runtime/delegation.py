@@ -9,8 +9,8 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from edgert.errors import DelegateError, DelegateUnavailableError, EdgertError, InputDataError, brief
-from edgert.flatbuffer import FlatModel
-from edgert.native import native_log_captured
+from edgert.tflite.records import FlatModel
+from edgert.runtime.native import native_log_captured
 
 DEFAULT_DELEGATE = "xnnpack"
 # `--delegate auto` where no device profile applies: the accelerators first, the CPU last.

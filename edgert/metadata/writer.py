@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edgert.errors import InputDataError, MetadataError
 from edgert.files import atomic_path, check_output_path
-from edgert.metadata_records import (  # noqa: F401  (the records are part of this module's face)
+from edgert.metadata.records import (
     CUSTOM_METADATA_PARSER_VERSION,
     IMAGE_TASK_NAME,
     LABELS_DESCRIPTION,
@@ -27,8 +27,8 @@ from edgert.metadata_records import (  # noqa: F401  (the records are part of th
     MIN_PARSER_VERSION,
     TASKS,
     ModelMetadata,
-    TensorMetadata,
 )
+from edgert.metadata.reader import decode_metadata
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def _image_layout(spec) -> tuple[int, int, int]:
 
 def _plan(info, meta: MetadataSpec):
     """Check the model against the task and build the schema objects."""
-    from edgert import _metadata_schema as md
+    from edgert.metadata import _schema as md
 
     plan = _Plan()
     image_tasks = ("classification", "detection", "segmentation")
@@ -335,7 +335,7 @@ def build_metadata(info, meta: MetadataSpec) -> tuple[bytes, dict[str, bytes]]:
     """The `M001` metadata flatbuffer for the model described by `info`, and the files to pack after it."""
     import flatbuffers
 
-    from edgert import _metadata_schema as md
+    from edgert.metadata import _schema as md
 
     plan = _plan(info, meta)
     model = md.ModelMetadataT()
@@ -415,8 +415,8 @@ def write_metadata(model_path: str | os.PathLike, meta: MetadataSpec, output: st
         MetadataError: the metadata does not fit the model (task, labels, normalisation).
         OutputExistsError: the output exists and `force` is false.
     """
-    from edgert.flatbuffer import parse
-    from edgert.info import describe, read_model_bytes
+    from edgert.tflite.flatbuffer import parse
+    from edgert.tflite.info import describe, read_model_bytes
 
     model_path = Path(model_path)
     out = Path(output) if output else model_path.with_name(f"{model_path.stem}_metadata.tflite")
@@ -443,6 +443,3 @@ def parse_floats(text: str, what: str) -> tuple[float, ...]:
         raise MetadataError(f"--{what} {text!r} is not a number or a comma-separated list of numbers") from None
     return values
 
-
-# Reading metadata back is its own module (edgert.metadata_reader); its functions stay importable from here.
-from edgert.metadata_reader import decode_metadata, labels_file_bytes, read_metadata  # noqa: E402, F401

@@ -1,5 +1,5 @@
 """Reading TFLite Metadata back: the `TFLITE_METADATA` buffer of any model (edgert's or another tool's) decoded into
-`ModelMetadata`, and the files packed after the flatbuffer. `edgert.metadata` writes them."""
+`ModelMetadata`, and the files packed after the flatbuffer. `edgert.metadata.writer` writes them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 from edgert.errors import MetadataError, ModelFormatError
-from edgert.metadata_records import IMAGE_TASK_NAME, METADATA_IDENTIFIER, METADATA_NAME, ModelMetadata, TensorMetadata
+from edgert.metadata.records import IMAGE_TASK_NAME, METADATA_IDENTIFIER, METADATA_NAME, ModelMetadata, TensorMetadata
 
 
 def read_metadata(model_path: str | os.PathLike) -> ModelMetadata | None:
@@ -18,15 +18,15 @@ def read_metadata(model_path: str | os.PathLike) -> ModelMetadata | None:
     Raises:
         ModelFormatError: not a valid model, or its metadata buffer is damaged.
     """
-    from edgert.info import read_model_bytes
+    from edgert.tflite.info import read_model_bytes
 
     return decode_metadata(read_model_bytes(model_path), str(model_path))
 
 
 def decode_metadata(data: bytes, source: str) -> ModelMetadata | None:
     """The metadata of the model `data` (bytes), or None; see `read_metadata`."""
-    from edgert import _metadata_schema as md
-    from edgert.flatbuffer import parse
+    from edgert.metadata import _schema as md
+    from edgert.tflite.flatbuffer import parse
 
     flat = parse(data, source)
     index = next((buf for name, buf in flat.metadata if name == METADATA_NAME), None)

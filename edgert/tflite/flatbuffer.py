@@ -12,18 +12,13 @@ import math
 import struct
 
 from edgert.errors import ModelFormatError
-from edgert.flatbuffer_records import (  # noqa: F401  (the records are part of this module's face)
-    ACTIVATIONS,
+from edgert.tflite.records import (
     CUSTOM_OPCODE,
     FILE_IDENTIFIER,
     ITEM_BYTES,
     MAX_RANK,
-    POINTER_BYTES,
-    SAME,
     SCHEMA_VERSION,
-    SUBGRAPH_OPTIONS,
     TENSOR_TYPES,
-    VALID,
     FlatModel,
     OperatorInfo,
     Quantization,
@@ -148,7 +143,7 @@ _FORMATS = {"i": _I32, "B": _U8}
 
 
 def _builtin_names() -> dict[int, str]:
-    from edgert._builtin_operators import BuiltinOperator  # carried with edgert: no interpreter package needed
+    from edgert.tflite._builtin_operators import BuiltinOperator  # carried with edgert: no interpreter package needed
 
     return {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
 
@@ -201,7 +196,7 @@ def parse(data: bytes, source: str = "model") -> FlatModel:
 
 
 def _parse(data: bytes, source: str) -> FlatModel:
-    from edgert.flatbuffer_checks import check_dataflow, check_operator, check_subgraph_calls
+    from edgert.tflite.checks import check_dataflow, check_operator, check_subgraph_calls
 
     if len(data) < 8:
         raise ModelFormatError(f"{source} is not a TFLite model: {len(data)} bytes is too short")

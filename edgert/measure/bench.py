@@ -17,8 +17,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from edgert.arrays import load_arrays, match_inputs, random_inputs, to_model_layout
-from edgert.bench_results import (
+from edgert.runtime.arrays import load_arrays, match_inputs, random_inputs, to_model_layout
+from edgert.measure.results import (
     BenchResult,
     EnergyStats,
     LatencyStats,
@@ -33,8 +33,8 @@ from edgert.bench_results import (
 from edgert.devices.machine import machine_info
 from edgert.devices.sensors import select
 from edgert.errors import BenchError
-from edgert.model import Inputs, Model
-from edgert.power_sampling import Monitor, PowerTrace
+from edgert.runtime.model import Inputs, Model
+from edgert.measure.power_sampling import Monitor, PowerTrace
 
 DEFAULT_RUNS = 50
 DEFAULT_MIN_DURATION_S = 1.0
@@ -194,7 +194,7 @@ def bench(model: Model | str | os.PathLike, *, threads: int | None = None,
     if isolate:
         if isinstance(model, Model):
             raise BenchError("isolate needs the model's path: a loaded Model lives in this process")
-        from edgert.isolation import run_isolated
+        from edgert.measure.isolation import run_isolated
 
         return run_isolated(_measure, (os.fspath(model),), {**options, "isolated": True}, progress)
     return _measure(model, **options, progress=progress)
@@ -208,7 +208,7 @@ def _measure(model, *, threads, delegate, delegate_options, delegate_lib, strict
         runs, duration_s = DEFAULT_RUNS, DEFAULT_MIN_DURATION_S
 
     if not isinstance(model, Model):
-        from edgert.backend import get_backend
+        from edgert.runtime.backend import get_backend
 
         get_backend()  # the interpreter library is the runtime's, not the model's: loaded before the baseline
     before = _status_mb()["VmRSS"]

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edgert.benchmark import BenchResult
+from edgert.measure.bench import BenchResult
 from edgert.errors import BenchError
 from edgert.files import atomic_path, check_output_path
 

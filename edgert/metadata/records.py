@@ -1,5 +1,5 @@
-"""What TFLite Metadata says, as records: the constants and the dataclasses that `edgert.metadata` (writing) and
-`edgert.metadata_reader` (reading) share, so neither imports the other to get them."""
+"""What TFLite Metadata says, as records: the constants and the dataclasses that `edgert.metadata.writer` (writing) and
+`edgert.metadata.reader` (reading) share, so neither imports the other to get them."""
 
 from __future__ import annotations
 

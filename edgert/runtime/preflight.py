@@ -42,8 +42,8 @@ def check(path, delegates: Sequence[str] | str = "all") -> tuple[DelegateCheck, 
         ModelFormatError: the file is not a valid model. DelegateError: unknown delegate name.
     """
     from edgert import delegates as registry
-    from edgert.flatbuffer import parse
-    from edgert.info import read_model_bytes
+    from edgert.tflite.flatbuffer import parse
+    from edgert.tflite.info import read_model_bytes
 
     names = delegates.split(",") if isinstance(delegates, str) else list(delegates)
     if [n.strip().lower() for n in names] == ["all"]:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from edgert.errors import MetadataError, OutputExistsError
 from edgert.files import check_writable_dir
-from edgert.metadata import (
-    MetadataSpec, ModelMetadata, build_metadata, decode_metadata, detection_roles, embed, read_labels)
+from edgert.metadata.reader import decode_metadata
+from edgert.metadata.records import ModelMetadata
+from edgert.metadata.writer import MetadataSpec, build_metadata, detection_roles, embed, read_labels
 
 # LiteRT's Android artifacts (Google Maven): 1.4.2 is the newest line with the Interpreter API, GpuDelegate,
 # CompatibilityList and NnApiDelegate that the generated class uses.
@@ -196,8 +197,8 @@ def export_android(model_path: str | os.PathLike, package: str, out_dir: str | o
         ModelFormatError: not a valid model.
     """
     from edgert import __version__
-    from edgert.flatbuffer import parse
-    from edgert.info import describe, read_model_bytes
+    from edgert.tflite.flatbuffer import parse
+    from edgert.tflite.info import describe, read_model_bytes
 
     check_package(package)
     model_path = Path(model_path)
@@ -255,7 +256,7 @@ def export_android(model_path: str | os.PathLike, package: str, out_dir: str | o
     }
     values["LABELS"] = ",\n".join(" " * 12 + _kotlin_string(label) for label in task_values["_labels"])
     del values["_labels"]
-    templates = resources.files("edgert") / "templates" / "android"
+    templates = resources.files("edgert.android") / "templates"
     parts = _sections((templates / f"{meta.task}.kt.part").read_text())
     for section, text in parts.items():  # the task's own pieces, rendered with the model's numbers first
         values[section] = _KotlinTemplate(text).substitute(values)
