@@ -4,6 +4,10 @@ Two comparisons, each interleaved (anchor, contender, anchor, ...) over `--round
 - `import edgert` against `import ai_edge_litert.interpreter` (target <= 1.2x);
 - `edgert run model.tflite --input x.npy` against a bare script that loads the interpreter, sets the input, invokes
   once and prints the output (target <= 1.3x), on the int8 digits CNN.
+Both sides run as on a board that installed the wheel: edgert is built into a wheel and installed into a folder of
+its own beside this venv's site-packages, and both run with `python -S` (no site processing). This venv's editable
+install would otherwise load pathlib and its finder into every process, the anchor's too, which hides what edgert
+itself imports.
 Run: `python benchmarks/startup.py [--rounds 20]`.
 """
 
@@ -12,8 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -51,14 +57,28 @@ def prepare() -> tuple[Path, Path]:
     return model, x
 
 
-# As installed: a pip install compiles every module to bytecode; here PYTHONDONTWRITEBYTECODE would make edgert's
-# editable sources compile on every start, which no user pays (the untimed first runs write the .pyc files).
+REPO = Path(__file__).resolve().parent.parent
+SITE = WORK / "site"
+# As installed: pip compiles every module to bytecode (and PYTHONDONTWRITEBYTECODE is dropped, so the untimed first
+# runs write any .pyc the install did not); edgert from its wheel, then the venv's packages.
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+ENV["PYTHONPATH"] = os.pathsep.join([str(SITE.resolve()), sysconfig.get_paths()["purelib"]])
+
+
+def install_wheel() -> None:
+    """edgert as a wheel, installed without dependencies into build/bench/site (what pip puts on a board)."""
+    shutil.rmtree(SITE, ignore_errors=True)
+    wheels = WORK / "wheel"
+    shutil.rmtree(wheels, ignore_errors=True)
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)], check=True)
+    (wheel,) = wheels.glob("edgert-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(SITE), str(wheel)], check=True)
 
 
 def timed(cmd: list[str]) -> float:
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, env=ENV)
+    subprocess.run(cmd, check=True, capture_output=True, env=ENV, cwd=WORK)  # not the checkout: its edgert/ would shadow
     return time.perf_counter() - started
 
 
@@ -85,14 +105,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
-    model, x = prepare()
-    py = sys.executable
-    compare("import time", ("import ai_edge_litert.interpreter (anchor)", [py, "-c", "import ai_edge_litert.interpreter"]),
-            ("import edgert", [py, "-c", "import edgert"]), args.rounds, 1.2)
-    edgert_cmd = str(Path(py).parent / "edgert")
+    model, x = (p.resolve() for p in prepare())
+    install_wheel()
+    py = [sys.executable, "-S"]
+    compare("import time", ("import ai_edge_litert.interpreter (anchor)", [*py, "-c", "import ai_edge_litert.interpreter"]),
+            ("import edgert", [*py, "-c", "import edgert"]), args.rounds, 1.2)
+    console_script = "import sys\nfrom edgert.cli import main\nsys.argv[0] = 'edgert'\nsys.exit(main())"  # pip's, as written
     compare("one inference from the command line",
-            ("bare interpreter script (anchor)", [py, "-c", BARE, str(model), str(x)]),
-            ("edgert run MODEL --input x.npy", [edgert_cmd, "run", str(model), "--input", str(x)]), args.rounds, 1.3)
+            ("bare interpreter script (anchor)", [*py, "-c", BARE, str(model), str(x)]),
+            ("edgert run MODEL --input x.npy", [*py, "-c", console_script, "run", str(model), "--input", str(x)]),
+            args.rounds, 1.3)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import click
 
@@ -26,6 +25,13 @@ def fail_cleanly(f):
 def examples(*commands: str) -> str:
     """A command's epilog: two or three examples, kept as written by click's help formatter."""
     return "\b\nExamples:\n" + "\n".join(f"  {c}" for c in commands)
+
+
+def echo_json(value, indent: int | None = None) -> None:
+    """Print `value` as JSON (json is imported here: a plain `edgert run` does not pay for it)."""
+    import json
+
+    click.echo(json.dumps(value, indent=indent))
 
 
 def kib(n: int) -> str:
@@ -71,7 +77,7 @@ def delegate_options(f):
                      help="Fail instead of falling back, or when any operator would stay on the CPU.")(f)
     f = click.option("--delegate-option", "delegate_options", multiple=True, metavar="KEY=VALUE",
                      help="Delegate option (repeatable); NAME.KEY=VALUE targets one delegate.")(f)
-    f = click.option("--delegate-lib", type=click.Path(path_type=Path), metavar="PATH",
+    f = click.option("--delegate-lib", type=click.Path(), metavar="PATH",
                      help="A TFLite external delegate library (implies --delegate external).")(f)
     f = click.option("--delegate", envvar="EDGERT_DELEGATE", metavar="NAME[,NAME...]",
                      help="Delegates in priority order: xnnpack (default), gpu, nnapi, edgetpu[:usb:0], external, "

@@ -3,11 +3,12 @@ The work is `edgert.tasks`'."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import os
+
 
 import click
 
+from edgert.cli._common import echo_json
 from edgert.errors import InputDataError
 
 
@@ -27,7 +28,7 @@ def picture_options(f):
                      help="A picture, a folder of them or a glob (repeatable): run the model's task on each."),
         click.option("--task", type=click.Choice(["classify", "detect", "segment"]),
                      help="The task [default: from the model's metadata, or its outputs' layout when only one fits]."),
-        click.option("--labels", type=click.Path(path_type=Path),
+        click.option("--labels", type=click.Path(),
                      help="Labels, one per line in class order, or `ID LABEL` lines [default: the metadata's]."),
         click.option("--mean", callback=_floats, metavar="M[,M,M]",
                      help="Normalisation in pixel units, input = (pixel - mean) / std [default: the metadata's, else "
@@ -86,7 +87,7 @@ def run_pictures(pipe, images, video, camera, output, force, json_, max_frames) 
     for i, path in enumerate(pictures):
         result = pipe(path)
         if json_:
-            click.echo(json.dumps(result.to_dict()))
+            echo_json(result.to_dict())
         else:
             click.echo("\n".join(_table(result)))
         if targets:
@@ -98,6 +99,8 @@ def run_pictures(pipe, images, video, camera, output, force, json_, max_frames) 
 def _targets(pictures, output, force):
     if output is None:
         return None
+    from pathlib import Path
+
     from edgert.files import check_output_path
     from edgert.tasks.draw import output_paths
 
@@ -129,7 +132,7 @@ def _stream(pipe, video, camera, output, force, json_, max_frames) -> None:
 
         def each(index, result, pixels):
             if json_:
-                click.echo(json.dumps(dict(result.to_dict(), frame=index)))
+                echo_json(dict(result.to_dict(), frame=index))
             if writer is not None:
                 from edgert.tasks.draw import annotate
 
@@ -146,7 +149,7 @@ def _stream(pipe, video, camera, output, force, json_, max_frames) -> None:
     if writer is not None:
         writer.close()
     if json_:
-        click.echo(json.dumps({"source": capture.source, "stats": stats.to_dict()}))
+        echo_json({"source": capture.source, "stats": stats.to_dict()})
     elif writer is not None:
         click.echo(f"drawn to {output}")
     if not stats.frames:
@@ -162,9 +165,9 @@ def bench_pictures(pipe, images, runs, warmup, power, power_cmd, power_rail, pow
                        power_options={"rail": power_rail} if power_rail else None, power_hz=power_hz,
                        idle_s=idle_seconds)
     if json_:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        echo_json(result.to_dict(), indent=2)
         return
-    click.echo(f"{Path(result.model).name}: {result.task}, {len(pictures)} picture(s), {result.total.count} timed; "
+    click.echo(f"{os.path.basename(result.model)}: {result.task}, {len(pictures)} picture(s), {result.total.count} timed; "
                f"{result.delegation}")
     click.echo(f"  {'stage':<8} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'mean ms':>9}")
     for name, stats in (("pre", result.pre), ("infer", result.infer), ("post", result.post),

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import os
 import time
-from pathlib import Path
 
 import click
 import numpy as np
 
 import edgert
-from edgert.cli._common import delegate_options, examples, fail_cleanly, kib, load_model, spec_rows
+from edgert.cli._common import delegate_options, echo_json, examples, fail_cleanly, kib, load_model, spec_rows
 from edgert.cli.images import picture_options
 from edgert.errors import InputDataError
 
@@ -34,7 +33,7 @@ def delegates(json_):
                      "options": dict(plugin.options),
                      "module": type(plugin).__module__})
     if json_:
-        click.echo(json.dumps({"platform": str(current_platform()), "delegates": rows}, indent=2))
+        echo_json({"platform": str(current_platform()), "delegates": rows}, indent=2)
         return
     click.echo(f"platform {current_platform()}")
     for r in rows:
@@ -48,7 +47,7 @@ def delegates(json_):
     "edgert check model.tflite",
     "edgert check model.tflite --delegate gpu,edgetpu --strict",
     "edgert check model.tflite --json"))
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", type=click.Path())
 @click.option("--delegate", "delegate_names", default="all", show_default=True, metavar="NAME[,NAME...]",
               help="Delegates to check: xnnpack, gpu, nnapi, edgetpu, or all.")
 @click.option("--strict", is_flag=True, help="Exit 1 if any operator would fall back to the CPU.")
@@ -60,7 +59,7 @@ def check(model, delegate_names, strict, json_):
 
     results = check_model(model, delegate_names)
     if json_:
-        click.echo(json.dumps({"model": str(model), "delegates": [r.to_dict() for r in results]}, indent=2))
+        echo_json({"model": str(model), "delegates": [r.to_dict() for r in results]}, indent=2)
     else:
         for r in results:
             click.echo(f"{r.delegate}: {r.accepted}/{len(r.verdicts)} operators accepted"
@@ -81,7 +80,7 @@ def check(model, delegate_names, strict, json_):
     "edgert inspect model.tflite",
     "edgert inspect model.tflite --delegate gpu,xnnpack",
     "edgert inspect model.tflite --json"))
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", type=click.Path())
 @click.option("json_", "--json", is_flag=True, help="Print the description as JSON.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: the backend's].")
 @delegate_options
@@ -102,7 +101,7 @@ def inspect(model, json_, threads, delegate, delegate_lib, delegate_options, str
             raise
         delegation_text, delegation_dict = f"not loadable here: {exc}", None
     if json_:
-        click.echo(json.dumps({**info.to_dict(), "backend": backend, "delegation": delegation_dict}, indent=2))
+        echo_json({**info.to_dict(), "backend": backend, "delegation": delegation_dict}, indent=2)
         return
     click.echo(f"model         {info.path}")
     click.echo(f"size          {kib(info.size_bytes)} ({info.size_bytes} bytes)")
@@ -130,7 +129,7 @@ def inspect(model, json_, threads, delegate, delegate_lib, delegate_options, str
 # -- run ------------------------------------------------------------------------------------------------------
 
 
-def _load_inputs(path: Path, model: edgert.Model):
+def _load_inputs(path: str, model: edgert.Model):
     from edgert.runtime.arrays import load_arrays, match_inputs, to_model_layout
 
     inputs, notes = to_model_layout(match_inputs(load_arrays(path), model.inputs, path), model)
@@ -155,17 +154,17 @@ def _summary(name: str, a: np.ndarray) -> str:
     "edgert run model.tflite --input x.npy",
     "edgert run yolo.tflite --image street.jpg -o street_boxes.jpg",
     "edgert run mobilenet.tflite --image photos/*.jpg --labels labels.txt --json"))
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", type=click.Path())
 @click.argument("more_images", nargs=-1, metavar="[PICTURES]...")
-@click.option("-i", "--input", "input_path", type=click.Path(path_type=Path),
+@click.option("-i", "--input", "input_path", type=click.Path(),
               help="Input data: .npy (one input) or .npz (one array per input name) [default: seeded random inputs "
                    "in the model's dtypes, a smoke test].")
-@click.option("-o", "--output", type=click.Path(path_type=Path),
+@click.option("-o", "--output", type=click.Path(),
               help="Save outputs: .npy (single output) or .npz (one array per output name); with --image the "
                    "pictures drawn (a .png/.jpg, or a folder), with --video the video drawn (.mp4, .avi).")
 @click.option("--raw", is_flag=True, help="Return quantized outputs as stored, not dequantized to float.")
 @picture_options
-@click.option("--video", type=click.Path(path_type=Path), help="A video file: every frame through the task.")
+@click.option("--video", type=click.Path(), help="A video file: every frame through the task.")
 @click.option("--camera", type=int, metavar="N", help="Camera N (/dev/videoN): every frame through the task.")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop a video or camera after this many frames.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: the backend's].")
@@ -178,9 +177,6 @@ def run(model, more_images, input_path, output, raw, images, task, labels, mean,
     """Run a .tflite model on inputs from a file (or, without --input, on seeded random inputs), or on pictures,
     a video or a camera for its task: labels, boxes or a mask. Pictures after the first --image (as a shell's
     glob gives them) are run too."""
-    from edgert.runtime.arrays import save_arrays
-    from edgert.files import check_output_path
-
     if more_images and not images:
         raise click.UsageError(f"unexpected argument {more_images[0]!r}: pictures follow --image")
     images = tuple(images) + tuple(more_images)
@@ -197,8 +193,10 @@ def run(model, more_images, input_path, output, raw, images, task, labels, mean,
         return
 
     if output is not None:
+        from edgert.files import check_output_path
+
         check_output_path(output, force=force)
-        if output.suffix not in (".npy", ".npz"):
+        if os.path.splitext(output)[1] not in (".npy", ".npz"):
             raise InputDataError(f"--output {output}: use a .npy or .npz path")
     m = load_model(model, threads, delegate, delegate_lib, delegate_options, strict)
     if input_path is None:
@@ -212,17 +210,19 @@ def run(model, more_images, input_path, output, raw, images, task, labels, mean,
     latency_ms = (time.perf_counter_ns() - started) / 1e6
     names = [s.name for s in m.outputs]
     if output is not None:
-        if output.suffix == ".npy" and len(outputs) != 1:
+        if os.path.splitext(output)[1] == ".npy" and len(outputs) != 1:
             raise InputDataError(f"the model has {len(outputs)} outputs; save them to an .npz, not {output}")
+        from edgert.runtime.arrays import save_arrays
+
         save_arrays(output, dict(zip(names, outputs)))
     if json_:
-        click.echo(json.dumps({
+        echo_json({
             "model": str(model), "backend": str(m.backend), "latency_ms": round(latency_ms, 3),
             "inputs": str(input_path) if input_path else "seeded random",
             "delegation": m.delegation.to_dict(),
             "outputs": {n: {"shape": list(o.shape), "dtype": o.dtype.name, "values": o.tolist()}
                         for n, o in zip(names, outputs)},
-            "saved_to": str(output) if output else None}, indent=2))
+            "saved_to": str(output) if output else None}, indent=2)
         return
     for n, o in zip(names, outputs):
         click.echo(_summary(n, o))

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from edgert.errors import InputDataError
-from edgert.files import atomic_path
 
 if TYPE_CHECKING:
     from edgert.tflite.info import TensorSpec
@@ -21,13 +19,14 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Raises:
         InputDataError: missing, unreadable, of another format, or holding Python objects.
     """
-    p = Path(path)
-    if not p.is_file():
+    p = os.fspath(path)  # os.path, not pathlib: `edgert run --input` on a board does not pay for pathlib's import
+    suffix = os.path.splitext(p)[1]
+    if not os.path.isfile(p):
         raise InputDataError(f"{p}: no such file")
-    if p.suffix not in (".npy", ".npz"):
+    if suffix not in (".npy", ".npz"):
         raise InputDataError(f"{p}: use a .npy or .npz file (numpy.save / numpy.savez)")
     try:
-        if p.suffix == ".npy":
+        if suffix == ".npy":
             with open(p, "rb") as f:
                 if f.read(6) != b"\x93NUMPY":  # numpy would call anything else pickled data
                     raise InputDataError(f"{p} is not a .npy file (no NumPy header); save arrays with numpy.save")
@@ -42,9 +41,9 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except ValueError as exc:
         if "pickle" in str(exc):
             raise InputDataError(f"{p} holds Python objects; save plain numeric arrays with numpy.save") from None
-        raise InputDataError(f"{p} is not a readable {p.suffix} file ({exc})") from None
+        raise InputDataError(f"{p} is not a readable {suffix} file ({exc})") from None
     except (OSError, EOFError) as exc:
-        raise InputDataError(f"{p} is not a readable {p.suffix} file ({exc})") from None
+        raise InputDataError(f"{p} is not a readable {suffix} file ({exc})") from None
     if not arrays:
         raise InputDataError(f"{p} holds no arrays")
     return arrays
@@ -100,10 +99,11 @@ def to_model_layout(inputs, model) -> tuple[object, list[str]]:
 
 def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """Write one array to a .npy, or several by name to a .npz, atomically."""
-    p = Path(path)
-    with atomic_path(p) as tmp:
+    from edgert.files import atomic_path
+
+    with atomic_path(path) as tmp:
         with tmp.open("wb") as f:
-            if p.suffix == ".npy":
+            if os.path.splitext(path)[1] == ".npy":
                 (array,) = arrays.values()
                 np.save(f, array, allow_pickle=False)
             else:

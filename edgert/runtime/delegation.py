@@ -367,9 +367,9 @@ def _native_reason(exc: Exception, lines: list[str]) -> str:
 
 
 _GPU_HEADER = "operations are not supported by GPU delegate"
-_GPU_SPLIT = re.compile(
-    r"(\d+) operations will run on the GPU, and the remaining (\d+) operations? will run on the CPU")
-_GPU_REFUSED = re.compile(r"^([A-Z][A-Z0-9_]+): (.+)$")
+# Patterns compiled on first use (re caches them): a model run without the GPU delegate never pays for them.
+_GPU_SPLIT = r"(\d+) operations will run on the GPU, and the remaining (\d+) operations? will run on the CPU"
+_GPU_REFUSED = r"^([A-Z][A-Z0-9_]+): (.+)$"
 
 
 def _gpu_log(lines: list[str]) -> tuple[int | None, list[tuple[str, str]]]:
@@ -381,12 +381,12 @@ def _gpu_log(lines: list[str]) -> tuple[int | None, list[tuple[str, str]]]:
     delegated, refused, inside = None, [], False
     for raw in lines:
         line = raw.strip()
-        split = _GPU_SPLIT.search(line)
+        split = re.search(_GPU_SPLIT, line)
         if split:
             delegated, inside = int(split.group(1)), False
         elif _GPU_HEADER in line:
             inside = True
-        elif inside and (m := _GPU_REFUSED.match(line)):
+        elif inside and (m := re.match(_GPU_REFUSED, line)):
             refused.append((m.group(1), m.group(2)))
     return delegated, refused
 

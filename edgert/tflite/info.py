@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from edgert.errors import ModelFormatError
 from edgert.tflite import flatbuffer
@@ -114,13 +113,14 @@ def read_model_bytes(path: str | os.PathLike) -> bytes:
     Raises:
         ModelFormatError: the path is missing, a directory, or unreadable.
     """
-    p = Path(path)
-    if not p.exists():
+    p = os.fspath(path)  # os.path, not pathlib: `edgert run` on a board does not pay for pathlib's import
+    if not os.path.exists(p):
         raise ModelFormatError(f"{p}: no such file")
-    if p.is_dir():
+    if os.path.isdir(p):
         raise ModelFormatError(f"{p} is a directory; give the path of a .tflite file")
     try:
-        return p.read_bytes()
+        with open(p, "rb") as f:
+            return f.read()
     except OSError as exc:
         raise ModelFormatError(f"{p}: cannot read ({exc.strerror})") from None
 
