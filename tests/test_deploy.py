@@ -22,6 +22,7 @@ from edgert import deploy
 from edgert.measure.bench import random_inputs
 from edgert.cli import cli
 from edgert.deploy import Target
+from edgert.deploy import ssh as transport
 from edgert.devices import profiles as device_profiles
 from edgert.errors import DeployError
 from tests import needs
@@ -148,7 +149,7 @@ class Dropper:
             self.procs.append(proc)
             return proc
 
-        monkeypatch.setattr(deploy.subprocess, "Popen", recording)
+        monkeypatch.setattr(transport.subprocess, "Popen", recording)
 
     def __call__(self, data: bytes):
         block = 8 * 1024
@@ -307,7 +308,7 @@ def test_ctrl_c_during_the_upload_says_what_was_done_and_changes_nothing(models,
         yield data[:4096]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(deploy, "_chunks", interrupted)
+    monkeypatch.setattr(transport, "_chunks", interrupted)
     done = CliRunner().invoke(cli, ["deploy", str(models[1]), "--to", "board", "--device", "rpi5",
                                     "--ssh-config", board["ssh_config"], "--remote-dir", board["remote_dir"],
                                     "--remote-python", board["remote_python"]])

@@ -142,7 +142,7 @@ def workdir() -> Path:
 def explain(event: Event, interpreter: str | None = None) -> str:
     """A failed step's reason as one line. `interpreter` is the Python the inventory gave the host, if any; a
     Python that Ansible's discovery found is named from the result itself."""
-    from edgert.deploy import ssh_problem
+    from edgert.deploy.ssh import ssh_problem
 
     res = event.res
     msg = str(res.get("msg") or "").strip()
