@@ -18,12 +18,13 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-# A float32 .tflite runs other kernels than its source (XNNPACK's reassociated sums, fused activations, folded
-# constants): rounding that grows with depth and range. Basic Pitch's constant-Q front end measures 2.8e-4 of its
-# largest output on uniform inputs (5e-5 on audio-like ones); a conversion bug moves outputs by far more.
-FLOAT32_MAX_REL_DIFF = 1e-3
-# Cosine similarity below which a quantized mode warns (per mode; float16 weights should barely move anything).
-MIN_COSINE = {"float16": 0.999, "dynamic": 0.98, "int8": 0.98, "edgetpu": 0.98, "int16x8": 0.99}
+from edgert.measure.agreement import FLOAT32_MAX_REL_DIFF, cosines, min_cosine
+
+# The thresholds per mode are edgert.measure.agreement's, the ones the fleet's gates judge a board by too. A float32
+# .tflite runs other kernels than its source (XNNPACK's reassociated sums, fused activations, folded constants):
+# rounding that grows with depth and range. Basic Pitch's constant-Q front end measures 2.8e-4 of its largest output
+# on uniform inputs (5e-5 on audio-like ones); a conversion bug moves outputs by far more. Below its mode's cosine a
+# quantized model warns (float16 weights should barely move anything).
 SAMPLES = 8
 # A detector is compared on more pictures (detections are few per picture), when there are that many.
 DETECTOR_SAMPLES = 32
@@ -162,14 +163,6 @@ class Agreement:
                 "detections": None if self.detections is None else self.detections.to_dict()}
 
 
-def _cosines(r: np.ndarray, c: np.ndarray) -> np.ndarray:
-    r2, c2 = r.reshape(len(r), -1), c.reshape(len(c), -1)
-    dot = np.sum(r2 * c2, axis=1)
-    norms = np.linalg.norm(r2, axis=1) * np.linalg.norm(c2, axis=1)
-    identical = np.all(r2 == c2, axis=1)
-    return np.where(identical, 1.0, dot / np.maximum(norms, 1e-30))
-
-
 def attribute_axis(shape: tuple[int, ...]) -> int | None:
     """The axis of a sample-major output that holds attributes rather than positions: for (samples, 1, 4 + C, N) or
     (samples, 1, N, 5 + C) the short axis beside the long one; None for outputs without one (a classifier's
@@ -251,7 +244,7 @@ def compare(mode: str, reference_name: str, inputs_name: str, reference: Mapping
             continue
         diff = np.abs(r - c)
         peak = float(np.max(np.abs(r))) if r.size else 0.0
-        cos = _cosines(r, c)
+        cos = cosines(r, c)
         noise = float(np.sum((r - c) ** 2))
         sqnr = math.inf if noise == 0 else 10 * math.log10(max(float(np.sum(r ** 2)), 1e-30) / noise)
         top1 = float(np.mean(r.argmax(axis=-1) == c.argmax(axis=-1))) if r.ndim == 2 and r.shape[1] > 1 else None
@@ -309,7 +302,7 @@ def _with_warning(a: Agreement, unmatched: tuple[list[str], list[str]] = ([], []
             f"the float32 .tflite differs from {a.reference} by {a.max_rel_diff:.1e} of the largest output "
             f"(expected <= {FLOAT32_MAX_REL_DIFF:g})")
     else:
-        floor = MIN_COSINE.get(a.mode, 0.98)
+        floor = min_cosine(a.mode)
         worst = min(a.outputs, key=lambda o: o.cosine)
         why = "" if worst.cosine >= floor else (
             f"poor {a.mode} agreement with {a.reference}: cosine {worst.cosine:.3f} on output {worst.name} (expected "

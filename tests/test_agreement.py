@@ -113,3 +113,38 @@ def test_a_correct_detector_conversion_is_not_flagged_and_a_quiet_channel_is_not
     noisy = quiet.copy()
     noisy[:, 6] = 2e-4
     assert compare("int8", REF, "x", {"output0": quiet}, {"output0": noisy}).warning == ""
+
+
+# -- one definition: the converters' and the gates' thresholds per mode -----------------------------------------
+
+def test_a_files_quantization_and_a_recipes_mode_name_the_same_thresholds(float_tflite, int8_tflite, tmp_path):
+    """`edgert inspect`'s description of a converted file maps to the recipe's mode, so a conversion's warning floor
+    and the gates' figures for the same model are one number; the gates' reference file carries it."""
+    from edgert.fleet.gates import make_reference
+    from edgert.measure.agreement import MIN_COSINE, board_max_error, min_cosine, mode_of
+    from edgert.tflite.info import inspect_model
+
+    assert mode_of(inspect_model(float_tflite).quantization) == "float32"
+    assert mode_of(inspect_model(int8_tflite).quantization) == "int8"
+    for text, mode in (("float16 weights", "float16"), ("dynamic range (int8 weights)", "dynamic"),
+                       ("full integer (int8), float I/O", "int8"), ("int16x8", "int16x8"), ("edgetpu", "edgetpu")):
+        assert mode_of(text) == mode and min_cosine(text) == MIN_COSINE[mode]
+    meta = make_reference(int8_tflite, tmp_path / "ref.npz", samples=2)
+    assert meta["min_cosine"] == min_cosine("int8") and meta["max_error"] == board_max_error("int8") == 0.02
+    # the converters warn below that same floor, and not above it
+    r = np.random.default_rng(3).normal(size=(8, 64))
+    for scale, warns in ((0.05, False), (0.4, True)):
+        c = r + np.random.default_rng(4).normal(scale=scale, size=r.shape)
+        a = compare("int8", REF, "x", {"o": r}, {"o": c})
+        assert (a.outputs[0].cosine < min_cosine("int8")) == warns and bool(a.warning) == warns
+
+
+def test_a_boards_tolerance_is_a_share_of_the_range_or_two_steps():
+    from edgert.measure.agreement import board_tolerance, cosines
+
+    assert board_tolerance(0.02, 10.0, 0.0) == pytest.approx(0.2)  # float output: 2% of its range
+    assert board_tolerance(0.02, 0.1, 0.01) == pytest.approx(0.02, rel=1e-3)  # two steps where the range is narrow
+    assert board_tolerance(1e-3, 0.0, 0.0) == 1e-6  # a constant output: float rounding only
+    r = np.array([[1.0, 2.0], [0.0, 0.0]])
+    np.testing.assert_allclose(cosines(r, r * 0.95), [1.0, 1.0])  # 5% small keeps cosine 1: why boards are judged
+    np.testing.assert_allclose(cosines(r, np.array([[2.0, -1.0], [1.0, 0.0]])), [0.0, 0.0], atol=1e-12)  # by range

@@ -16,19 +16,11 @@ from typing import Sequence
 import numpy as np
 
 from edgert.errors import InputDataError
+from edgert.measure.agreement import board_max_error, board_tolerance, cosines, min_cosine
 
-# A board runs the very .tflite this host ran, so its outputs may differ only as kernels round: float rounding for a
-# float model (XNNPACK against the reference kernels, as under qemu), a quantization step or two for an integer one.
-# Each output's largest difference must stay within this share of the host's range for that output (by the start of
-# ModelInfo.quantization: "full integer (int8), float I/O", ...), or within two of its quantization steps. A cosine is
-# scale-blind (a board whose outputs all come out 5% small keeps cosine 1.0) and is reported, not judged.
-MAX_ERROR = {"float32": 1e-3, "float16 weights": 1e-3, "dynamic range": 0.02, "full integer": 0.02, "int16x8": 0.02}
-DEFAULT_MAX_ERROR = 0.02
-STEPS = 2
-# What the reports say the boards' outputs came to, worst sample (kept for the status table's figures).
-MIN_COSINE = {"float32": 0.9999, "float16 weights": 0.9999, "dynamic range": 0.99, "full integer": 0.98,
-              "int16x8": 0.99}
-DEFAULT_MIN_COSINE = 0.98
+# A board runs the very .tflite this host ran, so its outputs may differ only as kernels round (XNNPACK against the
+# reference kernels, as under qemu): edgert.measure.agreement's board tolerance for the model's mode, read from the
+# file (ModelInfo.quantization), judges each output; its cosine is reported against the same mode's floor.
 META = "__meta__"
 # The latency gate fails a board only when the new version is slower than --max-slowdown beyond the noise measured
 # in the same check (the lower end of the interval over interleaved rounds) and slower by at least this much in
@@ -145,7 +137,7 @@ def make_reference(model_path: str | os.PathLike, output: str | os.PathLike, *,
     data.update({f"output/{name}": np.stack([r[name] for r in results]) for name in results[0]})
     scales = {s.name: max(s.scale) for s in model.outputs if s.scale}  # per-axis: the coarsest step
     meta = {"samples": len(batches), "quantization": info.quantization,
-            "min_cosine": min_cosine(info.quantization), "max_error": max_error(info.quantization),
+            "min_cosine": min_cosine(info.quantization), "max_error": board_max_error(info.quantization),
             "output_scales": scales}
     data[META] = np.array(json.dumps(meta))
     from edgert.files import atomic_path
@@ -154,24 +146,6 @@ def make_reference(model_path: str | os.PathLike, output: str | os.PathLike, *,
         with open(tmp, "wb") as f:
             np.savez(f, **data)
     return meta
-
-
-def min_cosine(quantization: str) -> float:
-    """The worst-sample cosine expected of a board's output for a model of this quantization (reported)."""
-    return next((v for k, v in MIN_COSINE.items() if quantization.startswith(k)), DEFAULT_MIN_COSINE)
-
-
-def max_error(quantization: str) -> float:
-    """The largest difference a board's output may show, as a share of the host's range for that output."""
-    return next((v for k, v in MAX_ERROR.items() if quantization.startswith(k)), DEFAULT_MAX_ERROR)
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
-        return 1.0 if na == nb else 0.0
-    return float(np.dot(a, b) / (na * nb))
 
 
 def check(model_path: str | os.PathLike, reference: str | os.PathLike, *, delegate: str | Sequence[str] = "auto",
@@ -203,17 +177,16 @@ def check(model_path: str | os.PathLike, reference: str | os.PathLike, *, delega
                              "make the reference from the model being rolled out")
     count = len(next(iter(inputs.values())))
     got = [model.run_by_name({name: a[i] for name, a in inputs.items()}) for i in range(count)]
-    floor = float(meta.get("min_cosine", DEFAULT_MIN_COSINE))
-    share = float(meta.get("max_error", max_error(str(meta.get("quantization", "")))))
+    mode = str(meta.get("quantization", ""))
+    floor = float(meta.get("min_cosine", min_cosine(mode)))
+    share = float(meta.get("max_error", board_max_error(mode)))
     outputs = []
     for name, want in expected.items():
-        cosines = [_cosine(want[i], got[i][name]) for i in range(count)]
-        diff = max(float(np.max(np.abs(want[i].astype(np.float64) - got[i][name].astype(np.float64))))
-                   for i in range(count))
+        have = np.stack([got[i][name] for i in range(count)]).astype(np.float64)
+        diff = float(np.max(np.abs(want.astype(np.float64) - have))) if want.size else 0.0
         span = float(np.max(want) - np.min(want)) if want.size else 0.0
-        step = float(meta.get("output_scales", {}).get(name, 0.0))
-        tolerance = max(share * span, STEPS * step * 1.0001, 1e-6)
-        outputs.append(OutputAgreement(name, min(cosines), diff, tolerance, diff <= tolerance))
+        tolerance = board_tolerance(share, span, float(meta.get("output_scales", {}).get(name, 0.0)))
+        outputs.append(OutputAgreement(name, float(np.min(cosines(want, have))), diff, tolerance, diff <= tolerance))
     old = load(baseline, delegate=baseline_delegate or delegate) if baseline else None
     rounds, per_round = max(1, rounds), max(1, runs // max(1, rounds))
     new_ms: list[np.ndarray] = []
