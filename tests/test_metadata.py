@@ -121,7 +121,7 @@ def test_a_model_without_metadata(float_tflite):
 @pytest.mark.parametrize("kw, message", [
     ({"task": "generic", "labels": ("a",)}, "has 1 labels but the model's output has 10 classes"),
     ({"mean": (127.5,), "std": (127.5,)}, r"int8 representing 0\.\.1 .* use --input-mean 0 --input-std 255"),
-    ({"mean": (1.0, 2.0, 3.0), "std": (1.0, 2.0, 3.0)}, "image has 1 channel"),
+    ({"mean": (1.0, 2.0, 3.0), "std": (1.0, 2.0, 3.0)}, "--input-mean has 3 values but the input has 1 channel"),
 ])
 def test_what_does_not_fit_the_model(int8_tflite, tmp_path, kw, message):
     with pytest.raises(MetadataError, match=message):
@@ -144,7 +144,7 @@ def test_bad_input_from_the_cli(int8_tflite, float_tflite, two_input_tflite, lab
         (["metadata", "write", str(int8_tflite), "--input-mean", "x", "--input-std", "1", "-o", str(out)],
          "is not a number"),
         (["metadata", "write", str(int8_tflite), "--labels", str(tmp_path / "none.txt"), "-o", str(out)],
-         "label file .* does not exist"),
+         "--labels .*none.txt: no such file"),
         (["metadata", "write", str(three), "-o", str(out)], "not a TFLite model"),
         (["metadata", "read", str(three)], "not a TFLite model"),
     ]

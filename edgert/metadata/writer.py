@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgert.errors import InputDataError, MetadataError
+from edgert.errors import MetadataError
 from edgert.files import atomic_path, check_output_path
 from edgert.metadata.records import (
     CUSTOM_METADATA_PARSER_VERSION,
@@ -82,19 +82,16 @@ class InputNormalization:
 
 
 def read_labels(path: str | os.PathLike) -> tuple[str, ...]:
-    """One label per line (blank lines at the end ignored).
+    """A label file's labels in class order, read as `edgert run --labels` reads it (one per line, or `ID LABEL`
+    lines; an id a numbered file skips is written as its number).
 
     Raises:
-        InputDataError: the file cannot be read or is not UTF-8 text.
+        InputDataError: the file cannot be read, is not UTF-8 text, or holds no labels.
     """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputDataError(f"label file {p} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputDataError(f"cannot read label file {p}: {exc}") from None
-    return tuple(line.strip() for line in text.rstrip("\n").split("\n")) if text.strip() else ()
+    from edgert.tasks.labels import read_label_file
+
+    labels = read_label_file(path)
+    return tuple(labels(i) for i in range(max(labels.names) + 1))
 
 
 def plan_normalization(spec, meta: MetadataSpec, channels: int) -> InputNormalization:
@@ -115,7 +112,10 @@ def plan_normalization(spec, meta: MetadataSpec, channels: int) -> InputNormaliz
         mean, std = float(f"{mean:.6g}"), float(f"{std:.6g}")  # 255, not 254.99998 from a float32 scale
         means, stds, derived = (mean,) * channels, (std,) * channels, True
     else:
-        means, stds, derived = _per_channel(meta.mean, channels, "mean"), _per_channel(meta.std, channels, "std"), False
+        from edgert.tasks.image import per_channel
+
+        means = per_channel(meta.mean, channels, "--input-mean", MetadataError)
+        stds, derived = per_channel(meta.std, channels, "--input-std", MetadataError), False
     lows = tuple((low - m) / s for m, s in zip(means, stds))
     highs = tuple((high - m) / s for m, s in zip(means, stds))
     mins = tuple(min(a, b) for a, b in zip(lows, highs))
@@ -130,15 +130,6 @@ def plan_normalization(spec, meta: MetadataSpec, channels: int) -> InputNormaliz
                 f"{low:g}..{high:g} to {min(mins):.4g}..{max(maxs):.4g}; for this input use --input-mean "
                 f"{low - real[0] * std:.6g} --input-std {std:.6g}, or leave both out")
     return InputNormalization(means, stds, mins, maxs, derived)
-
-
-def _per_channel(values: tuple[float, ...], channels: int, what: str) -> tuple[float, ...]:
-    if len(values) == 1:
-        return values * channels
-    if len(values) != channels:
-        raise MetadataError(f"--input-{what} has {len(values)} values but the image has {channels} channel(s); "
-                            "give one value, or one per channel")
-    return tuple(values)
 
 
 @dataclass

@@ -178,11 +178,11 @@ def image_input(model, mean: Sequence[float] | None = None, std: Sequence[float]
     if (mean is None) != (std is None):
         raise InputDataError("give --mean and --std together (pixel units: input = (pixel - mean) / std)")
     if mean is not None:
-        means, stds, source = _per_channel(mean, channels, "mean"), _per_channel(std, channels, "std"), "--mean/--std"
+        means, stds, source = per_channel(mean, channels, "--mean"), per_channel(std, channels, "--std"), "--mean/--std"
     else:
         norm = _metadata_normalisation(metadata)
         if norm is not None:
-            means, stds, source = _per_channel(norm[0], channels, "mean"), _per_channel(norm[1], channels, "std"), \
+            means, stds, source = per_channel(norm[0], channels, "--mean"), per_channel(norm[1], channels, "--std"), \
                 "metadata"
         else:
             real = spec.real_range()
@@ -197,13 +197,19 @@ def image_input(model, mean: Sequence[float] | None = None, std: Sequence[float]
                       tuple(float(s) for s in stds), source, letterbox, bgr)
 
 
-def _per_channel(values: Sequence[float], channels: int, what: str) -> tuple[float, ...]:
+def per_channel(values: Sequence[float], channels: int, option: str,
+                error: type[Exception] = InputDataError) -> tuple[float, ...]:
+    """One value for every channel, or one per channel (a mean, a std: the run's and the metadata writer's rule).
+
+    Raises:
+        `error` (InputDataError unless given): neither one value nor one per channel; the message names `option`.
+    """
     values = tuple(float(v) for v in values)
     if len(values) == 1:
         return values * channels
     if len(values) != channels:
-        raise InputDataError(f"--{what} has {len(values)} values but the input has {channels} channel(s); give one "
-                             "value, or one per channel")
+        raise error(f"{option} has {len(values)} values but the input has {channels} channel(s); give one value, or "
+                    "one per channel")
     return values
 
 
