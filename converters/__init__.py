@@ -1,7 +1,7 @@
 """Keras -> TFLite conversion. TensorFlow is imported lazily, inside the functions that need it."""
 
 from edgert.converters.calibration import load_calibration_data
-from edgert.converters.conversion import ConversionInterrupted, convert, default_output_path, recipe_from_options
+from edgert.converters.conversion import ConversionInterrupted, convert, default_output_path
 from edgert.converters.recipe import (
     PRESETS,
     ClusterConfig,
@@ -13,6 +13,7 @@ from edgert.converters.recipe import (
     RecipeError,
     TrainConfig,
     preset,
+    recipe_from_options,
 )
 from edgert.converters.results import ConversionResult, StageReport
 from edgert.converters.sources import InputShape, SourceModel, open_model

@@ -311,3 +311,41 @@ def preset(name: str) -> ConvertRecipe:
         return PRESETS[name]
     except KeyError:
         raise RecipeError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}") from None
+
+
+def recipe_from_options(*, int8=False, dynamic=False, float16=False, int16x8=False, edgetpu=False,
+                        prune=None, prune_schedule=None, prune_structure=None,
+                        prune_policy=None, cluster=None, distill_from=None, distill_temperature=4.0,
+                        distill_alpha=0.1, qat=False, float_io=False, calibration_samples=200, epochs=None,
+                        batch_size=32, learning_rate=None, seed=0, prune_channels=None,
+                        prune_channels_criterion=None, prune_channels_policy=None, min_channels=None,
+                        channel_multiple=None, keep_float=(), int16=()) -> ConvertRecipe:
+    """The recipe that command-line style options describe; conflicting options are named in the error."""
+    chosen = [name for name, on in (("--dynamic", dynamic), ("--float16", float16), ("--int8", int8),
+                                    ("--int16x8", int16x8), ("--edgetpu", edgetpu)) if on]
+    if len(chosen) > 1:
+        raise RecipeError(f"{' and '.join(chosen)} conflict: choose one post-training quantization")
+    if chosen:
+        quantization = Quantization(chosen[0].lstrip("-"))
+    else:
+        quantization = Quantization.INT8 if qat else Quantization.FLOAT32
+    if prune is None and any(v is not None for v in (prune_schedule, prune_structure, prune_policy)):
+        raise RecipeError("--prune-schedule, --prune-structure and --prune-policy need --prune SPARSITY")
+    channel_options = {"criterion": prune_channels_criterion, "policy": prune_channels_policy,
+                       "min_channels": min_channels, "multiple": channel_multiple}
+    if prune_channels is None and any(v is not None for v in channel_options.values()):
+        raise RecipeError("--prune-channels-criterion, --prune-channels-policy, --min-channels and "
+                          "--channel-multiple need --prune-channels FRACTION")
+    return ConvertRecipe(
+        prune_channels=ChannelPruneConfig(prune_channels, **{k: v for k, v in channel_options.items()
+                                                              if v is not None})
+        if prune_channels is not None else None,
+        quantization=quantization,
+        prune=PruneConfig(prune, PruneSchedule(prune_schedule or "polynomial"), prune_structure, prune_policy)
+        if prune is not None else None,
+        cluster=ClusterConfig(cluster) if cluster is not None else None,
+        distill=DistillConfig(str(distill_from), distill_temperature, distill_alpha) if distill_from else None,
+        qat=qat, float_io=float_io, calibration_samples=calibration_samples,
+        train=TrainConfig(epochs, batch_size, learning_rate), seed=seed,
+        keep_float=tuple(n.strip() for v in keep_float for n in v.split(",") if n.strip()),
+        int16=tuple(n.strip() for v in int16 for n in v.split(",") if n.strip()))

@@ -10,10 +10,13 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import numpy as np
 
 from edgert.converters.keras_files import KERAS3, SAVED_MODEL, TF_KERAS, KerasFile, newer_than_installed, \
     read_keras_file, version_tuple
+from edgert.converters.recipe import Quantization
 from edgert.converters.signature import DEFAULT_KEY, IONames, keras_names, saved_model_names
 from edgert.errors import InputDataError, ModelFormatError, brief
 
@@ -277,3 +280,83 @@ def open_model(path: str | os.PathLike, custom_objects: str | os.PathLike | dict
     kind = "saved_model" if found.writer == SAVED_MODEL else "keras"
     return SourceModel(p, kind, inputs, model, found.writer, found, notes, names, signature or DEFAULT_KEY,
                        function, user)
+
+
+# The modes an ONNX source is quantized in by ai-edge-quantizer (as a PyTorch module is), on the float .tflite: its
+# int8 keeps a YOLO head's detections where TensorFlow's loses half. Dynamic range stays with TensorFlow's converter,
+# whose hybrid kernels run at 0.6x float here where the quantizer's weight-only model runs at float's speed; float16,
+# the Edge TPU and --float-io stay there too.
+QUANTIZER_MODES = (Quantization.INT8, Quantization.INT16X8)
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A source, loaded and ready to convert."""
+
+    source: object  # a sources.SourceModel: names, input shapes, the Keras model or SavedModel the converter takes
+    reference_fixed: Callable[[list[np.ndarray]], dict[str, np.ndarray]] | None = None  # torch, onnxruntime
+    reference_label: str | None = None  # "PyTorch", "onnxruntime"; None: the Keras model or the SavedModel
+    convert: Callable | None = None  # (mode, calibration, notes, keep_float, int16) -> flatbuffer: a route's own
+    model_names: IONames | None = None  # the names the route's flatbuffer or SavedModel uses, position for position
+    route: str | None = None  # "litert-torch" or "onnx"; None for Keras models and SavedModels
+    layout: tuple[str, ...] = ()  # one line per input and output: its shape in the .tflite, and the source's
+    other_route: str | None = None  # what to suggest when the interpreter rejects this route's .tflite
+
+    def reference_name(self, model) -> str:
+        """What the agreement compares with, for the report: the framework, else the model converted."""
+        return self.reference_label or ("the SavedModel" if model is None else "the Keras model")
+
+    def reference(self, tf, model) -> Callable[[list[np.ndarray]], dict[str, np.ndarray]]:
+        """The source as a function of samples (one array per input, in the .tflite's layout) to its outputs by
+        name: torch or onnxruntime for a foreign source, else `model` (the Keras model the stages made), else the
+        SavedModel's signature."""
+        if self.reference_fixed is not None:
+            return self.reference_fixed
+        source = self.source
+        if model is not None:
+            from edgert.converters.keras3 import call_model
+
+            def reference(xs):
+                # The final model's outputs, flattened, carry the source's names by position (write_signature).
+                return dict(zip(source.names.outputs, call_model(model, xs)))
+            return reference
+        signature = source.function
+
+        def reference(xs):
+            outputs = signature(**{spec.name: tf.constant(x) for spec, x in zip(source.inputs, xs)})
+            return {k: np.asarray(outputs[k]) for k in sorted(outputs)}
+        return reference
+
+    def converted_names(self, model) -> IONames:
+        """The names TensorFlow's converter (or the route) gives the flatbuffer's inputs and outputs, position for
+        position with the source's own (`source.names`), which the signature then carries."""
+        if self.model_names is not None:
+            return self.model_names
+        return keras_names(model) if model is not None else self.source.names
+
+    def calibration_keys(self, model) -> list[str] | None:
+        """The names calibration samples go by (a SavedModel's converter orders inputs its own way), or None: in
+        the model's order."""
+        if self.model_names is not None:
+            return list(self.model_names.inputs)
+        return [s.name for s in self.source.inputs] if model is None else None
+
+    def fixed_batch(self, mode: Quantization) -> int | None:
+        """The batch TensorFlow's converter must fix: the Edge TPU needs 1 (onnx2tf's SavedModel has it already)."""
+        return 1 if mode is Quantization.EDGETPU and self.route is None else None
+
+    def quantizes_twice(self, mode: Quantization, float_io: bool, int16: tuple) -> bool:
+        """Whether both ai-edge-quantizer and TensorFlow's converter quantize this source (the onnx route's int8
+        and int16x8, unless --int16, which only the former has, or --float-io, which only the latter has)."""
+        return self.takes_quantizer(mode, float_io) and not int16
+
+    def takes_quantizer(self, mode: Quantization, float_io: bool) -> bool:
+        """Whether ai-edge-quantizer quantizes the float .tflite of this source's SavedModel (the onnx route)."""
+        return self.route is not None and self.convert is None and mode in QUANTIZER_MODES and not float_io
+
+    def rejected(self, mode: Quantization, why: str) -> str | None:
+        """The line for a route's .tflite the interpreter refuses (None: not a route's, the error stands)."""
+        if self.route is None:
+            return None
+        return (f"the {mode.value} .tflite the {self.route} route produced is rejected by the interpreter ({why}); "
+                "nothing was written" + (f": try --route {self.other_route}" if self.other_route else ""))

@@ -74,3 +74,20 @@ def with_source_layout(flatbuffer: bytes, channel_first_inputs: list[str]) -> by
     model.metadata = [m for m in (model.metadata or []) if m.name not in (METADATA_NAME, METADATA_NAME.encode())]
     model.metadata.append(entry)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+
+def wanted(rank: int, layout: str) -> bool:
+    """Whether a source tensor of this rank (batch included) is channel-last in the .tflite, for `--layout`."""
+    return layout == NHWC and rank == 4
+
+
+def layout_lines(names, source_shapes, model_shapes) -> tuple[str, ...]:
+    """One line per tensor: its shape in the .tflite and the source's (`describe`)."""
+    return tuple(describe(n, s, m) for n, s, m in zip(names, source_shapes, model_shapes))
+
+
+def per_sample(run, arrays) -> dict[str, np.ndarray]:
+    """A source run one sample at a time (a file exported with batch 1 takes no other), outputs concatenated."""
+    results = [run([a[i:i + 1] for a in arrays]) for i in range(len(arrays[0]))]
+    return {k: np.concatenate([r[k] for r in results]) for k in results[0]}

@@ -7,12 +7,16 @@ edgert's Edge TPU preparation needs TensorFlow's converter: those modes take `--
 
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from edgert.converters.recipe import Quantization
 from edgert.errors import ConversionError, InputDataError, brief
+
+if TYPE_CHECKING:
+    from edgert.converters.sources import Opened
 
 LITERT_TORCH_EXTRA = "the litert-torch route needs the [torch] extra: pip install 'edgert[torch]'"
 # ai-edge-quantizer's recipes for edgert's modes: int8 weights with int8 or int16 activations (calibrated), int8
@@ -141,3 +145,36 @@ def quantize(flatbuffer: bytes, mode: Quantization, calibration: list[np.ndarray
                               + ("; try --route onnx" if input_names is None else "")) from None
     notes.append(f"quantized by ai-edge-quantizer ({_RECIPES[mode]})")
     return bytes(quantized)
+
+
+def open_module(path: Path, module, layout: str) -> Opened:
+    """A loaded PyTorch module on this route: its inputs and outputs moved to `layout` by a wrapper module, the
+    reference run in torch, and the conversion litert-torch does itself."""
+    from edgert.converters.foreign import layout as lay
+    from edgert.converters.signature import IONames
+    from edgert.converters.sources import InputShape, Opened, SourceModel
+
+    source_out = module.run(module.example)
+    moved_in = [i for i, a in enumerate(module.example) if lay.wanted(a.ndim, layout)]
+    moved_out = [i for i, a in enumerate(source_out.values()) if lay.wanted(a.ndim, layout)]
+    wrapped = channel_last_module(module.module, moved_in, moved_out)
+    example = [lay.to_last(a) if i in moved_in else a for i, a in enumerate(module.example)]
+    inputs = tuple(InputShape(name, a.shape[1:], src.shape[1:] if i in moved_in else None)
+                   for i, (name, a, src) in enumerate(zip(module.names.inputs, example, module.example)))
+    out_shapes = [lay.last_shape(a.shape) if i in moved_out else a.shape for i, a in enumerate(source_out.values())]
+
+    def reference(samples):
+        arrays = [lay.to_first(a) if i in moved_in else a for i, a in enumerate(samples)]
+        outputs = lay.per_sample(module.run, arrays)
+        return {k: lay.to_last(v) if i in moved_out else v for i, (k, v) in enumerate(outputs.items())}
+
+    def converts(mode, calibration, notes, keep_float=(), int16=()):
+        return convert(wrapped, example, mode, calibration, notes, keep_float, int16)
+
+    source = SourceModel(path, "foreign", inputs, framework="torch", names=module.names, described=module.label,
+                         size=module.size_bytes)
+    model_names = IONames(tuple(f"args_{i}" for i in range(len(example))),
+                          tuple(f"output_{i}" for i in range(len(out_shapes))))
+    lines = (lay.layout_lines(module.names.inputs, [a.shape for a in module.example], [a.shape for a in example])
+             + lay.layout_lines(module.names.outputs, [a.shape for a in source_out.values()], out_shapes))
+    return Opened(source, reference, "PyTorch", converts, model_names, "litert-torch", lines)
