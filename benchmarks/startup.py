@@ -71,7 +71,13 @@ def install_wheel() -> None:
     wheels = WORK / "wheel"
     shutil.rmtree(wheels, ignore_errors=True)
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)], check=True)
+    left = [REPO / "build" / "lib", *(REPO / "build").glob("bdist.*")]  # setuptools' build folders, if not there yet
+    left = [p for p in left if not p.exists()]
+    try:
+        subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)], check=True)
+    finally:
+        for path in left:
+            shutil.rmtree(path, ignore_errors=True)
     (wheel,) = wheels.glob("edgert-*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", str(SITE), str(wheel)], check=True)
 

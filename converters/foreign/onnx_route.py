@@ -15,9 +15,9 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -38,10 +38,21 @@ class OnnxTensor:
 
 @dataclass(frozen=True)
 class OnnxInfo:
+    """An `.onnx` file, read once: its graph's inputs, outputs and opset, and the file's bytes and parsed model
+    (without external data), which the preparation for onnx2tf and onnxruntime take instead of reading it again."""
+
     path: Path
     inputs: tuple[OnnxTensor, ...]
     outputs: tuple[OnnxTensor, ...]
     opset: int
+    data: bytes = field(default=b"", repr=False, compare=False)
+    model: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def external_data(self) -> bool:
+        """Whether tensors live in files beside the model (onnxruntime must then open it by path)."""
+        return self.model is not None and any(
+            t.data_location == 1 for t in self.model.graph.initializer)  # onnx.TensorProto.EXTERNAL
 
     @property
     def names(self) -> IONames:
@@ -71,7 +82,8 @@ def read_onnx(path: Path) -> OnnxInfo:
     if not path.is_file():
         raise ModelFormatError(f"{path}: no such file")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        data = path.read_bytes()
+        model = onnx.load_model_from_string(data)
     except Exception as exc:  # DecodeError and friends: a damaged or foreign file
         raise ModelFormatError(f"{path} is not a readable ONNX model ({brief(exc, 160)})") from None
     graph = model.graph
@@ -88,7 +100,7 @@ def read_onnx(path: Path) -> OnnxInfo:
 
     _check_operators(path, graph)
     return OnnxInfo(path, tuple(tensor(v) for v in graph.input if v.name not in initializers),
-                    tuple(tensor(v) for v in graph.output), opset)
+                    tuple(tensor(v) for v in graph.output), opset, data, model)
 
 
 def _check_operators(path: Path, graph) -> None:
@@ -190,8 +202,10 @@ except Saved:
 
 
 def run_onnx2tf(onnx_path: Path, workdir: Path, shapes: dict[str, tuple[int, ...]], keep: Sequence[str],
-                source: Path | None = None, notes: list[str] | None = None) -> Path:
+                source: Path | None = None, notes: list[str] | None = None, info: OnnxInfo | None = None) -> Path:
     """onnx2tf on `onnx_path` in a child process, offline; returns the SavedModel directory it wrote.
+
+    `info`: the file as `read_onnx` read it, so it is not parsed again here (the child reads its own copy).
 
     `keep`: the inputs to leave channel-first (onnx2tf makes 3- to 5-D inputs channel-last otherwise).
     `source`: the file the user gave, which errors name (default `onnx_path`; a module is exported to a file of
@@ -206,7 +220,7 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, shapes: dict[str, tuple[int, ...
         raise ConversionError(f"{ONNX_EXTRA} (onnx2tf is not installed)")
     workdir.mkdir(parents=True, exist_ok=True)
     given = source or onnx_path
-    onnx_path = _prepared(onnx_path, workdir)
+    onnx_path = _prepared(onnx_path, workdir, info)
     np.save(workdir / _SAMPLE, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
     out = workdir / "saved_model"
     options = {"input_onnx_file_path": str(onnx_path.resolve()), "output_folder_path": str(out),
@@ -239,15 +253,21 @@ def run_onnx2tf(onnx_path: Path, workdir: Path, shapes: dict[str, tuple[int, ...
                           "source can take --route litert-torch)")
 
 
-def _prepared(path: Path, workdir: Path) -> Path:
+def _prepared(path: Path, workdir: Path, info: OnnxInfo | None = None) -> Path:
     """The file, or a copy in `workdir` that onnx2tf and TensorFlow's converter take as meant (see `_safe_node_names`
-    and `_around_transpose_bug`); computes the same as the file."""
+    and `_around_transpose_bug`); computes the same as the file. The parsed model in `info` is copied, not re-read."""
     onnx = _import("onnx")
-    model = onnx.load(str(path), load_external_data=False)
+    model = onnx.ModelProto()
+    if info is not None and info.model is not None:
+        model.CopyFrom(info.model)
+    else:
+        model.ParseFromString(path.read_bytes())
     renamed, rewritten = _unsafe_names(model.graph), _constant_lhs(model)
     if not renamed and not rewritten:
         return path
-    model = onnx.load(str(path))
+    from onnx.external_data_helper import load_external_data_for_model
+
+    load_external_data_for_model(model, str(path.parent))
     _safe_node_names(model.graph, renamed)
     _around_transpose_bug(model, rewritten)
     target = workdir / "prepared.onnx"
@@ -352,11 +372,13 @@ def _last_error(log: str) -> str:
 class OnnxRuntime:
     """onnxruntime running the file on the CPU: the reference the `.tflite` is checked against."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, info: OnnxInfo | None = None):
         ort = _import("onnxruntime")
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        # the bytes already read, unless tensors live beside the file (then onnxruntime opens it by path)
+        model = info.data if info is not None and info.data and not info.external_data else str(path)
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.inputs = [i.name for i in self.session.get_inputs()]
 

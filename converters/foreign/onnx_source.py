@@ -20,7 +20,6 @@ def open_onnx(path: Path, workdir: Path, layout: str, input_shapes, notes: list[
     """An `.onnx` file (or a loaded PyTorch module, exported to one first) on the onnx route: onnx2tf's SavedModel,
     rewrapped where its layout of a tensor is not the one asked for, with the source's names, and the reference run
     in onnxruntime (or torch)."""
-
     if module is not None:
         onnx_path = workdir / "model.onnx"
         onnx_route.export_torch(module.module, module.example, module.names, onnx_path)
@@ -31,13 +30,13 @@ def open_onnx(path: Path, workdir: Path, layout: str, input_shapes, notes: list[
         onnx_path = path
         info = onnx_route.read_onnx(path)
         shapes = onnx_route.fixed_shapes(info, input_shapes, notes)
-        runtime = onnx_route.OnnxRuntime(path)
+        runtime = onnx_route.OnnxRuntime(path, info)
         run, reference_name, label = runtime.run, "onnxruntime", info.label
     names = info.names
     example = [np.random.default_rng(0).random(shapes[t.name]).astype(t.dtype) for t in info.inputs]
     source_out = run(example)
     keep = [n for n in names.inputs if lay.transposable(len(shapes[n])) and not lay.wanted(len(shapes[n]), layout)]
-    saved = onnx_route.run_onnx2tf(onnx_path, workdir / "onnx2tf", shapes, keep, source=path, notes=notes)
+    saved = onnx_route.run_onnx2tf(onnx_path, workdir / "onnx2tf", shapes, keep, source=path, notes=notes, info=info)
     sm = open_model(saved)
     sm_names = _match(sm.names, names)
     # Where onnx2tf's layout of a tensor is not the one asked for, a wrapper SavedModel transposes it.
