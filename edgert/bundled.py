@@ -17,7 +17,7 @@ from edgert.errors import EdgertError
 
 def main(here: str, argv: list[str]) -> None:
     """The bundle's entry point: `verify`, `info [--json]`, `run [edgert run options]`, `bench [edgert bench
-    options]`, `check` (a rollout's health check, edgert.fleet.gates); no command verifies and runs once on seeded
+    options]`, `check` (a rollout's health check, edgert.measure.health); no command verifies and runs once on seeded
     random inputs."""
     usage = ("usage: python3 BUNDLE [verify | info [--json] | run [OPTIONS] | bench [OPTIONS] | check REFERENCE.npz "
              "[--baseline OLD_BUNDLE] [--runs N]]")
@@ -73,10 +73,10 @@ def _runtime_here(here: str, folder: Path, manifest: Manifest, argv: list[str]) 
 
 
 def _check(folder: Path, manifest: Manifest, argv: list[str]) -> None:
-    """`check REFERENCE.npz [--baseline OLD_BUNDLE] [--runs N]`: edgert.fleet.gates.check, printed as one JSON line."""
+    """`check REFERENCE.npz [--baseline OLD_BUNDLE] [--runs N]`: edgert.measure.health.check, printed as one JSON line."""
     import argparse
 
-    from edgert.fleet.gates import check
+    from edgert.measure.health import check
 
     parser = argparse.ArgumentParser(prog=f"{manifest.name} bundle check")
     parser.add_argument("reference")

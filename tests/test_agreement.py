@@ -120,7 +120,7 @@ def test_a_correct_detector_conversion_is_not_flagged_and_a_quiet_channel_is_not
 def test_a_files_quantization_and_a_recipes_mode_name_the_same_thresholds(float_tflite, int8_tflite, tmp_path):
     """`edgert inspect`'s description of a converted file maps to the recipe's mode, so a conversion's warning floor
     and the gates' figures for the same model are one number; the gates' reference file carries it."""
-    from edgert.fleet.gates import make_reference
+    from edgert.measure.health import make_reference
     from edgert.measure.agreement import MIN_COSINE, board_max_error, min_cosine, mode_of
     from edgert.tflite.info import inspect_model
 

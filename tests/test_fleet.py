@@ -387,7 +387,7 @@ def test_each_gate_rolls_a_board_back_by_itself_and_says_why(fleet, releases):
 def test_the_latency_gate_fails_only_beyond_the_noise_and_the_floor():
     """The rule itself: a ratio over --max-slowdown fails only when the rounds' lowest ratio is over it too and the
     p50s differ by more than the floor (0.05 ms)."""
-    from edgert.fleet.gates import CheckResult
+    from edgert.measure.health import CheckResult
 
     def result(p50, base, low, high, max_slowdown=1.5):
         return CheckResult(4, 0.98, (), p50, base, "xnnpack", False, "", low, high, max_slowdown)
@@ -641,7 +641,7 @@ pis:
 
 
 def test_the_check_compares_by_output_name_with_a_tolerance_by_mode(int8_tflite, float_tflite, tmp_path):
-    from edgert.fleet.gates import check, make_reference
+    from edgert.measure.health import check, make_reference
 
     ref = tmp_path / "ref.npz"
     meta = make_reference(int8_tflite, ref)

@@ -233,7 +233,7 @@ def reference(model, output, inputs, force):
     """Write MODEL's outputs on reference inputs, run here: what edgert.fleet.model's `reference` checks each board
     against (edgert fleet rollout makes its own)."""
     from edgert.files import check_output_path
-    from edgert.fleet.gates import make_reference
+    from edgert.measure.health import make_reference
 
     output = output or model.with_name(model.stem + ".reference.npz")
     check_output_path(output, force=force)

@@ -13,8 +13,8 @@ _LAZY = {
     "status": "edgert.fleet.survey", "FleetStatus": "edgert.fleet.survey", "BoardStatus": "edgert.fleet.survey",
     "read_inventory": "edgert.fleet.inventory", "Host": "edgert.fleet.inventory",
     "collection_path": "edgert.fleet.inventory", "write_targets": "edgert.fleet.inventory",
-    "prometheus_targets": "edgert.fleet.inventory", "make_reference": "edgert.fleet.gates",
-    "check": "edgert.fleet.gates", "CheckResult": "edgert.fleet.gates",
+    "prometheus_targets": "edgert.fleet.inventory", "make_reference": "edgert.measure.health",
+    "check": "edgert.measure.health", "CheckResult": "edgert.measure.health",
 }
 
 

@@ -158,7 +158,7 @@ def rollout(model: str | os.PathLike, inventory: str | os.PathLike | list, *, li
     """
     from edgert.deploy import serve_requirements
     from edgert.deploy.bundle import build, bundle_name
-    from edgert.fleet.gates import make_reference
+    from edgert.measure.health import make_reference
 
     started = time.monotonic()
     hosts = read_inventory(inventory, limit)

@@ -545,7 +545,7 @@ def cmd_exec(root, name, *args):
 # --- the health check a rollout runs -------------------------------------------------------------------------
 
 def run_check(root, models, version, reference, baseline, runs, max_slowdown=None):
-    """The new version's health check (`python3 BUNDLE check`, edgert.fleet.gates): its result, with
+    """The new version's health check (`python3 BUNDLE check`, edgert.measure.health): its result, with
     `latency_failure` and `disagreement` saying why it fails, or AgentError when it cannot run."""
     python = runtime_python(root)
     argv = [python, os.path.join(models, "v-" + version), "check", reference, "--runs", str(int(runs))]

@@ -39,7 +39,7 @@ options:
       C(~/edgert) on the board.
     type: str
   reference:
-    description: A reference file on the controller (C(edgert.fleet.gates.make_reference)) to check outputs with.
+    description: A reference file on the controller (C(edgert.measure.health.make_reference)) to check outputs with.
     type: path
   max_slowdown:
     description: The largest ratio of the new version's p50 to the replaced version's, both measured on the board.
