@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import edgert
 from edgert import metadata
-from edgert.android.export import check_package, class_name_for, export_android
+from edgert.android import check_package, class_name_for, export_android
 from edgert.cli import cli
 from edgert.errors import MetadataError, OutputExistsError
 from edgert.metadata import MetadataSpec
