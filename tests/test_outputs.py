@@ -57,12 +57,12 @@ def test_the_library_refuses_a_read_only_folder_before_work(readonly):
 
 
 def test_convert_refuses_before_converting(h5_path, readonly, monkeypatch):
-    from edgert.converters import conversion
+    from edgert.converters import sources
 
     def never(*_args, **_kwargs):
         raise AssertionError("the model was loaded before the output was checked")
 
-    monkeypatch.setattr(conversion, "open_model", never)
+    monkeypatch.setattr(sources, "open_model", never)  # what every Keras file and SavedModel is loaded through
     out = CliRunner().invoke(cli, ["convert", str(h5_path), "-o", str(readonly / "m.tflite")])
     one_line(out, f"cannot write {readonly}: read-only file system")
 
