@@ -130,6 +130,10 @@ def number_fits(want: float, got: float, decimals: int, before: str, after: str,
         return got >= want - 3.0
     if after.startswith("%") and ("accuracy" in line or "agreement" in line or want >= 50):
         return got >= want - 2.0
+    if after == "points" or (before.endswith("%") and after[:1].isdigit()):
+        # accuracy points lost (`+0.89 points`, a table's drop column after its accuracy): the difference of two
+        # accuracies, each held to 2 points above, so it may not grow by more than 2 points
+        return got <= want + 2.0
     if before == "difference":
         return got <= max(10 * want, 1e-5)
     slack = 0.5 * 10 ** -decimals if decimals or abs(want) >= 1 else 0.0
@@ -200,6 +204,10 @@ def test_the_comparison_is_strict_where_it_should_be():
     assert mismatch(["ran in 0.56 ms"], ["ran in 3.1 ms"]) is None
     assert mismatch(["int8  98.2%  41.6K  0.005"], ["int8  98.0%  41.4K  0.012"], free=frozenset({3})) is None
     assert mismatch(["int8  98.2%  41.6K  0.005"], ["int8  98.0%  46.4K  0.005"], free=frozenset({3})) is not None
+    assert mismatch(["prune75  97.77%  0.89  6.1K"], ["prune75  98.00%  0.45  6.1K"]) is None  # points lost: fewer
+    assert mismatch(["prune75  97.77%  0.89  6.1K"], ["prune75  96.00%  3.10  6.1K"]) is not None  # 2.2 more
+    assert mismatch(["chosen (6.8x smaller, +0.89 points)"], ["chosen (6.8x smaller, +3.00 points)"]) is not None
+    assert mismatch(["int8  98.2%  41.6K  0.005"], ["int8  98.0%  20.1K  0.005"]) is not None  # a size stays +-2%
     assert mismatch(["cam-1  rpi5  0.004  -"], ["cam-1  rpi5  0.012  -"], free=frozenset({-1})) is None
     assert mismatch(["cosine 1.0000 (worst sample 0.9990), SQNR 49.7 dB"],
                     ["cosine 0.9995 (worst sample 0.9950), SQNR 47.0 dB"]) is None
