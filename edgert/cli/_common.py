@@ -27,11 +27,12 @@ def examples(*commands: str) -> str:
     return "\b\nExamples:\n" + "\n".join(f"  {c}" for c in commands)
 
 
-def echo_json(value, indent: int | None = None) -> None:
-    """Print `value` as JSON (json is imported here: a plain `edgert run` does not pay for it)."""
+def echo_json(value, indent: int | None = None, default=None) -> None:
+    """Print `value` as JSON, every command's `--json` (json is imported here: a plain `edgert run` does not pay for
+    it). `default` as json.dumps takes it."""
     import json
 
-    click.echo(json.dumps(value, indent=indent))
+    click.echo(json.dumps(value, indent=indent, default=default))
 
 
 def kib(n: int) -> str:

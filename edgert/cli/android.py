@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from edgert.cli._common import examples, fail_cleanly, parse_range
+from edgert.cli._common import echo_json, examples, fail_cleanly, parse_range
 
 
 def _metadata_spec(name, description, version, author, license_, labels, input_mean, input_std, input_range, task):
@@ -101,7 +100,7 @@ def metadata_write(model, name, description, version_, author, license_, labels,
                           input_std, input_range, task)
     path, meta = write_metadata(model, spec, output, force=force)
     if json_:
-        click.echo(json.dumps({"path": path, "metadata": meta.to_dict()}, indent=2))
+        echo_json({"path": path, "metadata": meta.to_dict()}, indent=2)
         return
     click.echo(f"wrote {path}")
     _print_metadata(meta)
@@ -118,7 +117,7 @@ def metadata_read(model, json_):
 
     meta = read_metadata(model)
     if json_:
-        click.echo(json.dumps(meta.to_dict() if meta else None, indent=2))
+        echo_json(meta.to_dict() if meta else None, indent=2)
         return
     _print_metadata(meta)
 
@@ -151,7 +150,7 @@ def export_android_command(model, package, delegates, name, description, version
     order = () if delegates.strip().lower() == "none" else tuple(d.strip() for d in delegates.split(",") if d.strip())
     done = export_android(model, package, output, labels_path=labels, delegates=order, meta=spec, force=force)
     if json_:
-        click.echo(json.dumps(done.to_dict(), indent=2))
+        echo_json(done.to_dict(), indent=2)
         return
     click.echo(f"wrote {done.out_dir}/")
     for rel in (done.model_asset, done.kotlin_source, done.gradle_snippet, done.readme):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from edgert.cli._common import examples, fail_cleanly, fmt, load_model
+from edgert.cli._common import echo_json, examples, fail_cleanly, fmt, load_model
 from edgert.cli.images import picture_options
 
 
@@ -212,8 +211,8 @@ def bench(models, images, task, labels, mean, std, bgr, layout, conf, iou, top_k
         click.echo("interrupted before any timed run finished; nothing to report", err=True)
         raise click.exceptions.Exit(130)
     if json_:
-        click.echo(json.dumps({"results": [r.to_dict() for r in results],
-                               "ratios_p50": [r.ratio_to(results[0]) for r in results]}, indent=2))
+        echo_json({"results": [r.to_dict() for r in results],
+                   "ratios_p50": [r.ratio_to(results[0]) for r in results]}, indent=2)
     elif csv_:
         click.echo(_csv(results), nl=False)
     else:
@@ -251,7 +250,7 @@ def sensors(json_):
                      "module": type(plugin).__module__})
     zones = thermal_zones()
     if json_:
-        click.echo(json.dumps({"power_sensors": rows, "thermal_zones": list(zones)}, indent=2))
+        echo_json({"power_sensors": rows, "thermal_zones": list(zones)}, indent=2)
         return
     for r in rows:
         state = "found" if r["usable"] else "absent"

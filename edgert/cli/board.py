@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import click
 
 import edgert
-from edgert.cli._common import examples, fail_cleanly, fmt, kib
+from edgert.cli._common import echo_json, examples, fail_cleanly, fmt, kib
 
 
 @click.group(invoke_without_command=True, epilog=examples(
@@ -25,9 +24,9 @@ def devices(ctx, json_):
 
     found, broken = profiles.all_profiles()
     if json_:
-        click.echo(json.dumps({"profiles": [p.to_dict() for p in found.values()],
-                               "broken": [vars(b) for b in broken.values()],
-                               "user_dirs": [str(d) for d in profiles.user_dirs()]}, indent=2))
+        echo_json({"profiles": [p.to_dict() for p in found.values()],
+                   "broken": [vars(b) for b in broken.values()],
+                   "user_dirs": [str(d) for d in profiles.user_dirs()]}, indent=2)
         return
     for p in sorted(found.values(), key=lambda p: p.name):
         origin = "" if p.builtin else f"  (yours: {p.source})"
@@ -48,7 +47,7 @@ def devices_show(name, json_):
 
     p = profiles.get(name)
     if json_:
-        click.echo(json.dumps(p.to_dict(), indent=2))
+        echo_json(p.to_dict(), indent=2)
         return
     memory = "/".join(f"{m:g}" for m in p.memory_gb)
     click.echo(f"{p.name}: {p.title}")
@@ -79,7 +78,7 @@ def devices_detect(json_):
 
     found = detect()
     if json_:
-        click.echo(json.dumps(found.to_dict(), indent=2))
+        echo_json(found.to_dict(), indent=2)
         return
     p = found.profile
     click.echo(f"board: {p.title} ({p.name})" if p else "board: unknown (no profile matches; pass --device NAME)")
@@ -110,8 +109,8 @@ def bundle(model, device, output, name, force, json_):
 
     made = make_bundle(model, device, output, name=name, force=force)
     if json_:
-        click.echo(json.dumps({"path": made.path, "size_bytes": made.size_bytes, "sha256": made.sha256,
-                               "manifest": made.manifest.to_dict()}, indent=2))
+        echo_json({"path": made.path, "size_bytes": made.size_bytes, "sha256": made.sha256,
+                   "manifest": made.manifest.to_dict()}, indent=2)
         return
     m = made.manifest
     click.echo(f"wrote {made.path} ({kib(made.size_bytes)}, {len(m.files)} files, version {m.version})")
@@ -187,7 +186,7 @@ def deploy(model, to, device, remote_dir, name, setup, bench_, runs, rollback, s
     if stop_serving:
         stopped = deployer.stop_serving(to, remote_dir=remote_dir, **ssh)
         if json_:
-            click.echo(json.dumps({"stopped": stopped}))
+            echo_json({"stopped": stopped})
         else:
             click.echo(f"{to}: edgert serve " + ("stopped" if stopped else "was not running"))
         return
@@ -196,7 +195,7 @@ def deploy(model, to, device, remote_dir, name, setup, bench_, runs, rollback, s
             raise click.UsageError("--rollback needs the model (for its name) or --name")
         done = deployer.rollback(to, name or bundle_name(model), remote_dir=remote_dir, **ssh)
         if json_:
-            click.echo(json.dumps(done.to_dict(), indent=2))
+            echo_json(done.to_dict(), indent=2)
         else:
             click.echo(f"{done.target}: {done.name} rolled back to version {done.version} (was {done.replaced}); "
                        f"active at {done.remote_path}")
@@ -232,7 +231,7 @@ def deploy(model, to, device, remote_dir, name, setup, bench_, runs, rollback, s
     if json_:
         data = done.to_dict()
         data["local_bench"] = local
-        click.echo(json.dumps(data, indent=2, default=str))
+        echo_json(data, indent=2, default=str)
         return
     what = "already active" if not done.switched else f"active (previous: {done.previous or 'none'})"
     click.echo(f"{done.target}: {done.name} version {done.version} {what} at {done.remote_path} "

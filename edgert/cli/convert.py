@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from edgert.cli._common import examples, fail_cleanly, kib, parse_range, spec_rows
+from edgert.cli._common import echo_json, examples, fail_cleanly, kib, parse_range, spec_rows
 
 
 @click.command(epilog=examples(
@@ -139,7 +138,7 @@ def convert(model, output, calibration_data, train_data, val_data, eval_data, re
         click.echo(stopped.describe(), err=True)
         raise click.exceptions.Exit(130) from None
     if json_:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        echo_json(result.to_dict(), indent=2)
         return
     click.echo(f"wrote {result.output_path}")
     click.echo(f"  from        {result.source_format}" + (f" (route {result.route})" if result.route else ""))

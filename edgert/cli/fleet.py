@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
-from edgert.cli._common import examples, fail_cleanly, fmt
+from edgert.cli._common import echo_json, examples, fail_cleanly, fmt
 
 INVENTORY = click.option("-i", "--inventory", "inventory", required=True, multiple=True, envvar="EDGERT_INVENTORY",
                          metavar="INVENTORY", help="An Ansible inventory (INI, YAML, a folder; repeatable).")
@@ -144,7 +143,7 @@ def rollout(model, inventory, limit, canary, waves, max_fail, max_slowdown, runs
                          rollback_all=rollback_all, on_event=show,
                          on_note=lambda m: click.echo(m, err=True))
     if json_:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        echo_json(report.to_dict(), indent=2)
     else:
         _report(report)
     sys.exit(0 if report.ok else 130 if report.stopped else 1)
@@ -164,7 +163,7 @@ def status(inventory, limit, names, forks, json_):
 
     result = run_status(list(inventory), limit=limit, names=tuple(names), forks=forks)
     if json_:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        echo_json(result.to_dict(), indent=2)
         return
     rows = []
     for b in result.boards:
@@ -200,7 +199,7 @@ def rollback(model, inventory, limit, device, name, forks, check, json_):
 
     report = run_rollback(model, list(inventory), limit=limit, device=device, name=name, forks=forks, check=check)
     if json_:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        echo_json(report.to_dict(), indent=2)
     else:
         _report(report)
     sys.exit(0 if report.ok else 1)

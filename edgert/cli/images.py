@@ -167,7 +167,8 @@ def bench_pictures(pipe, images, runs, warmup, power, power_cmd, power_rail, pow
     if json_:
         echo_json(result.to_dict(), indent=2)
         return
-    click.echo(f"{os.path.basename(result.model)}: {result.task}, {len(pictures)} picture(s), {result.total.count} timed; "
+    click.echo(f"{os.path.basename(result.model)}: {result.task}, {len(pictures)} picture(s), "
+               f"{result.total.count} timed; "
                f"{result.delegation}")
     click.echo(f"  {'stage':<8} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'mean ms':>9}")
     for name, stats in (("pre", result.pre), ("infer", result.infer), ("post", result.post),

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from edgert.cli._common import examples, fail_cleanly
+from edgert.cli._common import echo_json, examples, fail_cleanly
 
 
 @click.command(epilog=examples(
@@ -77,7 +76,7 @@ def optimize(model, train_data, eval_data, calibration_data, device, to, allow_l
     if plot_path is not None:
         plot_pareto(result, plot_path, force=True)
     if json_:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        echo_json(result.to_dict(), indent=2)
         return
     click.echo(f"{result.model}: {len(result.candidates)} candidates, objective {result.objective}, within "
                f"{result.max_drop:g} points of float ({result.float_candidate.accuracy:.2%}); * Pareto front, > chosen")
